@@ -1,0 +1,384 @@
+/*
+ * quiver: memoized function calls in one cache shared by every language.
+ *
+ * This is the only public header. Conventions (see docs/API.md):
+ *  - every fallible function returns qv_status: QV_OK (0) or a negative code;
+ *    qv_errmsg() describes the calling thread's last failure;
+ *  - out-parameters come first; a failed constructor leaves *out NULL;
+ *  - destructors accept NULL and cannot fail;
+ *  - inputs are borrowed for the duration of the call; memory handed to the
+ *    caller is released with the matching qv_*_free or qv_free, never free();
+ *  - the library never prints, aborts or exits.
+ */
+#ifndef QUIVER_H
+#define QUIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quiver_export.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QV_VERSION_MAJOR 0
+#define QV_VERSION_MINOR 1
+#define QV_VERSION_PATCH 0
+#define QV_VERSION_STRING "0.1.0"
+
+/* The library's version, "MAJOR.MINOR.PATCH"; static storage. */
+QV_EXPORT const char *qv_version(void);
+
+/* ------------------------------------------------------------------ errors */
+
+typedef int qv_status;
+
+/* Numbers are frozen: new codes are only ever appended. */
+#define QV_OK          0
+#define QV_NOTFOUND   -1   /* no such entry (not an error condition) */
+#define QV_EINVAL     -2   /* an argument is invalid */
+#define QV_ENOMEM     -3   /* out of memory */
+#define QV_EDECODE    -4   /* input is not canonical CBOR */
+#define QV_EENCODE    -5   /* the value cannot be encoded canonically */
+#define QV_ESTORE     -6   /* the storage engine failed (LMDB error in the message) */
+#define QV_EFULL      -7   /* the map or disk is full and nothing can be evicted */
+#define QV_EREADONLY  -8   /* the cache was opened read-only */
+#define QV_ECORRUPT   -9   /* a stored entry failed validation */
+#define QV_ECLOSED   -10   /* the handle was closed */
+#define QV_EMISUSE   -11   /* the API was used out of order */
+#define QV_EIO       -12   /* the operating system refused (errno in the message) */
+#define QV_ERANGE    -13   /* a number does not fit the requested C type */
+#define QV_ETYPE     -14   /* a value has the wrong type */
+#define QV_ETIMEOUT  -15   /* a wait timed out */
+#define QV_ECANCELLED -16  /* the operation was cancelled */
+#define QV_EFAILED   -17   /* a task or function failed */
+
+/* Static text for a status code; never NULL. */
+QV_EXPORT const char *qv_strerror(qv_status status);
+/* The symbolic name of a status code ("QV_EDECODE"); never NULL. */
+QV_EXPORT const char *qv_status_name(qv_status status);
+/* The calling thread's last error message; never NULL. Valid until the next
+ * failing quiver call on this thread. */
+QV_EXPORT const char *qv_errmsg(void);
+
+/* Release memory the library handed to the caller. NULL is accepted. */
+QV_EXPORT void qv_free(void *p);
+
+/* ----------------------------------------------------------------- digests */
+
+/* A 16-byte XXH3-128 digest in canonical (big-endian) byte order. Frozen. */
+typedef struct qv_digest {
+    uint8_t bytes[16];
+} qv_digest;
+
+/* 32 lowercase hex characters and a NUL. */
+QV_EXPORT void qv_digest_hex(const qv_digest *d, char out[33]);
+/* Parse 32 hex characters (either case); QV_EINVAL otherwise. */
+QV_EXPORT qv_status qv_digest_parse(qv_digest *out, const char *hex, size_t len);
+/* XXH3-128 of arbitrary bytes (the value digest when they are an encoding). */
+QV_EXPORT void qv_digest_bytes(qv_digest *out, const void *data, size_t len);
+
+/* ------------------------------------------------------------------ values */
+
+typedef int qv_type;
+#define QV_TYPE_NULL    0
+#define QV_TYPE_BOOL    1
+#define QV_TYPE_INT     2   /* -2^64 .. 2^64-1 (CBOR major types 0 and 1) */
+#define QV_TYPE_BIGINT  3   /* tags 2/3: beyond the 64-bit range */
+#define QV_TYPE_FLOAT   4
+#define QV_TYPE_TEXT    5
+#define QV_TYPE_BYTES   6
+#define QV_TYPE_LIST    7
+#define QV_TYPE_MAP     8
+#define QV_TYPE_TAG     9
+
+/* Tags with a meaning in quiver (DESIGN section 3). */
+#define QV_TAG_BIGNUM_POS   2
+#define QV_TAG_BIGNUM_NEG   3
+#define QV_TAG_NDARRAY     40
+#define QV_TAG_SET        258
+#define QV_TAG_TUPLE      0x51560001u
+#define QV_TAG_PICKLE     0x51560002u
+#define QV_TAG_REF        0x51560003u  /* in call records: a value stored by digest */
+
+/* Documented limit on nesting of lists, maps and tags, for decoding and encoding. */
+#define QV_MAX_DEPTH 512
+
+/* A value tree. A qv_value is owned by whoever holds the pointer; values put
+ * into a list, map or tag become owned by their container. Not thread-safe to
+ * mutate; any number of threads may read one that nobody mutates. */
+typedef struct qv_value qv_value;
+
+QV_EXPORT qv_status qv_value_new_null(qv_value **out);
+QV_EXPORT qv_status qv_value_new_bool(qv_value **out, int b);
+QV_EXPORT qv_status qv_value_new_int(qv_value **out, int64_t i);
+QV_EXPORT qv_status qv_value_new_uint(qv_value **out, uint64_t u);
+/* -1 - n, for n in 0 .. 2^64-1: the negative half of CBOR's integer range. */
+QV_EXPORT qv_status qv_value_new_negint(qv_value **out, uint64_t n);
+/* A big-endian magnitude; the value is m (negative == 0) or -1 - m. Values that
+ * fit a 64-bit CBOR integer are stored as QV_TYPE_INT, so every number has one
+ * representation. */
+QV_EXPORT qv_status qv_value_new_bigint(qv_value **out, int negative, const void *magnitude, size_t len);
+QV_EXPORT qv_status qv_value_new_float(qv_value **out, double d);
+/* Text must be valid UTF-8 (QV_EENCODE otherwise); it may contain NUL. */
+QV_EXPORT qv_status qv_value_new_text(qv_value **out, const char *s, size_t len);
+QV_EXPORT qv_status qv_value_new_bytes(qv_value **out, const void *data, size_t len);
+QV_EXPORT qv_status qv_value_new_list(qv_value **out);
+QV_EXPORT qv_status qv_value_new_map(qv_value **out);
+/* Takes ownership of content, also when it fails. */
+QV_EXPORT qv_status qv_value_new_tag(qv_value **out, uint64_t tag, qv_value *content);
+QV_EXPORT qv_status qv_value_clone(qv_value **out, const qv_value *v);
+QV_EXPORT void qv_value_free(qv_value *v);
+
+/* Takes ownership of item, also when it fails. */
+QV_EXPORT qv_status qv_value_list_append(qv_value *list, qv_value *item);
+/* Takes ownership of key and value, also when it fails. A key equal to one
+ * already present is refused with QV_EINVAL (maps have unique keys). */
+QV_EXPORT qv_status qv_value_map_set(qv_value *map, qv_value *key, qv_value *value);
+
+QV_EXPORT qv_type qv_value_type(const qv_value *v);
+QV_EXPORT qv_status qv_value_get_bool(const qv_value *v, int *out);
+/* QV_ERANGE when the integer does not fit. */
+QV_EXPORT qv_status qv_value_get_int(const qv_value *v, int64_t *out);
+QV_EXPORT qv_status qv_value_get_uint(const qv_value *v, uint64_t *out);
+/* Any QV_TYPE_INT: *negative set, *n the CBOR argument (value = n or -1 - n). */
+QV_EXPORT qv_status qv_value_get_cbor_int(const qv_value *v, int *negative, uint64_t *n);
+/* A QV_TYPE_BIGINT: borrowed big-endian magnitude, valid while v lives. */
+QV_EXPORT qv_status qv_value_get_bigint(const qv_value *v, int *negative, const uint8_t **magnitude, size_t *len);
+QV_EXPORT qv_status qv_value_get_float(const qv_value *v, double *out);
+/* Borrowed, valid while v lives; text is NUL-terminated for convenience. */
+QV_EXPORT qv_status qv_value_get_text(const qv_value *v, const char **s, size_t *len);
+QV_EXPORT qv_status qv_value_get_bytes(const qv_value *v, const uint8_t **data, size_t *len);
+/* Items of a list, entries of a map; 0 for every other type. */
+QV_EXPORT size_t qv_value_count(const qv_value *v);
+/* Borrowed children; NULL when out of range or of another type. */
+QV_EXPORT const qv_value *qv_value_list_get(const qv_value *list, size_t i);
+QV_EXPORT const qv_value *qv_value_map_key(const qv_value *map, size_t i);
+QV_EXPORT const qv_value *qv_value_map_value(const qv_value *map, size_t i);
+/* The value stored under a text key, or NULL. */
+QV_EXPORT const qv_value *qv_value_map_find(const qv_value *map, const char *key);
+QV_EXPORT qv_status qv_value_get_tag(const qv_value *v, uint64_t *tag, const qv_value **content);
+
+/* Total order of values: bytewise order of their canonical encodings (the
+ * order of map keys). Returns <0, 0 or >0. */
+QV_EXPORT int qv_value_compare(const qv_value *a, const qv_value *b);
+
+/* The canonical encoding; *data is freed with qv_free. */
+QV_EXPORT qv_status qv_value_encode(const qv_value *v, void **data, size_t *len);
+/* Decode one canonical item; anything non-canonical is refused (QV_EDECODE,
+ * with the offset and the rule in qv_errmsg()). */
+QV_EXPORT qv_status qv_value_decode(qv_value **out, const void *data, size_t len);
+/* XXH3-128 of the canonical encoding. */
+QV_EXPORT qv_status qv_value_digest(const qv_value *v, qv_digest *out);
+
+/* The call digest: XXH3-128 of ["quiver/call/v1", name, version, args, kwargs].
+ * version may be NULL (encoded as null); args must be a list; kwargs a map or
+ * NULL (an empty map). */
+QV_EXPORT qv_status qv_call_digest(qv_digest *out, const char *name, const char *version,
+                                   const qv_value *args, const qv_value *kwargs);
+
+/* Check that bytes are exactly one canonical item; QV_EDECODE otherwise. */
+QV_EXPORT qv_status qv_validate(const void *data, size_t len);
+
+/* ----------------------------------------------------------------- encoder */
+
+/* A streaming canonical encoder. Items are written one at a time; a list
+ * declares its length and closes itself after its last item; a map is opened
+ * and closed explicitly and may receive its entries in any order: they are
+ * sorted by key encoding when it closes, and duplicate keys are refused. One
+ * encoder per thread at a time; reuse it with a reset to avoid allocation. */
+typedef struct qv_encoder qv_encoder;
+
+QV_EXPORT qv_status qv_encoder_new(qv_encoder **out);
+QV_EXPORT void qv_encoder_free(qv_encoder *enc);
+/* Forget everything written and any error; keeps the allocated memory. */
+QV_EXPORT void qv_encoder_reset(qv_encoder *enc);
+/* Reset for an item that will only be digested: large byte strings outside
+ * maps are then hashed in place, and qv_encoder_finish is refused. */
+QV_EXPORT void qv_encoder_reset_for_digest(qv_encoder *enc);
+
+QV_EXPORT qv_status qv_encoder_null(qv_encoder *enc);
+QV_EXPORT qv_status qv_encoder_bool(qv_encoder *enc, int b);
+QV_EXPORT qv_status qv_encoder_int(qv_encoder *enc, int64_t i);
+QV_EXPORT qv_status qv_encoder_uint(qv_encoder *enc, uint64_t u);
+QV_EXPORT qv_status qv_encoder_negint(qv_encoder *enc, uint64_t n); /* -1 - n */
+/* Any integer given as sign and big-endian magnitude: shortest form, a bignum
+ * tag only when it does not fit 64 bits; leading zero bytes are ignored. */
+QV_EXPORT qv_status qv_encoder_bigint(qv_encoder *enc, int negative, const void *magnitude, size_t len);
+QV_EXPORT qv_status qv_encoder_float(qv_encoder *enc, double d);
+QV_EXPORT qv_status qv_encoder_text(qv_encoder *enc, const char *s, size_t len);
+/* Like qv_encoder_text for text the caller guarantees to be valid UTF-8
+ * (a host string type that is UTF-8 by construction). */
+QV_EXPORT qv_status qv_encoder_text_trusted(qv_encoder *enc, const char *s, size_t len);
+QV_EXPORT qv_status qv_encoder_bytes(qv_encoder *enc, const void *data, size_t len);
+/* A list of exactly count items; it closes itself after the last one. */
+QV_EXPORT qv_status qv_encoder_list(qv_encoder *enc, uint64_t count);
+QV_EXPORT qv_status qv_encoder_map_begin(qv_encoder *enc);
+QV_EXPORT qv_status qv_encoder_map_end(qv_encoder *enc);
+/* A tag; the next item is its content. */
+QV_EXPORT qv_status qv_encoder_tag(qv_encoder *enc, uint64_t tag);
+QV_EXPORT qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v);
+/* One item already in canonical form (for example a stored encoding); it is
+ * validated, so the output stays canonical. */
+QV_EXPORT qv_status qv_encoder_encoded(qv_encoder *enc, const void *data, size_t len);
+
+/* The encoding of the one complete top-level item written; borrowed until the
+ * encoder is reset or freed. QV_EMISUSE when an item is incomplete. */
+QV_EXPORT qv_status qv_encoder_finish(qv_encoder *enc, const void **data, size_t *len);
+/* The XXH3-128 digest of the complete item (the value or call digest). After
+ * qv_encoder_reset_for_digest it can be asked once; otherwise it can be
+ * combined with qv_encoder_finish. */
+QV_EXPORT qv_status qv_encoder_digest(qv_encoder *enc, qv_digest *out);
+
+/* ----------------------------------------------------------------- decoder */
+
+/* A pull decoder over one canonical item: each qv_decoder_next yields the
+ * next item head in document order (a list or map yields its count, then its
+ * items or alternating keys and values). Everything non-canonical is refused
+ * as it is reached. The input is borrowed until the next reset. */
+typedef struct qv_decoder qv_decoder;
+
+QV_EXPORT qv_status qv_decoder_new(qv_decoder **out);
+QV_EXPORT void qv_decoder_free(qv_decoder *dec);
+QV_EXPORT void qv_decoder_reset(qv_decoder *dec, const void *data, size_t len);
+/* QV_OK with *type set; QV_NOTFOUND after the last item; QV_EDECODE on bad input. */
+QV_EXPORT qv_status qv_decoder_next(qv_decoder *dec, qv_type *type);
+/* Accessors for the item just returned by qv_decoder_next. */
+QV_EXPORT qv_status qv_decoder_get_bool(qv_decoder *dec, int *out);
+QV_EXPORT qv_status qv_decoder_get_int(qv_decoder *dec, int64_t *out);      /* QV_ERANGE if it does not fit */
+QV_EXPORT qv_status qv_decoder_get_cbor_int(qv_decoder *dec, int *negative, uint64_t *n);
+QV_EXPORT qv_status qv_decoder_get_float(qv_decoder *dec, double *out);
+/* Text, bytes, or a bignum's magnitude (with *negative); borrowed from the input. */
+QV_EXPORT qv_status qv_decoder_get_data(qv_decoder *dec, const uint8_t **data, size_t *len);
+QV_EXPORT qv_status qv_decoder_get_bigint(qv_decoder *dec, int *negative, const uint8_t **magnitude, size_t *len);
+/* The number of items of a list or entries of a map. */
+QV_EXPORT qv_status qv_decoder_get_count(qv_decoder *dec, uint64_t *count);
+QV_EXPORT qv_status qv_decoder_get_tag(qv_decoder *dec, uint64_t *tag);
+/* Skip the rest of the current container's item just opened (the list, map or
+ * tag returned by the last next), still validating it. */
+QV_EXPORT qv_status qv_decoder_skip(qv_decoder *dec);
+/* Offset of the next unread byte (for error reports and slicing). */
+QV_EXPORT size_t qv_decoder_offset(const qv_decoder *dec);
+
+/* ------------------------------------------------------------------- cache */
+
+/* A cache: an LMDB directory or a process-private memory store. A qv_cache may
+ * be shared by any number of threads. Closing it while another thread is
+ * inside a call on it is a host error that the language bindings prevent. */
+typedef struct qv_cache qv_cache;
+
+#define QV_DURABILITY_SAFE    0u  /* default: no corruption on OS crash; the last commits may be lost to one */
+#define QV_DURABILITY_DURABLE 1u  /* fsync every commit */
+#define QV_DURABILITY_FAST    2u  /* no fsync: survives process crashes, not OS crashes */
+
+#define QV_CACHE_READONLY 0x1u    /* refuse writes; opens caches in directories we cannot write */
+
+typedef struct qv_cache_options {
+    uint32_t version;      /* QV_CACHE_OPTIONS_VERSION */
+    uint32_t durability;   /* QV_DURABILITY_* */
+    uint32_t flags;        /* QV_CACHE_* */
+    uint32_t inline_limit; /* values up to this many bytes live inside call records; 0: 512 */
+    uint64_t max_bytes;    /* evict least recently used calls above this size; 0: no limit */
+    uint64_t map_size;     /* initial LMDB map size; 0: 1 TiB of address space (the file grows as used) */
+} qv_cache_options;
+
+#define QV_CACHE_OPTIONS_VERSION 1
+#define QV_CACHE_OPTIONS_INIT { QV_CACHE_OPTIONS_VERSION, QV_DURABILITY_SAFE, 0, 0, 0, 0 }
+/* Fill opts with defaults for the given version (for callers without macros). */
+QV_EXPORT qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version);
+
+/* Open (creating when missing, unless read-only) the LMDB cache in directory
+ * path. Handles for one path in one process share one environment. */
+QV_EXPORT qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts);
+QV_EXPORT qv_status qv_cache_open_memory(qv_cache **out);
+QV_EXPORT void qv_cache_close(qv_cache *cache);
+/* The absolute directory of an LMDB cache, or ":memory:"; valid while cache lives. */
+QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
+
+QV_EXPORT qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key);
+
+/* Called with the stored result's encoding, borrowed for the duration of the
+ * callback; its return value is returned by qv_cache_get_with. */
+typedef qv_status (*qv_result_cb)(const void *data, size_t len, void *userdata);
+/* The zero-copy hit path: QV_NOTFOUND on a miss (the callback is not called).
+ * A corrupt entry is a miss, with the reason in qv_errmsg(). */
+QV_EXPORT qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata);
+/* The result's encoding, copied; *data freed with qv_free. */
+QV_EXPORT qv_status qv_cache_get(qv_cache *cache, const qv_digest *key, void **data, size_t *len);
+/* The result decoded into a tree. */
+QV_EXPORT qv_status qv_cache_get_value(qv_cache *cache, const qv_digest *key, qv_value **out);
+
+/* What a stored call records besides its arguments and result. */
+typedef struct qv_store_info {
+    uint32_t version;       /* QV_STORE_INFO_VERSION */
+    uint32_t reserved;
+    int64_t start_ns;       /* wall clock at the start of the call, ns since the epoch; 0: now */
+    int64_t duration_ns;    /* how long the call ran */
+    const char *lang;       /* host language: "c", "python", "lua", ...; NULL: "c" */
+    const void *meta;       /* canonical encoding of a map of user metadata, or NULL */
+    uint64_t meta_len;
+} qv_store_info;
+#define QV_STORE_INFO_VERSION 1
+#define QV_STORE_INFO_INIT { QV_STORE_INFO_VERSION, 0, 0, 0, NULL, NULL, 0 }
+QV_EXPORT qv_status qv_store_info_init(qv_store_info *info, uint32_t version);
+
+/* Store a call and its result. call is the canonical encoding of
+ * ["quiver/call/v1", name, version, args, kwargs] (as digested); key is its
+ * digest, or NULL to compute it. result is one canonical item. Concurrent
+ * stores from many threads are committed together (group commit). */
+QV_EXPORT qv_status qv_cache_store(qv_cache *cache, const qv_digest *key,
+                                   const void *call, size_t call_len,
+                                   const void *result, size_t result_len,
+                                   const qv_store_info *info);
+/* The same from trees: args a list, kwargs a map or NULL. */
+QV_EXPORT qv_status qv_cache_store_value(qv_cache *cache, const char *name, const char *version,
+                                         const qv_value *args, const qv_value *kwargs,
+                                         const qv_value *result, const qv_store_info *info);
+
+/* The whole call record as a map with the keys "name", "version", "args",
+ * "kwargs", "result", "start_ns", "duration_ns", "lang", "meta", values
+ * stored by digest resolved. docs/FORMAT.md describes each. */
+QV_EXPORT qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record);
+
+/* Remove one call; QV_NOTFOUND when absent. Values nobody else references go too. */
+QV_EXPORT qv_status qv_cache_evict(qv_cache *cache, const qv_digest *key);
+/* Remove values no call references and repair reference counts. */
+QV_EXPORT qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed);
+/* Check every record and value; with repair, remove the bad ones. *bad may be NULL. */
+QV_EXPORT qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad);
+/* Write any buffered state and, for fast durability, sync to disk. */
+QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
+
+#define QV_STAT_HITS        0  /* lookups that found a result (this handle) */
+#define QV_STAT_MISSES      1  /* lookups that did not (this handle) */
+#define QV_STAT_ENTRIES     2  /* stored calls */
+#define QV_STAT_VALUES      3  /* values stored by digest */
+#define QV_STAT_BYTES       4  /* bytes of records and values */
+#define QV_STAT_MAX_BYTES   5  /* the size limit, 0 when none */
+#define QV_STAT_STORES      6  /* calls stored (this handle) */
+#define QV_STAT_COMMITS     7  /* write transactions committed (this handle) */
+#define QV_STAT_EVICTIONS   8  /* calls evicted for size (this handle) */
+#define QV_STAT_CORRUPT     9  /* corrupt entries met and treated as misses (this handle) */
+#define QV_STAT_MAP_SIZE   10  /* bytes of address space the store may use */
+#define QV_STAT_COUNT      11
+QV_EXPORT qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out);
+/* The name of a QV_STAT_* ("hits"), or NULL when out of range. */
+QV_EXPORT const char *qv_stat_name(int which);
+
+/* --------------------------------------------------------------- iterators */
+
+/* Query results: the digests of stored calls, a snapshot taken when the query
+ * ran. Owned by one thread at a time. */
+typedef struct qv_iter qv_iter;
+/* Every call stored under name (an index lookup), or every call when name is NULL. */
+QV_EXPORT qv_status qv_cache_query(qv_iter **out, qv_cache *cache, const char *name);
+/* QV_OK with *key set, QV_NOTFOUND at the end. */
+QV_EXPORT qv_status qv_iter_next(qv_iter *iter, qv_digest *key);
+QV_EXPORT size_t qv_iter_count(const qv_iter *iter);
+QV_EXPORT void qv_iter_free(qv_iter *iter);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QUIVER_H */

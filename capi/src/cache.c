@@ -1,0 +1,1299 @@
+/* The cache: call records and content-addressed values over a store.
+ *
+ * A hit reads one table (calls) in one read transaction when the result is
+ * small enough to live inside the record, which is the common case. Stores
+ * from many threads are queued and committed together by whichever thread
+ * finds the writer idle (group commit), so durable writes share fsyncs.
+ * docs/FORMAT.md describes every table and byte. */
+#include <limits.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "store.h"
+
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_COUNT };
+static const char *const table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru"};
+
+#define FORMAT_VERSION 1
+#define DEFAULT_INLINE_LIMIT 512
+#define TOUCH_RING 256
+#define MAX_FULL_RETRIES 16
+
+/* Keys of a call record, a CBOR map with small integer keys. The result comes
+ * first so that a hit reads no further than it needs. */
+enum { R_RESULT, R_NAME, R_VERSION, R_ARGS, R_KWARGS, R_START, R_DURATION, R_LANG, R_META, R_COUNT };
+static const char *const record_keys[R_COUNT] = {"result",   "name",        "version", "args", "kwargs",
+                                                 "start_ns", "duration_ns", "lang",    "meta"};
+
+/* The head of a value reference: tag QV_TAG_REF, then a 16-byte string. */
+static const uint8_t ref_head[6] = {0xda, 0x51, 0x56, 0x00, 0x03, 0x50};
+#define REF_LEN 22
+
+typedef struct {
+    qv_digest digest;
+    const uint8_t *data;
+    size_t len;
+} valref;
+
+typedef struct pending {
+    struct pending *next;
+    qv_digest key;
+    const uint8_t *record;
+    size_t record_len;
+    valref *refs;
+    size_t nrefs;
+    uint8_t name_key[24];
+    qv_status status;
+    char message[256]; /* the committing thread's error, for the owner's thread */
+    int done;
+} pending;
+
+struct qv_cache {
+    qv_store *store;
+    char *path;
+    uint32_t durability, flags, inline_limit;
+    uint64_t max_bytes;
+    _Atomic uint64_t stats[QV_STAT_COUNT];
+    /* group commit */
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    pending *head, *tail;
+    int writer_busy;
+    _Atomic uint64_t fork_gen;
+    /* recently hit keys, for approximate LRU (only with a size limit) */
+    pthread_mutex_t touch_lock;
+    qv_digest touched[TOUCH_RING];
+    size_t ntouched;
+};
+
+static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void count(qv_cache *c, int which, uint64_t n) {
+    atomic_fetch_add_explicit(&c->stats[which], n, memory_order_relaxed);
+}
+
+static int64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A forked child inherits the queue as some parent thread left it. */
+static void after_fork(qv_cache *c) {
+    uint64_t gen = qv__fork_generation();
+    if (QV_LIKELY(atomic_load_explicit(&c->fork_gen, memory_order_relaxed) == gen)) return;
+    pthread_mutex_lock(&fork_fix_lock);
+    if (atomic_load(&c->fork_gen) != gen) {
+        pthread_mutex_init(&c->qlock, NULL);
+        pthread_cond_init(&c->qcond, NULL);
+        pthread_mutex_init(&c->touch_lock, NULL);
+        c->head = c->tail = NULL;
+        c->writer_busy = 0;
+        c->ntouched = 0;
+        atomic_store(&c->fork_gen, gen);
+    }
+    pthread_mutex_unlock(&fork_fix_lock);
+}
+
+/* ----------------------------------------------------------------- records */
+
+static int is_ref(const uint8_t *p, size_t len) {
+    return len == REF_LEN && memcmp(p, ref_head, sizeof ref_head) == 0;
+}
+
+/* The result's span inside a record, validated. */
+static qv_status record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end) {
+    if (len < 3 || rec[0] != (0xa0 | R_COUNT) || rec[1] != R_RESULT)
+        return qv__error(QV_ECORRUPT, "record does not start with its result");
+    qv_decoder dec;
+    qv_decoder_reset(&dec, rec + 2, len - 2);
+    /* the decoder sees the result as a whole item followed by more bytes */
+    qv_status st = qv__decoder_item_span(&dec, start, end);
+    if (st) return qv__error(QV_ECORRUPT, "record's result is invalid: %s", qv_errmsg());
+    *start += 2;
+    *end += 2;
+    return QV_OK;
+}
+
+typedef qv_status (*record_visit)(int key, const uint8_t *item, size_t len, void *userdata);
+
+/* Visit the top-level entries of a record; args items and kwargs values are
+ * visited one by one (key R_ARGS / R_KWARGS), everything else whole. */
+static qv_status record_walk(const uint8_t *rec, size_t len, record_visit visit, void *userdata) {
+    qv_decoder dec;
+    qv_decoder_reset(&dec, rec, len);
+    qv_type t;
+    uint64_t n, inner;
+    size_t s, e;
+    qv_status st;
+    if ((st = qv_decoder_next(&dec, &t)) || t != QV_TYPE_MAP) goto bad;
+    qv_decoder_get_count(&dec, &n);
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t k;
+        if ((st = qv_decoder_next(&dec, &t)) || t != QV_TYPE_INT || qv_decoder_get_int(&dec, &k)) goto bad;
+        if (k == R_ARGS || k == R_KWARGS) {
+            if ((st = qv_decoder_next(&dec, &t)) || t != (k == R_ARGS ? QV_TYPE_LIST : QV_TYPE_MAP)) goto bad;
+            qv_decoder_get_count(&dec, &inner);
+            for (uint64_t j = 0; j < inner; j++) {
+                if (k == R_KWARGS && (st = qv__decoder_item_span(&dec, &s, &e))) goto bad;
+                if ((st = qv__decoder_item_span(&dec, &s, &e))) goto bad;
+                if ((st = visit((int)k, rec + s, e - s, userdata))) return st;
+            }
+        } else {
+            if ((st = qv__decoder_item_span(&dec, &s, &e))) goto bad;
+            if ((st = visit((int)k, rec + s, e - s, userdata))) return st;
+        }
+    }
+    if (qv_decoder_next(&dec, &t) != QV_NOTFOUND) goto bad;
+    return QV_OK;
+bad:
+    return qv__error(QV_ECORRUPT, "call record is malformed");
+}
+
+typedef struct {
+    qv_encoder *enc;
+    uint32_t inline_limit;
+    valref *refs;
+    size_t nrefs, cap;
+} record_builder;
+
+/* Small items go inline; large ones (and anything that looks like a
+ * reference) go to the values table by digest. */
+static qv_status emit_item(record_builder *b, const uint8_t *p, size_t len) {
+    if (len <= b->inline_limit && !(len >= 5 && memcmp(p, ref_head, 5) == 0)) return qv__encoder_raw(b->enc, p, len);
+    if (b->nrefs == b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 4;
+        valref *r = realloc(b->refs, cap * sizeof *r);
+        if (!r) return qv__nomem();
+        b->refs = r;
+        b->cap = cap;
+    }
+    valref *r = &b->refs[b->nrefs++];
+    qv_digest_bytes(&r->digest, p, len);
+    r->data = p;
+    r->len = len;
+    qv_status st = qv_encoder_tag(b->enc, QV_TAG_REF);
+    return st ? st : qv_encoder_bytes(b->enc, r->digest.bytes, 16);
+}
+
+static qv_status bad_call(const char *why) {
+    return qv__error(QV_EINVAL, "call encoding is not [\"quiver/call/v1\", name, version, args, kwargs]: %s", why);
+}
+
+static qv_status build_record(record_builder *b, pending *p, const uint8_t *call, size_t call_len,
+                              const uint8_t *result, size_t result_len, const qv_store_info *info) {
+    qv_decoder dec;
+    qv_decoder_reset(&dec, call, call_len);
+    qv_type t;
+    uint64_t n;
+    const uint8_t *s;
+    size_t len, ns, ne, vs, ve;
+    qv_status st;
+    if ((st = qv_decoder_next(&dec, &t))) return st;
+    if (t != QV_TYPE_LIST || (qv_decoder_get_count(&dec, &n), n != 5)) return bad_call("not a 5-item list");
+    if ((st = qv_decoder_next(&dec, &t))) return st;
+    if (t != QV_TYPE_TEXT || (qv_decoder_get_data(&dec, &s, &len), len != 14 || memcmp(s, "quiver/call/v1", 14)))
+        return bad_call("the first item is not \"quiver/call/v1\"");
+    if ((st = qv__decoder_item_span(&dec, &ns, &ne))) return st;
+    if (call[ns] >> 5 != 3) return bad_call("the name is not text");
+    if ((st = qv__decoder_item_span(&dec, &vs, &ve))) return st;
+    if (call[vs] >> 5 != 3 && call[vs] != 0xf6) return bad_call("the version is neither text nor null");
+
+    qv_encoder *enc = b->enc;
+    qv_encoder_reset(enc);
+    if ((st = qv_encoder_map_begin(enc)) || (st = qv_encoder_uint(enc, R_RESULT)) ||
+        (st = emit_item(b, result, result_len)) || (st = qv_encoder_uint(enc, R_NAME)) ||
+        (st = qv__encoder_raw(enc, call + ns, ne - ns)) || (st = qv_encoder_uint(enc, R_VERSION)) ||
+        (st = qv__encoder_raw(enc, call + vs, ve - vs)) || (st = qv_encoder_uint(enc, R_ARGS)))
+        return st;
+
+    if ((st = qv_decoder_next(&dec, &t))) return st;
+    if (t != QV_TYPE_LIST) return bad_call("args is not a list");
+    qv_decoder_get_count(&dec, &n);
+    if ((st = qv_encoder_list(enc, n))) return st;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t a, e;
+        if ((st = qv__decoder_item_span(&dec, &a, &e)) || (st = emit_item(b, call + a, e - a))) return st;
+    }
+    if ((st = qv_encoder_uint(enc, R_KWARGS))) return st;
+    if ((st = qv_decoder_next(&dec, &t))) return st;
+    if (t != QV_TYPE_MAP) return bad_call("kwargs is not a map");
+    qv_decoder_get_count(&dec, &n);
+    if ((st = qv_encoder_map_begin(enc))) return st;
+    for (uint64_t i = 0; i < n; i++) {
+        size_t a, e;
+        if ((st = qv__decoder_item_span(&dec, &a, &e)) || (st = qv__encoder_raw(enc, call + a, e - a))) return st;
+        if ((st = qv__decoder_item_span(&dec, &a, &e)) || (st = emit_item(b, call + a, e - a))) return st;
+    }
+    if ((st = qv_encoder_map_end(enc))) return st;
+    if (qv_decoder_next(&dec, &t) != QV_NOTFOUND) return bad_call("trailing items");
+
+    const char *lang = info && info->lang ? info->lang : "c";
+    int64_t start = info && info->start_ns ? info->start_ns : now_ns();
+    if ((st = qv_encoder_uint(enc, R_START)) || (st = qv_encoder_int(enc, start)) ||
+        (st = qv_encoder_uint(enc, R_DURATION)) || (st = qv_encoder_int(enc, info ? info->duration_ns : 0)) ||
+        (st = qv_encoder_uint(enc, R_LANG)) || (st = qv_encoder_text(enc, lang, strlen(lang))) ||
+        (st = qv_encoder_uint(enc, R_META)))
+        return st;
+    if (info && info->meta) {
+        if (info->meta_len == 0 || (((const uint8_t *)info->meta)[0] >> 5) != 5)
+            return qv__error(QV_EINVAL, "metadata must be the encoding of a map");
+        if ((st = qv_encoder_encoded(enc, info->meta, (size_t)info->meta_len))) return st;
+    } else if ((st = qv_encoder_map_begin(enc)) || (st = qv_encoder_map_end(enc))) {
+        return st;
+    }
+    if ((st = qv_encoder_map_end(enc))) return st;
+    const void *rec;
+    if ((st = qv_encoder_finish(enc, &rec, &p->record_len))) return st;
+    p->record = rec;
+    uint64_t h = qv__hash64(call + ns, ne - ns);
+    qv__put_be64(p->name_key, h);
+    memcpy(p->name_key + 8, p->key.bytes, 16);
+    return QV_OK;
+}
+
+/* ------------------------------------------------------------ write helpers */
+
+typedef struct {
+    qv_cache *c;
+    qv_txn *txn;
+    uint64_t bytes;
+} wctx;
+
+static qv_status meta_get_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t *out) {
+    const void *v;
+    size_t n;
+    *out = 0;
+    qv_status st = c->store->ops->get(c->store, txn, T_META, key, strlen(key), &v, &n);
+    if (st == QV_NOTFOUND) return QV_OK;
+    if (st) return st;
+    qv_decoder dec;
+    qv_decoder_reset(&dec, v, n);
+    qv_type t;
+    int neg;
+    if (qv_decoder_next(&dec, &t) || t != QV_TYPE_INT || qv_decoder_get_cbor_int(&dec, &neg, out) || neg)
+        return qv__error(QV_ECORRUPT, "meta entry %s is not a count", key);
+    return QV_OK;
+}
+
+static qv_status meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t v) {
+    uint8_t buf[9];
+    size_t n = qv__encode_uint(buf, v);
+    return c->store->ops->put(c->store, txn, T_META, key, strlen(key), buf, n);
+}
+
+static qv_status get_count(wctx *w, int table, const qv_digest *d, uint64_t *n) {
+    const void *v;
+    size_t len;
+    qv_status st = w->c->store->ops->get(w->c->store, w->txn, table, d->bytes, 16, &v, &len);
+    *n = 0;
+    if (st) return st;
+    if (len != 8) return qv__error(QV_ECORRUPT, "%s entry has %zu bytes, not 8", table_names[table], len);
+    *n = qv__get_be64(v);
+    return QV_OK;
+}
+
+static qv_status put_count(wctx *w, int table, const qv_digest *d, uint64_t n) {
+    uint8_t buf[8];
+    qv__put_be64(buf, n);
+    return w->c->store->ops->put(w->c->store, w->txn, table, d->bytes, 16, buf, 8);
+}
+
+static qv_status ref_value(wctx *w, const valref *r) {
+    uint64_t n;
+    qv_status st = get_count(w, T_REFS, &r->digest, &n);
+    if (st == QV_NOTFOUND) {
+        if ((st = w->c->store->ops->put(w->c->store, w->txn, T_VALUES, r->digest.bytes, 16, r->data, r->len)))
+            return st;
+        w->bytes += r->len;
+    } else if (st) {
+        return st;
+    }
+    return put_count(w, T_REFS, &r->digest, n + 1);
+}
+
+static qv_status unref_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    wctx *w = userdata;
+    if (!(key == R_RESULT || key == R_ARGS || key == R_KWARGS) || !is_ref(item, len)) return QV_OK;
+    qv_digest d;
+    memcpy(d.bytes, item + 6, 16);
+    uint64_t n;
+    qv_status st = get_count(w, T_REFS, &d, &n);
+    if (st == QV_NOTFOUND) return QV_OK; /* gc repairs counts */
+    if (st) return st;
+    if (n > 1) return put_count(w, T_REFS, &d, n - 1);
+    const void *v;
+    size_t vlen;
+    qv_store *s = w->c->store;
+    if (s->ops->get(s, w->txn, T_VALUES, d.bytes, 16, &v, &vlen) == QV_OK) {
+        w->bytes -= vlen < w->bytes ? vlen : w->bytes;
+        if ((st = s->ops->del(s, w->txn, T_VALUES, d.bytes, 16)) && st != QV_NOTFOUND) return st;
+    }
+    st = s->ops->del(s, w->txn, T_REFS, d.bytes, 16);
+    return st == QV_NOTFOUND ? QV_OK : st;
+}
+
+typedef struct {
+    uint64_t hash;
+    int found;
+} name_probe;
+
+static qv_status name_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    if (key != R_NAME) return QV_OK;
+    name_probe *np = userdata;
+    np->hash = qv__hash64(item, len);
+    np->found = 1;
+    return QV_OK;
+}
+
+/* Remove the access-time entries of a call. */
+static qv_status drop_atime(wctx *w, const qv_digest *key) {
+    qv_store *s = w->c->store;
+    uint64_t t;
+    qv_status st = get_count(w, T_ATIME, key, &t);
+    if (st == QV_NOTFOUND) return QV_OK;
+    if (st) return st;
+    uint8_t lk[24];
+    qv__put_be64(lk, t);
+    memcpy(lk + 8, key->bytes, 16);
+    if ((st = s->ops->del(s, w->txn, T_LRU, lk, 24)) && st != QV_NOTFOUND) return st;
+    st = s->ops->del(s, w->txn, T_ATIME, key->bytes, 16);
+    return st == QV_NOTFOUND ? QV_OK : st;
+}
+
+static qv_status set_atime(wctx *w, const qv_digest *key, uint64_t t) {
+    qv_status st = drop_atime(w, key);
+    if (st) return st;
+    uint8_t lk[24];
+    qv__put_be64(lk, t);
+    memcpy(lk + 8, key->bytes, 16);
+    if ((st = w->c->store->ops->put(w->c->store, w->txn, T_LRU, lk, 24, "", 0))) return st;
+    return put_count(w, T_ATIME, key, t);
+}
+
+/* Remove a call and everything only it held. A record too broken to walk
+ * still goes; its values are then reclaimed by gc. */
+static qv_status remove_call(wctx *w, const qv_digest *key) {
+    qv_store *s = w->c->store;
+    const void *v;
+    size_t len;
+    qv_status st = s->ops->get(s, w->txn, T_CALLS, key->bytes, 16, &v, &len);
+    if (st) return st;
+    /* copy: deleting invalidates v */
+    uint8_t *rec = malloc(len ? len : 1);
+    if (!rec) return qv__nomem();
+    memcpy(rec, v, len);
+    name_probe np = {0, 0};
+    if (record_walk(rec, len, unref_visit, w) == QV_OK) record_walk(rec, len, name_visit, &np);
+    free(rec);
+    if ((st = s->ops->del(s, w->txn, T_CALLS, key->bytes, 16))) return st;
+    w->bytes -= len < w->bytes ? len : w->bytes;
+    if (np.found) {
+        uint8_t nk[24];
+        qv__put_be64(nk, np.hash);
+        memcpy(nk + 8, key->bytes, 16);
+        if ((st = s->ops->del(s, w->txn, T_NAMES, nk, 24)) && st != QV_NOTFOUND) return st;
+    }
+    return drop_atime(w, key);
+}
+
+static qv_status apply(wctx *w, pending *p, uint64_t now_s) {
+    qv_store *s = w->c->store;
+    const void *v;
+    size_t len;
+    qv_status st = s->ops->get(s, w->txn, T_CALLS, p->key.bytes, 16, &v, &len);
+    if (st == QV_OK) st = remove_call(w, &p->key); /* a rerun replaces the record */
+    if (st && st != QV_NOTFOUND) return st;
+    for (size_t i = 0; i < p->nrefs; i++)
+        if ((st = ref_value(w, &p->refs[i]))) return st;
+    if ((st = s->ops->put(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len))) return st;
+    w->bytes += p->record_len;
+    if ((st = s->ops->put(s, w->txn, T_NAMES, p->name_key, 24, "", 0))) return st;
+    return set_atime(w, &p->key, now_s);
+}
+
+static qv_status flush_touches(wctx *w, uint64_t now_s) {
+    qv_cache *c = w->c;
+    qv_digest keys[TOUCH_RING];
+    pthread_mutex_lock(&c->touch_lock);
+    size_t n = c->ntouched;
+    memcpy(keys, c->touched, n * sizeof(qv_digest));
+    c->ntouched = 0;
+    pthread_mutex_unlock(&c->touch_lock);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t t;
+        qv_status st = get_count(w, T_ATIME, &keys[i], &t);
+        if (st == QV_NOTFOUND || (st == QV_OK && t == now_s)) continue;
+        if (st || (st = set_atime(w, &keys[i], now_s))) return st;
+    }
+    return QV_OK;
+}
+
+typedef struct {
+    qv_digest *keys;
+    size_t n, cap, want;
+    int failed; /* out of memory: the list is incomplete */
+} key_list;
+
+static int collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    key_list *l = userdata;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        qv_digest *k = realloc(l->keys, cap * sizeof *k);
+        if (!k) {
+            l->failed = 1;
+            return 1;
+        }
+        l->keys = k;
+        l->cap = cap;
+    }
+    const uint8_t *kb = key;
+    memcpy(l->keys[l->n++].bytes, klen == 24 ? kb + 8 : kb, 16);
+    return l->want && l->n >= l->want;
+}
+
+/* Evict least recently used calls until bytes <= target. */
+static qv_status evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
+    *evicted = 0;
+    for (;;) {
+        wctx w = {c, NULL, 0};
+        qv_status st = c->store->ops->write_begin(c->store, &w.txn);
+        if (st) return st;
+        if ((st = meta_get_uint(c, w.txn, "bytes", &w.bytes))) {
+            c->store->ops->abort(c->store, w.txn);
+            return st;
+        }
+        if (w.bytes <= target) {
+            c->store->ops->abort(c->store, w.txn);
+            return QV_OK;
+        }
+        key_list oldest = {NULL, 0, 0, 64, 0};
+        st = c->store->ops->scan(c->store, w.txn, T_LRU, NULL, 0, collect_key, &oldest);
+        if (!st && oldest.n == 0) /* calls without access times: take any */
+            st = c->store->ops->scan(c->store, w.txn, T_CALLS, NULL, 0, collect_key, &oldest);
+        size_t i;
+        for (i = 0; !st && i < oldest.n && w.bytes > target; i++) st = remove_call(&w, &oldest.keys[i]);
+        size_t removed = i;
+        int none = oldest.n == 0;
+        free(oldest.keys);
+        if (!st) st = meta_put_uint(c, w.txn, "bytes", w.bytes);
+        if (st) {
+            c->store->ops->abort(c->store, w.txn);
+            return st;
+        }
+        if ((st = c->store->ops->commit(c->store, w.txn))) return st;
+        *evicted += removed;
+        count(c, QV_STAT_EVICTIONS, removed);
+        if (none || w.bytes <= target) return QV_OK;
+    }
+}
+
+/* One write transaction for a list of pending stores; grows or evicts and
+ * retries when the store is full. */
+static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) {
+    qv_status st = QV_OK;
+    for (int attempt = 0; attempt < MAX_FULL_RETRIES; attempt++) {
+        wctx w = {c, NULL, 0};
+        if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
+        uint64_t now_s = (uint64_t)(now_ns() / 1000000000);
+        st = meta_get_uint(c, w.txn, "bytes", &w.bytes);
+        for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now_s);
+        if (!st) st = flush_touches(&w, now_s);
+        if (!st) st = meta_put_uint(c, w.txn, "bytes", w.bytes);
+        if (!st) {
+            st = c->store->ops->commit(c->store, w.txn);
+            if (!st) {
+                count(c, QV_STAT_COMMITS, 1);
+                *bytes_after = w.bytes;
+                return QV_OK;
+            }
+        } else {
+            c->store->ops->abort(c->store, w.txn);
+        }
+        if (st != QV_EFULL) return st;
+        /* Full: make room by evicting when there is a limit, else grow. */
+        uint64_t evicted = 0;
+        if (c->max_bytes && w.bytes > 0) {
+            qv_status est = evict_to(c, w.bytes / 2, &evicted);
+            if (est && est != QV_EFULL) return est;
+        }
+        if (!evicted && (st = c->store->ops->grow(c->store))) return st;
+    }
+    return st;
+}
+
+static void set_status(pending *p, qv_status st) {
+    p->status = st;
+    if (st) snprintf(p->message, sizeof p->message, "%s", qv_errmsg());
+}
+
+static void commit_batch(qv_cache *c, pending *batch) {
+    uint64_t bytes = 0;
+    qv_status st = commit_list(c, batch, &bytes);
+    if (st && batch->next) {
+        /* One bad store must not fail the others: retry them one by one. */
+        for (pending *p = batch; p; p = p->next) {
+            pending *next = p->next;
+            p->next = NULL;
+            set_status(p, commit_list(c, p, &bytes));
+            p->next = next;
+        }
+    } else {
+        for (pending *p = batch; p; p = p->next) set_status(p, st);
+    }
+    for (pending *p = batch; p; p = p->next)
+        if (!p->status) count(c, QV_STAT_STORES, 1);
+    if (c->max_bytes && bytes > c->max_bytes) {
+        uint64_t evicted;
+        evict_to(c, c->max_bytes - c->max_bytes / 10, &evicted);
+    }
+}
+
+/* Queue a store; the first thread to find the writer idle commits everything
+ * queued so far, the others wait for it. */
+static qv_status group_commit(qv_cache *c, pending *p) {
+    after_fork(c);
+    p->next = NULL;
+    p->done = 0;
+    pthread_mutex_lock(&c->qlock);
+    if (c->tail) c->tail->next = p;
+    else c->head = p;
+    c->tail = p;
+    while (!p->done) {
+        if (c->writer_busy) {
+            pthread_cond_wait(&c->qcond, &c->qlock);
+            continue;
+        }
+        pending *batch = c->head;
+        c->head = c->tail = NULL;
+        c->writer_busy = 1;
+        pthread_mutex_unlock(&c->qlock);
+        commit_batch(c, batch);
+        pthread_mutex_lock(&c->qlock);
+        for (pending *b = batch; b;) {
+            pending *next = b->next;
+            b->done = 1; /* the owner may free b from here on */
+            b = next;
+        }
+        c->writer_busy = 0;
+        pthread_cond_broadcast(&c->qcond);
+    }
+    pthread_mutex_unlock(&c->qlock);
+    if (p->status) qv__error(p->status, "%s", p->message);
+    return p->status;
+}
+
+/* ----------------------------------------------------------------- public */
+
+qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version) {
+    if (!opts) return qv__error(QV_EINVAL, "qv_cache_options_init: opts is NULL");
+    if (version == 0 || version > QV_CACHE_OPTIONS_VERSION)
+        return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", version,
+                         QV_CACHE_OPTIONS_VERSION);
+    qv_cache_options d = QV_CACHE_OPTIONS_INIT;
+    *opts = d;
+    opts->version = version;
+    return QV_OK;
+}
+
+qv_status qv_store_info_init(qv_store_info *info, uint32_t version) {
+    if (!info) return qv__error(QV_EINVAL, "qv_store_info_init: info is NULL");
+    if (version == 0 || version > QV_STORE_INFO_VERSION)
+        return qv__error(QV_EINVAL, "qv_store_info version %u is not supported (1..%d)", version, QV_STORE_INFO_VERSION);
+    qv_store_info d = QV_STORE_INFO_INIT;
+    *info = d;
+    info->version = version;
+    return QV_OK;
+}
+
+static qv_status init_meta(qv_cache *c) {
+    qv_store *s = c->store;
+    qv_txn *txn;
+    qv_status st = s->ops->read_begin(s, &txn);
+    if (st) return st;
+    const void *v;
+    size_t n;
+    st = s->ops->get(s, txn, T_META, "format", 6, &v, &n);
+    int present = st == QV_OK;
+    uint64_t format = 0;
+    if (present && (n != 1 || *(const uint8_t *)v >= 24)) st = QV_ECORRUPT;
+    else if (present) format = *(const uint8_t *)v;
+    s->ops->read_end(s, txn);
+    if (st == QV_ECORRUPT) return qv__error(QV_ECORRUPT, "%s: the meta table's format entry is unreadable", c->path);
+    if (present && format != FORMAT_VERSION)
+        return qv__error(QV_ECORRUPT, "%s: cache format %u is not supported (this quiver reads format %d)", c->path,
+                         (unsigned)format, FORMAT_VERSION);
+    if (present || (c->flags & QV_CACHE_READONLY)) return QV_OK;
+    if ((st = s->ops->write_begin(s, &txn))) return st;
+    static const char created_by[] = "quiver " QV_VERSION_STRING;
+    qv_encoder *enc = qv__thread_encoder();
+    const void *text;
+    size_t text_len;
+    if (!enc) st = qv__nomem();
+    else {
+        qv_encoder_reset(enc);
+        if (!(st = qv_encoder_text(enc, created_by, sizeof created_by - 1))) st = qv_encoder_finish(enc, &text, &text_len);
+    }
+    if (!st && !(st = meta_put_uint(c, txn, "format", FORMAT_VERSION)) &&
+        !(st = s->ops->put(s, txn, T_META, "created-by", 10, text, text_len)) &&
+        !(st = meta_put_uint(c, txn, "bytes", 0)))
+        return s->ops->commit(s, txn);
+    s->ops->abort(s, txn);
+    return st;
+}
+
+static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_options *opts, int memory) {
+    if (!out) return qv__error(QV_EINVAL, "out is NULL");
+    *out = NULL;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    if (opts) {
+        if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
+            return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
+                             QV_CACHE_OPTIONS_VERSION);
+        o = *opts;
+    }
+    if (o.durability > QV_DURABILITY_FAST) return qv__error(QV_EINVAL, "unknown durability %u", o.durability);
+    qv_cache *c = calloc(1, sizeof *c);
+    if (!c) return qv__nomem();
+    c->durability = o.durability;
+    c->flags = o.flags;
+    c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
+    c->max_bytes = o.max_bytes;
+    pthread_mutex_init(&c->qlock, NULL);
+    pthread_cond_init(&c->qcond, NULL);
+    pthread_mutex_init(&c->touch_lock, NULL);
+    atomic_init(&c->fork_gen, qv__fork_generation());
+    qv_store_config cfg = {table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
+    qv_status st;
+    if (memory) {
+        c->path = strdup(":memory:");
+        st = c->path ? qv__store_memory_open(&c->store, &cfg) : qv__nomem();
+    } else {
+        st = qv__store_lmdb_open(&c->store, path, &cfg);
+        if (!st) {
+            char real[PATH_MAX];
+            c->path = strdup(realpath(path, real) ? real : path);
+            if (!c->path) st = qv__nomem();
+        }
+    }
+    if (!st) st = init_meta(c);
+    if (st) {
+        qv_cache_close(c);
+        return st;
+    }
+    *out = c;
+    return QV_OK;
+}
+
+qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts) {
+    if (!path) {
+        if (out) *out = NULL;
+        return qv__error(QV_EINVAL, "qv_cache_open: path is NULL");
+    }
+    return cache_new(out, path, opts, 0);
+}
+
+qv_status qv_cache_open_memory(qv_cache **out) {
+    return cache_new(out, NULL, NULL, 1);
+}
+
+const char *qv_cache_path(const qv_cache *cache) {
+    return cache ? cache->path : NULL;
+}
+
+static void flush_pending_touches(qv_cache *c) {
+    if (!c->max_bytes || !c->ntouched || (c->flags & QV_CACHE_READONLY)) return;
+    wctx w = {c, NULL, 0};
+    if (c->store->ops->write_begin(c->store, &w.txn)) return;
+    if (flush_touches(&w, (uint64_t)(now_ns() / 1000000000)) == QV_OK) c->store->ops->commit(c->store, w.txn);
+    else c->store->ops->abort(c->store, w.txn);
+}
+
+void qv_cache_close(qv_cache *cache) {
+    if (!cache) return;
+    if (cache->store) {
+        flush_pending_touches(cache);
+        cache->store->ops->close(cache->store);
+    }
+    pthread_mutex_destroy(&cache->qlock);
+    pthread_cond_destroy(&cache->qcond);
+    pthread_mutex_destroy(&cache->touch_lock);
+    free(cache->path);
+    free(cache);
+}
+
+qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
+    if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_contains: NULL argument");
+    qv_txn *txn;
+    qv_status st = cache->store->ops->read_begin(cache->store, &txn);
+    if (st) return st;
+    const void *v;
+    size_t n;
+    st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n);
+    cache->store->ops->read_end(cache->store, txn);
+    return st;
+}
+
+static void touch(qv_cache *c, const qv_digest *key) {
+    pthread_mutex_lock(&c->touch_lock);
+    if (c->ntouched < TOUCH_RING) c->touched[c->ntouched++] = *key;
+    pthread_mutex_unlock(&c->touch_lock);
+}
+
+static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
+    char hex[33];
+    qv_digest_hex(key, hex);
+    count(c, QV_STAT_CORRUPT, 1);
+    count(c, QV_STAT_MISSES, 1);
+    qv__error(QV_ECORRUPT, "%s: entry %s is corrupt (%s); treated as a miss", c->path, hex, what);
+    return QV_NOTFOUND;
+}
+
+qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata) {
+    if (QV_UNLIKELY(!cache || !key || !cb)) return qv__error(QV_EINVAL, "qv_cache_get_with: NULL argument");
+    qv_store *s = cache->store;
+    qv_txn *txn;
+    qv_status st = s->ops->read_begin(s, &txn);
+    if (st) return st;
+    const void *v;
+    size_t n, rs, re;
+    st = s->ops->get(s, txn, T_CALLS, key->bytes, 16, &v, &n);
+    if (st) {
+        s->ops->read_end(s, txn);
+        if (st == QV_NOTFOUND) count(cache, QV_STAT_MISSES, 1);
+        return st;
+    }
+    const uint8_t *rec = v;
+    if ((st = record_result(rec, n, &rs, &re))) {
+        s->ops->read_end(s, txn);
+        return corrupt_miss(cache, key, qv_errmsg());
+    }
+    const uint8_t *data = rec + rs;
+    size_t len = re - rs;
+    if (is_ref(data, len)) {
+        if ((st = s->ops->get(s, txn, T_VALUES, data + 6, 16, &v, &len)) || qv_validate(v, len)) {
+            s->ops->read_end(s, txn);
+            if (st && st != QV_NOTFOUND) return st;
+            return corrupt_miss(cache, key, st ? "its result value is missing" : "its result value is invalid");
+        }
+        data = v;
+    }
+    st = cb(data, len, userdata);
+    s->ops->read_end(s, txn);
+    count(cache, QV_STAT_HITS, 1);
+    if (cache->max_bytes) touch(cache, key);
+    return st;
+}
+
+typedef struct {
+    void *data;
+    size_t len;
+} copy_out;
+
+static qv_status copy_result(const void *data, size_t len, void *userdata) {
+    copy_out *o = userdata;
+    if (!(o->data = malloc(len ? len : 1))) return qv__nomem();
+    memcpy(o->data, data, len);
+    o->len = len;
+    return QV_OK;
+}
+
+qv_status qv_cache_get(qv_cache *cache, const qv_digest *key, void **data, size_t *len) {
+    if (!data || !len) return qv__error(QV_EINVAL, "qv_cache_get: NULL output");
+    copy_out o = {NULL, 0};
+    qv_status st = qv_cache_get_with(cache, key, copy_result, &o);
+    *data = st ? NULL : o.data;
+    *len = st ? 0 : o.len;
+    return st;
+}
+
+static qv_status decode_result(const void *data, size_t len, void *userdata) {
+    return qv_value_decode(userdata, data, len);
+}
+
+qv_status qv_cache_get_value(qv_cache *cache, const qv_digest *key, qv_value **out) {
+    if (!out) return qv__error(QV_EINVAL, "qv_cache_get_value: out is NULL");
+    *out = NULL;
+    return qv_cache_get_with(cache, key, decode_result, out);
+}
+
+qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call, size_t call_len, const void *result,
+                         size_t result_len, const qv_store_info *info) {
+    if (!cache || !call || !result) return qv__error(QV_EINVAL, "qv_cache_store: NULL argument");
+    if (cache->flags & QV_CACHE_READONLY)
+        return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", cache->path);
+    if (info && (info->version == 0 || info->version > QV_STORE_INFO_VERSION))
+        return qv__error(QV_EINVAL, "qv_store_info version %u is not supported", info->version);
+    qv_status st = qv_validate(result, result_len);
+    if (st) return qv__error(st, "the result is not one canonical item: %s", qv_errmsg());
+    pending p;
+    memset(&p, 0, sizeof p);
+    if (key) p.key = *key;
+    else qv_digest_bytes(&p.key, call, call_len);
+    qv_encoder *enc = qv__thread_encoder();
+    if (!enc) return qv__nomem();
+    record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
+    st = build_record(&b, &p, call, call_len, result, result_len, info);
+    if (!st) {
+        p.refs = b.refs;
+        p.nrefs = b.nrefs;
+        st = group_commit(cache, &p);
+    }
+    free(b.refs);
+    return st;
+}
+
+qv_status qv_cache_store_value(qv_cache *cache, const char *name, const char *version, const qv_value *args,
+                               const qv_value *kwargs, const qv_value *result, const qv_store_info *info) {
+    if (!cache || !name || !args || !result) return qv__error(QV_EINVAL, "qv_cache_store_value: NULL argument");
+    if (qv_value_type(args) != QV_TYPE_LIST) return qv__error(QV_ETYPE, "args must be a list");
+    if (kwargs && qv_value_type(kwargs) != QV_TYPE_MAP) return qv__error(QV_ETYPE, "kwargs must be a map");
+    void *call = NULL, *res = NULL;
+    size_t call_len, res_len;
+    qv_encoder *enc;
+    qv_status st = qv_encoder_new(&enc);
+    if (st) return st;
+    const void *p;
+    if (!(st = qv__encode_call_head(enc, name, strlen(name), version, version ? strlen(version) : 0)) &&
+        !(st = qv_encoder_value(enc, args))) {
+        if (kwargs) st = qv_encoder_value(enc, kwargs);
+        else if (!(st = qv_encoder_map_begin(enc))) st = qv_encoder_map_end(enc);
+    }
+    if (!st && !(st = qv_encoder_finish(enc, &p, &call_len))) {
+        if ((call = malloc(call_len))) memcpy(call, p, call_len);
+        else st = qv__nomem();
+    }
+    qv_encoder_free(enc);
+    if (!st) st = qv_value_encode(result, &res, &res_len);
+    if (!st) st = qv_cache_store(cache, NULL, call, call_len, res, res_len, info);
+    free(call);
+    qv_free(res);
+    return st;
+}
+
+/* ------------------------------------------------------------------- load */
+
+/* A record item, with a value reference replaced by the value itself. */
+static qv_status resolve(qv_cache *c, qv_txn *txn, const qv_value *item, qv_value **out) {
+    uint64_t tag;
+    const qv_value *content;
+    const uint8_t *d;
+    size_t n;
+    if (qv_value_get_tag(item, &tag, &content) == QV_OK && tag == QV_TAG_REF &&
+        qv_value_get_bytes(content, &d, &n) == QV_OK && n == 16) {
+        const void *v;
+        qv_status st = c->store->ops->get(c->store, txn, T_VALUES, d, 16, &v, &n);
+        if (st == QV_NOTFOUND) return qv__error(QV_ECORRUPT, "a value the record refers to is missing");
+        return st ? st : qv_value_decode(out, v, n);
+    }
+    return qv_value_clone(out, item);
+}
+
+static qv_status resolve_field(qv_cache *c, qv_txn *txn, int key, const qv_value *item, qv_value **out) {
+    qv_status st;
+    if (key == R_ARGS || key == R_KWARGS) {
+        size_t n = qv_value_count(item);
+        if ((st = key == R_ARGS ? qv_value_new_list(out) : qv_value_new_map(out))) return st;
+        for (size_t i = 0; i < n; i++) {
+            qv_value *v, *k = NULL;
+            if (key == R_ARGS) st = resolve(c, txn, qv_value_list_get(item, i), &v);
+            else if (!(st = qv_value_clone(&k, qv_value_map_key(item, i)))) {
+                if ((st = resolve(c, txn, qv_value_map_value(item, i), &v))) qv_value_free(k);
+            }
+            if (!st) st = key == R_ARGS ? qv_value_list_append(*out, v) : qv_value_map_set(*out, k, v);
+            if (st) break;
+        }
+    } else if (key == R_RESULT) {
+        return resolve(c, txn, item, out);
+    } else {
+        return qv_value_clone(out, item);
+    }
+    if (st) {
+        qv_value_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* The record with text keys and every reference resolved. */
+static qv_status load_record(qv_cache *c, qv_txn *txn, const void *data, size_t len, qv_value **out) {
+    qv_value *raw;
+    qv_status st = qv_value_decode(&raw, data, len);
+    if (st) return qv__error(QV_ECORRUPT, "call record is malformed: %s", qv_errmsg());
+    if (qv_value_type(raw) != QV_TYPE_MAP || qv_value_count(raw) < R_COUNT) {
+        qv_value_free(raw);
+        return qv__error(QV_ECORRUPT, "call record is not a map of %d fields", R_COUNT);
+    }
+    if (!(st = qv_value_new_map(out))) {
+        for (size_t i = 0; !st && i < qv_value_count(raw); i++) {
+            int64_t k;
+            if (qv_value_get_int(qv_value_map_key(raw, i), &k) || k < 0) {
+                st = qv__error(QV_ECORRUPT, "call record has a key that is not a field number");
+            } else if (k < R_COUNT) { /* fields of a newer format are skipped */
+                qv_value *key, *v;
+                if (!(st = resolve_field(c, txn, (int)k, qv_value_map_value(raw, i), &v))) {
+                    if ((st = qv_value_new_text(&key, record_keys[k], strlen(record_keys[k])))) qv_value_free(v);
+                    else st = qv_value_map_set(*out, key, v);
+                }
+            }
+        }
+        if (st) {
+            qv_value_free(*out);
+            *out = NULL;
+        }
+    }
+    qv_value_free(raw);
+    return st;
+}
+
+qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record) {
+    if (!record) return qv__error(QV_EINVAL, "qv_cache_load: record is NULL");
+    *record = NULL;
+    if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_load: NULL argument");
+    qv_txn *txn;
+    qv_status st = cache->store->ops->read_begin(cache->store, &txn);
+    if (st) return st;
+    const void *v;
+    size_t n;
+    if (!(st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n)))
+        st = load_record(cache, txn, v, n, record);
+    cache->store->ops->read_end(cache->store, txn);
+    if (st == QV_ECORRUPT) {
+        char hex[33], why[512];
+        qv_digest_hex(key, hex);
+        snprintf(why, sizeof why, "%s", qv_errmsg());
+        return qv__error(QV_ECORRUPT, "%s: entry %s is corrupt: %s", cache->path, hex, why);
+    }
+    return st;
+}
+
+/* ---------------------------------------------------------- maintenance */
+
+static qv_status write_txn(qv_cache *c, wctx *w) {
+    if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
+    w->c = c;
+    qv_status st = c->store->ops->write_begin(c->store, &w->txn);
+    if (!st && (st = meta_get_uint(c, w->txn, "bytes", &w->bytes))) c->store->ops->abort(c->store, w->txn);
+    return st;
+}
+
+static qv_status finish_write(wctx *w, qv_status st) {
+    if (!st) st = meta_put_uint(w->c, w->txn, "bytes", w->bytes);
+    if (st) {
+        w->c->store->ops->abort(w->c->store, w->txn);
+        return st;
+    }
+    return w->c->store->ops->commit(w->c->store, w->txn);
+}
+
+qv_status qv_cache_evict(qv_cache *cache, const qv_digest *key) {
+    if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_evict: NULL argument");
+    wctx w;
+    qv_status st = write_txn(cache, &w);
+    if (st) return st;
+    st = remove_call(&w, key);
+    if (st == QV_NOTFOUND) {
+        cache->store->ops->abort(cache->store, w.txn);
+        return QV_NOTFOUND;
+    }
+    return finish_write(&w, st);
+}
+
+static int digest_cmp(const void *a, const void *b) {
+    return memcmp(a, b, 16);
+}
+
+typedef struct {
+    key_list refs;
+    uint64_t bytes;
+    qv_status st;
+} mark_ctx;
+
+static qv_status mark_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    if ((key == R_RESULT || key == R_ARGS || key == R_KWARGS) && is_ref(item, len)) {
+        if (collect_key(item + 6, 16, NULL, 0, &((mark_ctx *)userdata)->refs)) return qv__nomem();
+    }
+    return QV_OK;
+}
+
+static int mark_record(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    mark_ctx *m = userdata;
+    m->bytes += vlen;
+    record_walk(val, vlen, mark_visit, m); /* broken records are verify's business */
+    return 0;
+}
+
+static int collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    return collect_key(key, klen, val, vlen, userdata);
+}
+
+qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
+    if (values_freed) *values_freed = 0;
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_gc: cache is NULL");
+    wctx w;
+    qv_status st = write_txn(cache, &w);
+    if (st) return st;
+    qv_store *s = cache->store;
+    mark_ctx m = {{NULL, 0, 0, 0, 0}, 0, QV_OK};
+    key_list values = {NULL, 0, 0, 0, 0};
+    if (!(st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, mark_record, &m)))
+        st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, collect_all, &values);
+    /* an incomplete mark phase would free values still in use */
+    if (!st && (m.refs.failed || values.failed)) st = qv__nomem();
+    qsort(m.refs.keys, m.refs.n, sizeof(qv_digest), digest_cmp);
+    uint64_t freed = 0, bytes = m.bytes;
+    for (size_t i = 0; !st && i < values.n; i++) {
+        qv_digest *d = &values.keys[i];
+        size_t lo = 0, hi = m.refs.n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (memcmp(m.refs.keys[mid].bytes, d->bytes, 16) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        size_t uses = 0;
+        while (lo + uses < m.refs.n && memcmp(m.refs.keys[lo + uses].bytes, d->bytes, 16) == 0) uses++;
+        if (uses == 0) {
+            if (!(st = s->ops->del(s, w.txn, T_VALUES, d->bytes, 16))) {
+                st = s->ops->del(s, w.txn, T_REFS, d->bytes, 16);
+                if (st == QV_NOTFOUND) st = QV_OK;
+                freed++;
+            }
+        } else {
+            const void *v;
+            size_t n;
+            if (!(st = s->ops->get(s, w.txn, T_VALUES, d->bytes, 16, &v, &n))) {
+                bytes += n;
+                st = put_count(&w, T_REFS, d, uses);
+            }
+        }
+    }
+    free(m.refs.keys);
+    free(values.keys);
+    w.bytes = bytes;
+    if ((st = finish_write(&w, st))) return st;
+    if (values_freed) *values_freed = freed;
+    return QV_OK;
+}
+
+typedef struct {
+    qv_cache *c;
+    qv_txn *txn;
+    key_list bad_calls, bad_values;
+    int ok;
+} verify_ctx;
+
+static qv_status verify_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    verify_ctx *v = userdata;
+    if (!((key == R_RESULT || key == R_ARGS || key == R_KWARGS) && is_ref(item, len))) return QV_OK;
+    const void *val;
+    size_t n;
+    qv_digest d, actual;
+    memcpy(d.bytes, item + 6, 16);
+    if (v->c->store->ops->get(v->c->store, v->txn, T_VALUES, d.bytes, 16, &val, &n) != QV_OK) v->ok = 0;
+    else {
+        qv_digest_bytes(&actual, val, n);
+        if (memcmp(actual.bytes, d.bytes, 16) || qv_validate(val, n)) v->ok = 0;
+    }
+    return QV_OK;
+}
+
+static int verify_value(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    verify_ctx *v = userdata;
+    qv_digest actual;
+    qv_digest_bytes(&actual, val, vlen);
+    if (klen != 16 || memcmp(actual.bytes, key, 16) || qv_validate(val, vlen))
+        return collect_key(key, 16, NULL, 0, &v->bad_values);
+    return 0;
+}
+
+static int verify_call(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    verify_ctx *v = userdata;
+    size_t s, e;
+    v->ok = klen == 16 && qv_validate(val, vlen) == QV_OK && record_result(val, vlen, &s, &e) == QV_OK;
+    if (v->ok && record_walk(val, vlen, verify_visit, v) != QV_OK) v->ok = 0;
+    if (!v->ok) return collect_key(key, 16, NULL, 0, &v->bad_calls);
+    return 0;
+}
+
+qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
+    if (bad) *bad = 0;
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_verify: cache is NULL");
+    qv_store *s = cache->store;
+    wctx w = {cache, NULL, 0};
+    qv_status st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
+    if (st) return st;
+    verify_ctx v = {cache, w.txn, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, 1};
+    if (!(st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, verify_value, &v)))
+        st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, verify_call, &v);
+    if (!st && (v.bad_calls.failed || v.bad_values.failed)) st = qv__nomem();
+    uint64_t nbad = v.bad_calls.n + v.bad_values.n;
+    if (repair) {
+        for (size_t i = 0; !st && i < v.bad_calls.n; i++) st = remove_call(&w, &v.bad_calls.keys[i]);
+        for (size_t i = 0; !st && i < v.bad_values.n; i++) {
+            st = s->ops->del(s, w.txn, T_VALUES, v.bad_values.keys[i].bytes, 16);
+            if (st == QV_NOTFOUND) st = QV_OK;
+        }
+        st = finish_write(&w, st);
+    } else {
+        s->ops->read_end(s, w.txn);
+    }
+    free(v.bad_calls.keys);
+    free(v.bad_values.keys);
+    if (st) return st;
+    if (bad) *bad = nbad;
+    /* counts and sizes are recomputed after removing anything */
+    if (repair && nbad) return qv_cache_gc(cache, NULL);
+    return QV_OK;
+}
+
+qv_status qv_cache_sync(qv_cache *cache) {
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_sync: cache is NULL");
+    flush_pending_touches(cache);
+    return cache->store->ops->sync(cache->store);
+}
+
+static const char *const stat_names[QV_STAT_COUNT] = {
+    "hits", "misses", "entries", "values", "bytes", "max_bytes", "stores", "commits", "evictions", "corrupt", "map_size",
+};
+
+const char *qv_stat_name(int which) {
+    return which >= 0 && which < QV_STAT_COUNT ? stat_names[which] : NULL;
+}
+
+qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
+    if (!cache || !out) return qv__error(QV_EINVAL, "qv_cache_stat: NULL argument");
+    if (which < 0 || which >= QV_STAT_COUNT) return qv__error(QV_EINVAL, "unknown statistic %d", which);
+    qv_store *s = cache->store;
+    qv_txn *txn;
+    qv_status st = QV_OK;
+    switch (which) {
+    case QV_STAT_ENTRIES:
+    case QV_STAT_VALUES:
+    case QV_STAT_BYTES:
+        if ((st = s->ops->read_begin(s, &txn))) return st;
+        if (which == QV_STAT_BYTES) st = meta_get_uint(cache, txn, "bytes", out);
+        else st = s->ops->count(s, txn, which == QV_STAT_ENTRIES ? T_CALLS : T_VALUES, out);
+        s->ops->read_end(s, txn);
+        return st;
+    case QV_STAT_MAX_BYTES:
+        *out = cache->max_bytes;
+        return QV_OK;
+    case QV_STAT_MAP_SIZE:
+        *out = s->ops->map_size(s);
+        return QV_OK;
+    default:
+        *out = atomic_load_explicit(&cache->stats[which], memory_order_relaxed);
+        return QV_OK;
+    }
+}
+
+/* ------------------------------------------------------------------ query */
+
+struct qv_iter {
+    qv_digest *keys;
+    size_t n, pos;
+};
+
+typedef struct {
+    key_list keys;
+    uint8_t prefix[8];
+} name_scan;
+
+static int collect_name(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    name_scan *ns = userdata;
+    if (klen != 24 || memcmp(key, ns->prefix, 8) != 0) return 1;
+    return collect_key(key, klen, val, vlen, &ns->keys);
+}
+
+typedef struct {
+    const uint8_t *name;
+    size_t len;
+    int match;
+} name_check;
+
+static qv_status name_check_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    name_check *nc = userdata;
+    if (key == R_NAME) nc->match = len == nc->len && memcmp(item, nc->name, len) == 0;
+    return QV_OK;
+}
+
+qv_status qv_cache_query(qv_iter **out, qv_cache *cache, const char *name) {
+    if (!out) return qv__error(QV_EINVAL, "qv_cache_query: out is NULL");
+    *out = NULL;
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_query: cache is NULL");
+    qv_iter *it = calloc(1, sizeof *it);
+    if (!it) return qv__nomem();
+    qv_store *s = cache->store;
+    qv_txn *txn;
+    qv_status st = s->ops->read_begin(s, &txn);
+    if (st) {
+        free(it);
+        return st;
+    }
+    name_scan ns = {{NULL, 0, 0, 0, 0}, {0}};
+    if (!name) {
+        st = s->ops->scan(s, txn, T_CALLS, NULL, 0, collect_all, &ns.keys);
+    } else {
+        /* the index is keyed by a hash of the name's encoding: confirm each */
+        size_t nlen = strlen(name);
+        uint8_t *enc = malloc(nlen + 9);
+        size_t hl = 0;
+        if (!enc) st = qv__nomem();
+        else {
+            qv_encoder *e = qv__thread_encoder();
+            const void *p;
+            if (!e) st = qv__nomem();
+            else {
+                qv_encoder_reset(e);
+                if (!(st = qv_encoder_text(e, name, nlen)) && !(st = qv_encoder_finish(e, &p, &hl))) memcpy(enc, p, hl);
+            }
+        }
+        if (!st) {
+            qv__put_be64(ns.prefix, qv__hash64(enc, hl));
+            st = s->ops->scan(s, txn, T_NAMES, ns.prefix, 8, collect_name, &ns);
+        }
+        size_t kept = 0;
+        for (size_t i = 0; !st && i < ns.keys.n; i++) {
+            const void *v;
+            size_t n;
+            name_check nc = {enc, hl, 0};
+            if (s->ops->get(s, txn, T_CALLS, ns.keys.keys[i].bytes, 16, &v, &n) == QV_OK &&
+                record_walk(v, n, name_check_visit, &nc) == QV_OK && nc.match)
+                ns.keys.keys[kept++] = ns.keys.keys[i];
+        }
+        ns.keys.n = kept;
+        free(enc);
+    }
+    s->ops->read_end(s, txn);
+    if (!st && ns.keys.failed) st = qv__nomem();
+    if (st) {
+        free(ns.keys.keys);
+        free(it);
+        return st;
+    }
+    it->keys = ns.keys.keys;
+    it->n = ns.keys.n;
+    *out = it;
+    return QV_OK;
+}
+
+qv_status qv_iter_next(qv_iter *iter, qv_digest *key) {
+    if (!iter || !key) return qv__error(QV_EINVAL, "qv_iter_next: NULL argument");
+    if (iter->pos >= iter->n) return QV_NOTFOUND;
+    *key = iter->keys[iter->pos++];
+    return QV_OK;
+}
+
+size_t qv_iter_count(const qv_iter *iter) {
+    return iter ? iter->n : 0;
+}
+
+void qv_iter_free(qv_iter *iter) {
+    if (!iter) return;
+    free(iter->keys);
+    free(iter);
+}

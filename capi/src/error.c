@@ -1,0 +1,67 @@
+/* Status codes and the thread-local last error message. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static _Thread_local char last_message[1024];
+
+static const struct {
+    const char *name;
+    const char *text;
+} codes[] = {
+    {"QV_OK", "success"},
+    {"QV_NOTFOUND", "not found"},
+    {"QV_EINVAL", "invalid argument"},
+    {"QV_ENOMEM", "out of memory"},
+    {"QV_EDECODE", "input is not canonical CBOR"},
+    {"QV_EENCODE", "value cannot be encoded canonically"},
+    {"QV_ESTORE", "storage engine error"},
+    {"QV_EFULL", "cache is full"},
+    {"QV_EREADONLY", "cache is read-only"},
+    {"QV_ECORRUPT", "stored entry is corrupt"},
+    {"QV_ECLOSED", "handle is closed"},
+    {"QV_EMISUSE", "API misuse"},
+    {"QV_EIO", "operating system error"},
+    {"QV_ERANGE", "number out of range"},
+    {"QV_ETYPE", "wrong type"},
+    {"QV_ETIMEOUT", "timed out"},
+    {"QV_ECANCELLED", "cancelled"},
+    {"QV_EFAILED", "failed"},
+};
+
+#define NCODES ((int)(sizeof codes / sizeof codes[0]))
+
+const char *qv_strerror(qv_status status) {
+    if (status > 0 || -status >= NCODES) return "unknown status";
+    return codes[-status].text;
+}
+
+const char *qv_status_name(qv_status status) {
+    if (status > 0 || -status >= NCODES) return "QV_EUNKNOWN";
+    return codes[-status].name;
+}
+
+const char *qv_errmsg(void) {
+    return last_message[0] ? last_message : "no error";
+}
+
+qv_status qv__error(qv_status status, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    va_end(ap);
+    return status;
+}
+
+qv_status qv__nomem(void) {
+    return qv__error(QV_ENOMEM, "out of memory");
+}
+
+void qv_free(void *p) {
+    free(p);
+}
+
+const char *qv_version(void) {
+    return QV_VERSION_STRING;
+}

@@ -1,0 +1,94 @@
+/* Private declarations shared by the library's files. Never installed. */
+#ifndef QV_INTERNAL_H
+#define QV_INTERNAL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quiver.h"
+
+#if defined(__GNUC__)
+#define QV_LIKELY(x) __builtin_expect(!!(x), 1)
+#define QV_UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define QV_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define QV_LIKELY(x) (x)
+#define QV_UNLIKELY(x) (x)
+#define QV_PRINTF(f, a)
+#endif
+
+/* error.c: set the thread's message and return status. */
+qv_status qv__error(qv_status status, const char *fmt, ...) QV_PRINTF(2, 3);
+qv_status qv__nomem(void);
+
+/* digest.c: streaming XXH3-128 that uses the vectorised library path only for
+ * large pieces (small updates through it stall). */
+typedef struct qv_hasher qv_hasher;
+qv_hasher *qv__hasher_new(void);
+void qv__hasher_free(qv_hasher *h);
+void qv__hasher_reset(qv_hasher *h);
+void qv__hasher_update(qv_hasher *h, const void *data, size_t len);
+void qv__hasher_digest(qv_hasher *h, qv_digest *out);
+/* 64-bit hash for index keys. */
+uint64_t qv__hash64(const void *data, size_t len);
+/* The calling thread's scratch encoder (freed when the thread exits). */
+qv_encoder *qv__thread_encoder(void);
+/* The first three items of a call: the 5-list head, the marker, name, version. */
+qv_status qv__encode_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
+                               size_t version_len);
+
+/* cbor.c */
+/* The canonical encoding of an unsigned integer; returns its length. */
+size_t qv__encode_uint(uint8_t out[9], uint64_t v);
+/* Append an already-validated canonical item without checking it again. */
+qv_status qv__encoder_raw(qv_encoder *enc, const void *data, size_t len);
+/* Length of the UTF-8 validation failure prefix: returns 1 when valid. */
+int qv__utf8_valid(const uint8_t *s, size_t len);
+/* Byte span of the next complete item at the decoder's position, validated,
+ * with the decoder moved past it. */
+qv_status qv__decoder_item_span(qv_decoder *dec, size_t *start, size_t *end);
+
+/* The decoder's layout, so the library can keep decoders on the stack. */
+enum { DF_LIST, DF_MAP, DF_TAG, DF_SET };
+
+typedef struct {
+    uint8_t kind;
+    uint64_t remaining;        /* items still to come; a map counts keys and values */
+    size_t start;              /* offset of this container's head */
+    size_t prev_start, prev_end; /* the previous key (map) or element (set) */
+    uint64_t tag;
+} dframe;
+
+struct qv_decoder {
+    const uint8_t *p;
+    size_t len, pos;
+    int depth;
+    int started, done;
+    qv_status error;
+    /* the current item */
+    qv_type type;
+    int negative;
+    uint64_t arg;
+    double f;
+    const uint8_t *data;
+    size_t dlen;
+    size_t item_start;
+    dframe frames[QV_MAX_DEPTH];
+};
+
+/* Big-endian helpers used by the store and cache. */
+static inline void qv__put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--) { p[i] = (uint8_t)v; v >>= 8; }
+}
+static inline uint64_t qv__get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* A process-wide counter bumped in every child after fork(), so handles can
+ * notice cheaply that they crossed one. */
+uint64_t qv__fork_generation(void);
+
+#endif

@@ -1,0 +1,22 @@
+/* What a process learns about fork(): handles compare a generation number
+ * instead of calling getpid() (a system call) on every operation. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "internal.h"
+
+static _Atomic uint64_t generation;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void in_child(void) {
+    atomic_fetch_add(&generation, 1);
+}
+
+static void install(void) {
+    pthread_atfork(NULL, NULL, in_child);
+}
+
+uint64_t qv__fork_generation(void) {
+    pthread_once(&once, install);
+    return atomic_load_explicit(&generation, memory_order_relaxed);
+}

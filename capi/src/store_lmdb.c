@@ -1,0 +1,446 @@
+/* The LMDB store. LMDB's rules, and how they are kept here:
+ *  - one MDB_env per path per process: environments live in a registry keyed
+ *    by the directory's real path and are shared, reference-counted;
+ *  - never across fork(): a handle that sees a new fork generation abandons
+ *    its environment (the parent still uses it) and opens a fresh one;
+ *  - readers of dead processes are cleared with mdb_reader_check on open;
+ *  - MDB_NOTLS: pool and host threads come and go, so read transactions are
+ *    kept in a small per-environment pool and renewed, not begun;
+ *  - a full map grows (doubling) under an exclusive lock that every
+ *    transaction of this process holds shared, because remapping invalidates
+ *    pointers; MDB_MAP_RESIZED from another process's growth is adopted the
+ *    same way. */
+#include <errno.h>
+#include <limits.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define READER_SLOTS 8
+#define DEFAULT_MAP_SIZE ((uint64_t)1 << 40)
+
+typedef struct lmdb_env {
+    struct lmdb_env *next;
+    char *path;
+    int refs;
+    uint64_t fork_gen;
+    MDB_env *env;
+    MDB_dbi dbi[QV_STORE_MAX_TABLES];
+    int has_table[QV_STORE_MAX_TABLES]; /* read-only caches may lack tables */
+    int ntables;
+    int readonly;
+    uint32_t durability;
+    pthread_rwlock_t remap; /* shared by transactions, exclusive to remap */
+    _Atomic(MDB_txn *) slots[READER_SLOTS];
+} lmdb_env;
+
+typedef struct {
+    qv_store base;
+    lmdb_env *e;
+    char *path;
+    qv_store_config cfg;
+    const char *tables[QV_STORE_MAX_TABLES];
+} lmdb_store;
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static lmdb_env *registry;
+static uint64_t registry_gen;
+static pthread_once_t fork_handlers_once = PTHREAD_ONCE_INIT;
+
+/* Hold the registry across fork() so the child never inherits it locked. */
+static void registry_prepare(void) {
+    pthread_mutex_lock(&registry_lock);
+}
+static void registry_parent(void) {
+    pthread_mutex_unlock(&registry_lock);
+}
+static void registry_child(void) {
+    pthread_mutex_init(&registry_lock, NULL);
+}
+static void install_fork_handlers(void) {
+    pthread_atfork(registry_prepare, registry_parent, registry_child);
+}
+
+static qv_status lmdb_error(int rc, const char *what, const char *path) {
+    if (rc == MDB_MAP_FULL) return qv__error(QV_EFULL, "%s: the map of %s is full", what, path);
+    if (rc == ENOSPC) return qv__error(QV_EFULL, "%s: no space left on the disk of %s", what, path);
+    if (rc == EACCES || rc == EROFS)
+        return qv__error(QV_EIO, "%s: %s: %s (open the cache read-only if it is not yours to write)", what, path,
+                         mdb_strerror(rc));
+    if (rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH)
+        return qv__error(QV_ECORRUPT, "%s: %s: %s", what, path, mdb_strerror(rc));
+    if (rc > 0) return qv__error(QV_EIO, "%s: %s: %s", what, path, mdb_strerror(rc));
+    return qv__error(QV_ESTORE, "%s: %s: %s", what, path, mdb_strerror(rc));
+}
+
+static unsigned int env_flags(uint32_t durability, int readonly) {
+    unsigned int f = MDB_NOTLS | MDB_NORDAHEAD;
+    if (readonly) f |= MDB_RDONLY;
+    if (durability == QV_DURABILITY_SAFE) f |= MDB_NOMETASYNC;
+    if (durability == QV_DURABILITY_FAST) f |= MDB_NOSYNC | MDB_NOMETASYNC;
+    return f;
+}
+
+static qv_status open_tables(lmdb_env *e, const qv_store_config *cfg) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(e->env, NULL, e->readonly ? MDB_RDONLY : 0, &txn);
+    if (rc) return lmdb_error(rc, "cannot begin a transaction", e->path);
+    for (int i = 0; i < cfg->ntables; i++) {
+        rc = mdb_dbi_open(txn, cfg->tables[i], e->readonly ? 0 : MDB_CREATE, &e->dbi[i]);
+        if (rc == MDB_NOTFOUND && e->readonly) continue;
+        if (rc) {
+            mdb_txn_abort(txn);
+            return lmdb_error(rc, "cannot open a table", e->path);
+        }
+        e->has_table[i] = 1;
+    }
+    e->ntables = cfg->ntables;
+    if ((rc = mdb_txn_commit(txn))) return lmdb_error(rc, "cannot open the tables", e->path);
+    return QV_OK;
+}
+
+static void env_destroy(lmdb_env *e) {
+    for (int i = 0; i < READER_SLOTS; i++) {
+        MDB_txn *t = atomic_exchange(&e->slots[i], NULL);
+        if (t) mdb_txn_abort(t);
+    }
+    if (e->env) mdb_env_close(e->env);
+    pthread_rwlock_destroy(&e->remap);
+    free(e->path);
+    free(e);
+}
+
+static qv_status env_create(lmdb_env **out, const char *path, const qv_store_config *cfg) {
+    lmdb_env *e = calloc(1, sizeof *e);
+    if (!e || !(e->path = strdup(path))) {
+        free(e);
+        return qv__nomem();
+    }
+    pthread_rwlock_init(&e->remap, NULL);
+    e->readonly = cfg->readonly;
+    e->durability = cfg->durability;
+    e->fork_gen = qv__fork_generation();
+    int rc = mdb_env_create(&e->env);
+    if (rc) {
+        e->env = NULL;
+        env_destroy(e);
+        return lmdb_error(rc, "cannot create an LMDB environment", path);
+    }
+    mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
+    mdb_env_set_maxreaders(e->env, 1024);
+    mdb_env_set_mapsize(e->env, (size_t)(cfg->map_size ? cfg->map_size : DEFAULT_MAP_SIZE));
+    if ((rc = mdb_env_open(e->env, path, env_flags(cfg->durability, cfg->readonly), 0644))) {
+        qv_status st = lmdb_error(rc, "cannot open the cache", path);
+        env_destroy(e);
+        return st;
+    }
+    int dead;
+    mdb_reader_check(e->env, &dead);
+    qv_status st = open_tables(e, cfg);
+    if (st) {
+        env_destroy(e);
+        return st;
+    }
+    *out = e;
+    return QV_OK;
+}
+
+/* Called with registry_lock held. */
+static qv_status env_acquire(lmdb_env **out, const char *path, const qv_store_config *cfg) {
+    uint64_t gen = qv__fork_generation();
+    if (registry_gen != gen) {
+        /* A child of fork(): the registry's environments are the parent's.
+         * Forget them without closing; closing would touch the parent's locks. */
+        registry = NULL;
+        registry_gen = gen;
+    }
+    for (lmdb_env *e = registry; e; e = e->next) {
+        if (strcmp(e->path, path) == 0) {
+            if (e->readonly && !cfg->readonly)
+                return qv__error(QV_EMISUSE, "%s is already open read-only in this process; close it first", path);
+            if (cfg->durability == QV_DURABILITY_DURABLE && e->durability != QV_DURABILITY_DURABLE) {
+                /* the strongest durability any handle asked for wins */
+                mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+                e->durability = QV_DURABILITY_DURABLE;
+            }
+            e->refs++;
+            *out = e;
+            return QV_OK;
+        }
+    }
+    qv_status st = env_create(out, path, cfg);
+    if (st) return st;
+    (*out)->refs = 1;
+    (*out)->next = registry;
+    registry = *out;
+    return QV_OK;
+}
+
+static void env_release(lmdb_env *e) {
+    pthread_mutex_lock(&registry_lock);
+    if (e->fork_gen != qv__fork_generation()) {
+        /* the parent's environment: not ours to close */
+        pthread_mutex_unlock(&registry_lock);
+        return;
+    }
+    if (--e->refs == 0) {
+        for (lmdb_env **p = &registry; *p; p = &(*p)->next) {
+            if (*p == e) {
+                *p = e->next;
+                break;
+            }
+        }
+        env_destroy(e);
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* After fork() the handle's environment belongs to the parent. */
+static qv_status check_fork(lmdb_store *s) {
+    if (QV_LIKELY(s->e->fork_gen == qv__fork_generation())) return QV_OK;
+    pthread_mutex_lock(&registry_lock);
+    qv_status st = QV_OK;
+    if (s->e->fork_gen != qv__fork_generation()) {
+        lmdb_env *e;
+        if (!(st = env_acquire(&e, s->path, &s->cfg))) s->e = e;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return st;
+}
+
+/* Adopt a map size another process grew to; no transaction may be live. */
+static qv_status adopt_map_size(lmdb_env *e) {
+    pthread_rwlock_wrlock(&e->remap);
+    int rc = mdb_env_set_mapsize(e->env, 0);
+    pthread_rwlock_unlock(&e->remap);
+    return rc ? lmdb_error(rc, "cannot adopt the new map size", e->path) : QV_OK;
+}
+
+static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
+    lmdb_store *s = (lmdb_store *)base;
+    qv_status st = check_fork(s);
+    if (st) return st;
+    lmdb_env *e = s->e;
+    for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&e->remap);
+        MDB_txn *t = NULL;
+        for (int i = 0; i < READER_SLOTS && !t; i++) {
+            if (atomic_load_explicit(&e->slots[i], memory_order_relaxed))
+                t = atomic_exchange_explicit(&e->slots[i], NULL, memory_order_acquire);
+        }
+        int rc = t ? mdb_txn_renew(t) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t);
+        if (QV_LIKELY(rc == 0)) {
+            *txn = (qv_txn *)t;
+            return QV_OK;
+        }
+        if (t) mdb_txn_abort(t);
+        pthread_rwlock_unlock(&e->remap);
+        if (rc == MDB_MAP_RESIZED && attempt < 3) {
+            if ((st = adopt_map_size(e))) return st;
+            continue;
+        }
+        return lmdb_error(rc, "cannot begin a read transaction", e->path);
+    }
+}
+
+static void lm_read_end(qv_store *base, qv_txn *txn) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    MDB_txn *t = (MDB_txn *)txn;
+    mdb_txn_reset(t);
+    for (int i = 0; i < READER_SLOTS && t; i++) {
+        MDB_txn *expected = NULL;
+        if (atomic_compare_exchange_strong_explicit(&e->slots[i], &expected, t, memory_order_release,
+                                                    memory_order_relaxed))
+            t = NULL;
+    }
+    if (t) mdb_txn_abort(t);
+    pthread_rwlock_unlock(&e->remap);
+}
+
+static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
+    lmdb_store *s = (lmdb_store *)base;
+    qv_status st = check_fork(s);
+    if (st) return st;
+    lmdb_env *e = s->e;
+    if (e->readonly) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", e->path);
+    for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&e->remap);
+        MDB_txn *t;
+        int rc = mdb_txn_begin(e->env, NULL, 0, &t);
+        if (rc == 0) {
+            *txn = (qv_txn *)t;
+            return QV_OK;
+        }
+        pthread_rwlock_unlock(&e->remap);
+        if (rc == MDB_MAP_RESIZED && attempt < 3) {
+            if ((st = adopt_map_size(e))) return st;
+            continue;
+        }
+        return lmdb_error(rc, "cannot begin a write transaction", e->path);
+    }
+}
+
+static qv_status lm_commit(qv_store *base, qv_txn *txn) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    int rc = mdb_txn_commit((MDB_txn *)txn);
+    pthread_rwlock_unlock(&e->remap);
+    return rc ? lmdb_error(rc, "cannot commit", e->path) : QV_OK;
+}
+
+static void lm_abort(qv_store *base, qv_txn *txn) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    mdb_txn_abort((MDB_txn *)txn);
+    pthread_rwlock_unlock(&e->remap);
+}
+
+static qv_status lm_get(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void **val,
+                        size_t *vlen) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    if (QV_UNLIKELY(!e->has_table[table])) return QV_NOTFOUND;
+    MDB_val k = {klen, (void *)key}, v;
+    int rc = mdb_get((MDB_txn *)txn, e->dbi[table], &k, &v);
+    if (QV_LIKELY(rc == 0)) {
+        *val = v.mv_data;
+        *vlen = v.mv_size;
+        return QV_OK;
+    }
+    if (rc == MDB_NOTFOUND) return QV_NOTFOUND;
+    return lmdb_error(rc, "cannot read", e->path);
+}
+
+static qv_status lm_put(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                        size_t vlen) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    int rc = mdb_put((MDB_txn *)txn, e->dbi[table], &k, &v, 0);
+    return rc ? lmdb_error(rc, "cannot write", e->path) : QV_OK;
+}
+
+static qv_status lm_del(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    MDB_val k = {klen, (void *)key};
+    int rc = mdb_del((MDB_txn *)txn, e->dbi[table], &k, NULL);
+    if (rc == MDB_NOTFOUND) return QV_NOTFOUND;
+    return rc ? lmdb_error(rc, "cannot delete", e->path) : QV_OK;
+}
+
+static qv_status lm_scan(qv_store *base, qv_txn *txn, int table, const void *from, size_t flen, qv_scan_cb cb,
+                         void *userdata) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    if (!e->has_table[table]) return QV_OK;
+    MDB_cursor *c;
+    int rc = mdb_cursor_open((MDB_txn *)txn, e->dbi[table], &c);
+    if (rc) return lmdb_error(rc, "cannot open a cursor", e->path);
+    MDB_val k = {flen, (void *)from}, v;
+    rc = mdb_cursor_get(c, &k, &v, from ? MDB_SET_RANGE : MDB_FIRST);
+    while (rc == 0) {
+        if (cb(k.mv_data, k.mv_size, v.mv_data, v.mv_size, userdata)) break;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    }
+    mdb_cursor_close(c);
+    if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "cannot scan", e->path);
+    return QV_OK;
+}
+
+static qv_status lm_count(qv_store *base, qv_txn *txn, int table, uint64_t *n) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    *n = 0;
+    if (!e->has_table[table]) return QV_OK;
+    MDB_stat st;
+    int rc = mdb_stat((MDB_txn *)txn, e->dbi[table], &st);
+    if (rc) return lmdb_error(rc, "cannot count", e->path);
+    *n = st.ms_entries;
+    return QV_OK;
+}
+
+static qv_status lm_grow(qv_store *base) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    pthread_rwlock_wrlock(&e->remap);
+    MDB_envinfo info;
+    mdb_env_info(e->env, &info);
+    size_t size = info.me_mapsize;
+    int rc = size > SIZE_MAX / 2 ? MDB_MAP_FULL : mdb_env_set_mapsize(e->env, size * 2);
+    pthread_rwlock_unlock(&e->remap);
+    return rc ? lmdb_error(rc, "cannot grow the map", e->path) : QV_OK;
+}
+
+static qv_status lm_sync(qv_store *base) {
+    lmdb_env *e = ((lmdb_store *)base)->e;
+    if (e->readonly) return QV_OK;
+    int rc = mdb_env_sync(e->env, 1);
+    return rc ? lmdb_error(rc, "cannot sync", e->path) : QV_OK;
+}
+
+static uint64_t lm_map_size(qv_store *base) {
+    MDB_envinfo info;
+    mdb_env_info(((lmdb_store *)base)->e->env, &info);
+    return info.me_mapsize;
+}
+
+static void lm_close(qv_store *base) {
+    lmdb_store *s = (lmdb_store *)base;
+    env_release(s->e);
+    free(s->path);
+    free(s);
+}
+
+static const qv_store_ops lmdb_ops = {
+    lm_read_begin, lm_read_end, lm_write_begin, lm_commit, lm_abort, lm_get, lm_put,
+    lm_del,        lm_scan,     lm_count,       lm_grow,   lm_sync,  lm_map_size, lm_close,
+};
+
+static qv_status make_directory(const char *path) {
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return qv__error(QV_EINVAL, "cache path is empty or too long");
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+                return qv__error(QV_EIO, "cannot create the cache directory %s: %s", buf, strerror(errno));
+            *p = c;
+            if (!c) break;
+        }
+    }
+    return QV_OK;
+}
+
+qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_config *cfg) {
+    *out = NULL;
+    if (cfg->ntables > QV_STORE_MAX_TABLES) return qv__error(QV_EINVAL, "too many tables");
+    qv_status st;
+    if (!cfg->readonly && (st = make_directory(path))) return st;
+    char real[PATH_MAX];
+    if (!realpath(path, real)) return qv__error(QV_EIO, "cannot open the cache at %s: %s", path, strerror(errno));
+    struct stat sb;
+    if (stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode))
+        return qv__error(QV_EINVAL, "cache path %s is not a directory", real);
+    lmdb_store *s = calloc(1, sizeof *s);
+    if (!s || !(s->path = strdup(real))) {
+        free(s);
+        return qv__nomem();
+    }
+    s->base.ops = &lmdb_ops;
+    s->cfg = *cfg;
+    for (int i = 0; i < cfg->ntables; i++) s->tables[i] = cfg->tables[i];
+    s->cfg.tables = s->tables;
+    pthread_once(&fork_handlers_once, install_fork_handlers);
+    pthread_mutex_lock(&registry_lock);
+    st = env_acquire(&s->e, real, cfg);
+    pthread_mutex_unlock(&registry_lock);
+    if (st) {
+        free(s->path);
+        free(s);
+        return st;
+    }
+    *out = &s->base;
+    return QV_OK;
+}
