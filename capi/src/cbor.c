@@ -463,7 +463,6 @@ qv_status qv_encoder_map_end(qv_encoder *enc) {
     size_t nm = enc->nmarks - f->marks_base;
     if (nm % 2) return fail(enc, qv__error(QV_EMISUSE, "encoder: map closed after a key without its value"));
     size_t count = nm / 2, region = enc->len - f->start;
-    size_t *marks = enc->marks + f->marks_base;
     qv_status st;
 
     /* Sort entries by their keys' encodings within a copy of the region. */
@@ -481,8 +480,9 @@ qv_status qv_encoder_map_end(qv_encoder *enc) {
     if (region) memcpy(enc->scratch, enc->buf + f->start, region);
     int sorted = 1;
     for (size_t i = 0; i < count; i++) {
-        size_t ks = marks[2 * i] - f->start, vs = marks[2 * i + 1] - f->start;
-        size_t end = i + 1 < count ? marks[2 * i + 2] - f->start : region;
+        const size_t *m = &enc->marks[f->marks_base + 2 * i];
+        size_t ks = m[0] - f->start, vs = m[1] - f->start;
+        size_t end = i + 1 < count ? m[2] - f->start : region;
         ents[i] = (entry){enc->scratch + ks, vs - ks, ks, end};
         if (i && sorted && entry_cmp(&ents[i - 1], &ents[i]) >= 0) sorted = 0;
     }
@@ -731,7 +731,8 @@ qv_status qv_decoder_next(qv_decoder *dec, qv_type *type) {
         /* Every item takes at least one byte: refuse impossible counts before
          * anyone allocates for them. */
         uint64_t items = major == MAJOR_MAP ? arg * 2 : arg;
-        if (arg > avail || items > avail) return bad(dec, at, "length beyond the input");
+        if (arg > avail || items > avail)
+            return bad(dec, at, "truncated: the container claims more items than bytes remain");
         dec->type = major == MAJOR_MAP ? QV_TYPE_MAP : QV_TYPE_LIST;
         dec->arg = arg;
         if (arg) {

@@ -1,0 +1,32 @@
+# A thin wrapper over CMake: `make`, `make demo`, `make check`, `make bench`.
+BUILD := build
+JOBS := $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS := -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+.PHONY: all setup build demo check bench fuzz clean
+
+all: build
+
+setup:
+	@scripts/setup.sh
+
+build: setup
+	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) > $(BUILD)/cmake.log || (cat $(BUILD)/cmake.log; exit 1)
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory -s
+
+demo: build
+	@. $(BUILD)/env.sh && scripts/demo.sh
+
+check: build
+	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	@. $(BUILD)/env.sh && scripts/bench.sh
+
+# A longer fuzzing session than the minute `make check` spends.
+FUZZ_SECONDS ?= 1800
+fuzz: build
+	@. $(BUILD)/env.sh && scripts/fuzz.sh $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,86 @@
+#define _GNU_SOURCE
+#include "helpers.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+char *qvt_tempdir(const char *tag) {
+    const char *base = getenv("QV_TEST_TMP");
+    if (!base) base = "/tmp";
+    mkdir(base, 0755);
+    char *path;
+    if (asprintf(&path, "%s/%s-XXXXXX", base, tag) < 0) return NULL;
+    if (!mkdtemp(path)) fail_msg("mkdtemp %s: %s", path, strerror(errno));
+    return path;
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    chmod(path, 0755);
+    return remove(path);
+}
+
+void qvt_rmtree(const char *path) {
+    if (path) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+qvt_table qvt_read_tsv(const char *name) {
+    qvt_table t = {NULL, NULL, 0};
+    const char *dir = getenv("QV_VECTORS");
+    if (!dir) fail_msg("QV_VECTORS is not set (ctest sets it to ../shared/vectors)");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f) fail_msg("cannot open %s: %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        t.fields = realloc(t.fields, (t.nlines + 1) * sizeof *t.fields);
+        t.nfields = realloc(t.nfields, (t.nlines + 1) * sizeof *t.nfields);
+        char **cols = NULL;
+        int nc = 0;
+        char *p = line;
+        for (;;) {
+            char *tab = strchr(p, '\t');
+            cols = realloc(cols, (nc + 1) * sizeof *cols);
+            cols[nc++] = tab ? strndup(p, tab - p) : strdup(p);
+            if (!tab) break;
+            p = tab + 1;
+        }
+        t.fields[t.nlines] = cols;
+        t.nfields[t.nlines++] = nc;
+    }
+    free(line);
+    fclose(f);
+    return t;
+}
+
+void qvt_free_table(qvt_table *t) {
+    for (int i = 0; i < t->nlines; i++) {
+        for (int j = 0; j < t->nfields[i]; j++) free(t->fields[i][j]);
+        free(t->fields[i]);
+    }
+    free(t->fields);
+    free(t->nfields);
+}
+
+uint8_t *qvt_unhex(const char *hex, size_t *len) {
+    size_t n = strlen(hex) / 2;
+    uint8_t *out = malloc(n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned v;
+        sscanf(hex + 2 * i, "%2x", &v);
+        out[i] = (uint8_t)v;
+    }
+    *len = n;
+    return out;
+}
