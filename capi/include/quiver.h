@@ -289,8 +289,10 @@ typedef struct qv_cache_options {
 QV_EXPORT qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version);
 
 /* Open (creating when missing, unless read-only) the LMDB cache in directory
- * path. Handles for one path in one process share one environment. */
+ * path. Handles for one path in one process share one environment. The path
+ * ":memory:" opens a new process-private memory cache with these options. */
 QV_EXPORT qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts);
+/* A new process-private memory cache with default options. */
 QV_EXPORT qv_status qv_cache_open_memory(qv_cache **out);
 QV_EXPORT void qv_cache_close(qv_cache *cache);
 /* The absolute directory of an LMDB cache, or ":memory:"; valid while cache lives. */

@@ -401,7 +401,7 @@ static qv_status remove_call(wctx *w, const qv_digest *key) {
     return drop_atime(w, key);
 }
 
-static qv_status apply(wctx *w, pending *p, uint64_t now_s) {
+static qv_status apply(wctx *w, pending *p, uint64_t now) {
     qv_store *s = w->c->store;
     const void *v;
     size_t len;
@@ -413,10 +413,14 @@ static qv_status apply(wctx *w, pending *p, uint64_t now_s) {
     if ((st = s->ops->put(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len))) return st;
     w->bytes += p->record_len;
     if ((st = s->ops->put(s, w->txn, T_NAMES, p->name_key, 24, "", 0))) return st;
-    return set_atime(w, &p->key, now_s);
+    return set_atime(w, &p->key, now);
 }
 
-static qv_status flush_touches(wctx *w, uint64_t now_s) {
+/* Access times move only when a second has passed, so hot keys do not
+ * rewrite the index on every commit. */
+#define ATIME_RESOLUTION_NS 1000000000ull
+
+static qv_status flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
     qv_digest keys[TOUCH_RING];
     pthread_mutex_lock(&c->touch_lock);
@@ -427,8 +431,8 @@ static qv_status flush_touches(wctx *w, uint64_t now_s) {
     for (size_t i = 0; i < n; i++) {
         uint64_t t;
         qv_status st = get_count(w, T_ATIME, &keys[i], &t);
-        if (st == QV_NOTFOUND || (st == QV_OK && t == now_s)) continue;
-        if (st || (st = set_atime(w, &keys[i], now_s))) return st;
+        if (st == QV_NOTFOUND || (st == QV_OK && t + ATIME_RESOLUTION_NS > now)) continue;
+        if (st || (st = set_atime(w, &keys[i], now))) return st;
     }
     return QV_OK;
 }
@@ -499,10 +503,10 @@ static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) 
     for (int attempt = 0; attempt < MAX_FULL_RETRIES; attempt++) {
         wctx w = {c, NULL, 0};
         if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
-        uint64_t now_s = (uint64_t)(now_ns() / 1000000000);
+        uint64_t now = (uint64_t)now_ns();
         st = meta_get_uint(c, w.txn, "bytes", &w.bytes);
-        for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now_s);
-        if (!st) st = flush_touches(&w, now_s);
+        for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now);
+        if (!st) st = flush_touches(&w, now);
         if (!st) st = meta_put_uint(c, w.txn, "bytes", w.bytes);
         if (!st) {
             st = c->store->ops->commit(c->store, w.txn);
@@ -694,7 +698,7 @@ qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options
         if (out) *out = NULL;
         return qv__error(QV_EINVAL, "qv_cache_open: path is NULL");
     }
-    return cache_new(out, path, opts, 0);
+    return cache_new(out, path, opts, strcmp(path, ":memory:") == 0);
 }
 
 qv_status qv_cache_open_memory(qv_cache **out) {
@@ -709,7 +713,7 @@ static void flush_pending_touches(qv_cache *c) {
     if (!c->max_bytes || !c->ntouched || (c->flags & QV_CACHE_READONLY)) return;
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
-    if (flush_touches(&w, (uint64_t)(now_ns() / 1000000000)) == QV_OK) c->store->ops->commit(c->store, w.txn);
+    if (flush_touches(&w, (uint64_t)now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
     else c->store->ops->abort(c->store, w.txn);
 }
 
@@ -1044,7 +1048,7 @@ qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
         st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, collect_all, &values);
     /* an incomplete mark phase would free values still in use */
     if (!st && (m.refs.failed || values.failed)) st = qv__nomem();
-    qsort(m.refs.keys, m.refs.n, sizeof(qv_digest), digest_cmp);
+    if (m.refs.n) qsort(m.refs.keys, m.refs.n, sizeof(qv_digest), digest_cmp);
     uint64_t freed = 0, bytes = m.bytes;
     for (size_t i = 0; !st && i < values.n; i++) {
         qv_digest *d = &values.keys[i];
