@@ -294,6 +294,8 @@ QV_EXPORT qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t versi
 QV_EXPORT qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts);
 /* A new process-private memory cache with default options. */
 QV_EXPORT qv_status qv_cache_open_memory(qv_cache **out);
+/* Release the caller's handle. Contexts and futures that still use the cache
+ * keep it alive until they are done with it. */
 QV_EXPORT void qv_cache_close(qv_cache *cache);
 /* The absolute directory of an LMDB cache, or ":memory:"; valid while cache lives. */
 QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
@@ -367,6 +369,211 @@ QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
 QV_EXPORT qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out);
 /* The name of a QV_STAT_* ("hits"), or NULL when out of range. */
 QV_EXPORT const char *qv_stat_name(int which);
+
+/* ----------------------------------------------------------------- context */
+
+/* Each thread has a stack of contexts: an active cache and a metadata map
+ * recorded with every call it stores. With nothing pushed, the default cache
+ * (QUIVER_CACHE's directory when set, else a process-private memory cache). */
+typedef struct qv_ctx qv_ctx;
+
+/* Push cache (NULL: keep the current one) with meta merged over the current
+ * metadata (inner keys win; meta a map or NULL). Every push needs a pop on the
+ * same thread. The context holds a reference to the cache. */
+QV_EXPORT qv_status qv_ctx_push(qv_cache *cache, const qv_value *meta);
+/* QV_EMISUSE (with a message) when this thread has nothing pushed. */
+QV_EXPORT qv_status qv_ctx_pop(void);
+/* The active cache and the encoding of its metadata map (NULL, 0 when none),
+ * borrowed until this thread pops the context. */
+QV_EXPORT qv_status qv_ctx_current(qv_cache **cache, const void **meta, size_t *meta_len);
+/* Contexts pushed on this thread and not yet popped. */
+QV_EXPORT int qv_ctx_depth(void);
+/* A reference-counted snapshot of the active context that any thread may
+ * enter: how a worker sees its submitter's cache and metadata. */
+QV_EXPORT qv_status qv_ctx_capture(qv_ctx **out);
+QV_EXPORT qv_ctx *qv_ctx_retain(qv_ctx *ctx);
+/* Drop one reference. */
+QV_EXPORT void qv_ctx_free(qv_ctx *ctx);
+/* Push a captured context on this thread; leave it with qv_ctx_pop. */
+QV_EXPORT qv_status qv_ctx_enter(qv_ctx *ctx);
+/* Run fn under ctx, then restore what the thread had; returns fn's status. */
+QV_EXPORT qv_status qv_ctx_run(qv_ctx *ctx, qv_status (*fn)(void *userdata), void *userdata);
+/* The default cache, created on first use; borrowed, lives until exit. */
+QV_EXPORT qv_status qv_cache_default(qv_cache **out);
+
+/* -------------------------------------------------------------- functions */
+
+/* A memoized function: a name, a version, and a body. Calls are memoized into
+ * the calling thread's active cache. Shared by any number of threads. */
+typedef struct qv_fn qv_fn;
+
+/* A host body: set *result (the caller of the body takes it) from args (a
+ * list) and kwargs (a map). Return QV_OK, or an error status (the call is then
+ * not stored, and the status reaches the caller). */
+typedef qv_status (*qv_fn_callback)(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata);
+
+/* destroy(userdata) runs exactly once: when the fn is freed, or at once if
+ * this fails. */
+QV_EXPORT qv_status qv_fn_new(qv_fn **out, const char *name, const char *version, qv_fn_callback body,
+                              void *userdata, void (*destroy)(void *userdata));
+QV_EXPORT qv_fn *qv_fn_retain(qv_fn *fn);
+/* Drop one reference. */
+QV_EXPORT void qv_fn_free(qv_fn *fn);
+QV_EXPORT const char *qv_fn_name(const qv_fn *fn);
+QV_EXPORT const char *qv_fn_version(const qv_fn *fn); /* NULL when none */
+/* Look the call up in the active cache; on a miss run the body and store. */
+QV_EXPORT qv_status qv_fn_call(qv_fn *fn, const qv_value *args, qv_value **result);
+QV_EXPORT qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs, qv_value **result);
+/* The call digest of fn with these arguments (kwargs may be NULL). */
+QV_EXPORT qv_status qv_fn_digest(qv_digest *out, const qv_fn *fn, const qv_value *args, const qv_value *kwargs);
+
+#define QV_FN_STAT_HITS     0  /* calls answered from the cache */
+#define QV_FN_STAT_MISSES   1  /* calls that ran the body */
+#define QV_FN_STAT_SAVED_NS 2  /* run time of the stored calls that hits avoided */
+#define QV_FN_STAT_COUNT    3
+QV_EXPORT qv_status qv_fn_stat(const qv_fn *fn, int which, uint64_t *out);
+
+/* ----------------------------------------------------------------- futures */
+
+/* A result that may not exist yet: pending, then done (a value), failed (a
+ * status and message) or cancelled, exactly once. Reference-counted; any
+ * thread may hold, wait on or complete one. */
+typedef struct qv_future qv_future;
+
+#define QV_FUTURE_PENDING   0
+#define QV_FUTURE_DONE      1
+#define QV_FUTURE_FAILED    2
+#define QV_FUTURE_CANCELLED 3
+
+/* Runs exactly once: in the thread that completes the future, or at once in
+ * the registering thread when it is already complete. */
+typedef void (*qv_future_cb)(qv_future *future, void *userdata);
+
+QV_EXPORT qv_status qv_future_new(qv_future **out);
+QV_EXPORT qv_future *qv_future_retain(qv_future *f);
+/* Drop one reference; the future lives while anyone holds one. */
+QV_EXPORT void qv_future_free(qv_future *f);
+/* Complete with one canonical item (copied). QV_EMISUSE if already complete. */
+QV_EXPORT qv_status qv_future_set_result(qv_future *f, const void *data, size_t len);
+QV_EXPORT qv_status qv_future_set_value(qv_future *f, const qv_value *v);
+/* Fail with a status (negative) and a message (copied; may be NULL). */
+QV_EXPORT qv_status qv_future_set_error(qv_future *f, qv_status status, const char *message);
+/* Cancel a pending future: QV_OK, or QV_EMISUSE when it had completed. */
+QV_EXPORT qv_status qv_future_cancel(qv_future *f);
+QV_EXPORT int qv_future_state(const qv_future *f);
+/* Wait until complete: QV_OK, or QV_ETIMEOUT. timeout_ns < 0 waits forever. */
+QV_EXPORT qv_status qv_future_wait(qv_future *f, int64_t timeout_ns);
+/* The result's encoding, borrowed while f lives; a failed future returns its
+ * status (message in qv_errmsg()), a cancelled one QV_ECANCELLED, a pending
+ * one QV_EMISUSE. */
+QV_EXPORT qv_status qv_future_result(qv_future *f, const void **data, size_t *len);
+QV_EXPORT qv_status qv_future_value(qv_future *f, qv_value **out);
+/* destroy(userdata), when given, runs exactly once after cb, or at once when
+ * registration fails. */
+QV_EXPORT qv_status qv_future_on_done(qv_future *f, qv_future_cb cb, void *userdata, void (*destroy)(void *userdata));
+/* The future pass-through: when f completes with a value, store it as the
+ * result of the call (its canonical encoding, as for qv_cache_store); a failed
+ * or cancelled future stores nothing. */
+QV_EXPORT qv_status qv_future_store(qv_future *f, qv_cache *cache, const void *call, size_t call_len,
+                                    const qv_store_info *info);
+
+/* --------------------------------------------------------------- executors */
+
+/* An executor runs jobs somewhere else: a host scheduler (Rust, Go, Lua, ...)
+ * plugs in with one submit callback; quiver's own pool is one too. Shared by
+ * any number of threads. */
+typedef struct qv_executor qv_executor;
+
+/* A job, called exactly once on any thread: to run it, or with cancelled set
+ * when its executor drops it (the job then only cleans up). */
+typedef void (*qv_job_fn)(void *job, int cancelled);
+/* Schedule run(job). Return QV_OK once it will be called; on an error it must
+ * not be. */
+typedef qv_status (*qv_submit_fn)(qv_job_fn run, void *job, void *userdata);
+/* A task completes its future (set_result/set_error); if it returns an error
+ * without doing so, the future fails with that status. */
+typedef qv_status (*qv_task_fn)(qv_future *future, void *userdata);
+
+QV_EXPORT qv_status qv_executor_new(qv_executor **out, qv_submit_fn submit, void *userdata,
+                                    void (*destroy)(void *userdata));
+QV_EXPORT qv_executor *qv_executor_retain(qv_executor *ex);
+QV_EXPORT void qv_executor_free(qv_executor *ex);
+/* Schedule run(job) with no future: the cheapest way to use an executor. On an
+ * error run is never called. */
+QV_EXPORT qv_status qv_executor_post(qv_executor *ex, qv_job_fn run, void *job);
+/* Run a task; *out completes with it. destroy(userdata) runs exactly once,
+ * after the task or at once if submission fails. */
+QV_EXPORT qv_status qv_executor_submit(qv_future **out, qv_executor *ex, qv_task_fn task, void *userdata,
+                                       void (*destroy)(void *userdata));
+/* Run a memoized call; with a plain executor the call runs (memoized) on a
+ * worker under the submitter's context. */
+QV_EXPORT qv_status qv_executor_submit_call(qv_future **out, qv_executor *ex, qv_fn *fn, const qv_value *args,
+                                            const qv_value *kwargs);
+/* An executor that answers cache hits itself with completed futures (the
+ * wrapped executor never sees them) and sends misses on with the submitter's
+ * captured context, storing results as they complete. Wrapping a wrapped
+ * executor returns it (with a new reference). */
+QV_EXPORT qv_status qv_executor_wrap(qv_executor **out, qv_executor *ex);
+
+/* -------------------------------------------------------------------- pool */
+
+/* quiver's thread pool. Shared by any number of threads. */
+typedef struct qv_pool qv_pool;
+
+typedef struct qv_pool_options {
+    uint32_t version;          /* QV_POOL_OPTIONS_VERSION */
+    uint32_t workers;          /* 0: the number of CPUs */
+    uint32_t idle_timeout_ms;  /* idle workers retire after this; 0: 30 s */
+    uint32_t queue_bound;      /* submissions wait while this many are queued; 0: no bound */
+    void (*initializer)(void *userdata); /* run once in each new worker, or NULL */
+    void *userdata;
+    void (*destroy)(void *userdata);     /* runs exactly once, when the pool is freed */
+} qv_pool_options;
+#define QV_POOL_OPTIONS_VERSION 1
+#define QV_POOL_OPTIONS_INIT { QV_POOL_OPTIONS_VERSION, 0, 0, 0, NULL, NULL, NULL }
+QV_EXPORT qv_status qv_pool_options_init(qv_pool_options *opts, uint32_t version);
+
+QV_EXPORT qv_status qv_pool_new(qv_pool **out, const qv_pool_options *opts);
+/* The process-wide reusable pool (loky's get_reusable_executor): the same pool
+ * on every call; another worker count resizes it; restart replaces its
+ * workers. Holds a reference for the caller (qv_pool_free). */
+QV_EXPORT qv_status qv_pool_shared(qv_pool **out, uint32_t workers, int restart);
+QV_EXPORT qv_pool *qv_pool_retain(qv_pool *pool);
+QV_EXPORT qv_status qv_pool_resize(qv_pool *pool, uint32_t workers);
+/* The pool as an executor; borrowed while the pool lives. */
+QV_EXPORT qv_executor *qv_pool_executor(qv_pool *pool);
+#define QV_POOL_STAT_WORKERS   0 /* threads alive now */
+#define QV_POOL_STAT_TARGET    1 /* the worker count asked for */
+#define QV_POOL_STAT_QUEUED    2
+#define QV_POOL_STAT_COMPLETED 3
+#define QV_POOL_STAT_STARTED   4 /* worker threads started, ever */
+QV_EXPORT qv_status qv_pool_stat(qv_pool *pool, int which, uint64_t *out);
+/* Stop accepting work; run (cancel_pending == 0) or cancel what is queued,
+ * and wait for the workers to finish. Idempotent. */
+QV_EXPORT qv_status qv_pool_shutdown(qv_pool *pool, int cancel_pending);
+/* Drop one reference; the last one shuts down, waiting for queued work. */
+QV_EXPORT void qv_pool_free(qv_pool *pool);
+
+/* ------------------------------------------------------------------- batch */
+
+/* Keyed tasks run together; every key gets its result or its error, and one
+ * failure never stops the others (vayu's ParallelRunner). One thread at a time. */
+typedef struct qv_batch qv_batch;
+/* Called at most every interval (and once at the end) from the running thread. */
+typedef void (*qv_progress_fn)(uint64_t done, uint64_t failed, uint64_t total, double elapsed_s, void *userdata);
+
+QV_EXPORT qv_status qv_batch_new(qv_batch **out);
+QV_EXPORT void qv_batch_free(qv_batch *batch);
+/* Add fn(args, kwargs) under key; QV_EINVAL for a duplicate key, QV_EMISUSE after run. */
+QV_EXPORT qv_status qv_batch_add(qv_batch *batch, const char *key, qv_fn *fn, const qv_value *args,
+                                 const qv_value *kwargs);
+/* Run every task on ex (NULL: in this thread) and wait for all. progress may be NULL. */
+QV_EXPORT qv_status qv_batch_run(qv_batch *batch, qv_executor *ex, qv_progress_fn progress, double interval_s,
+                                 void *userdata);
+/* The outcome for key: QV_OK with *result (caller frees), or the task's status
+ * with its message in qv_errmsg(); QV_NOTFOUND for an unknown key. */
+QV_EXPORT qv_status qv_batch_result(qv_batch *batch, const char *key, qv_value **result);
+QV_EXPORT size_t qv_batch_count(const qv_batch *batch);
 
 /* --------------------------------------------------------------- iterators */
 

@@ -23,11 +23,11 @@ static const char *const table_names[T_COUNT] = {"meta", "values", "refs", "call
 #define TOUCH_RING 256
 #define MAX_FULL_RETRIES 16
 
-/* Keys of a call record, a CBOR map with small integer keys. The result comes
- * first so that a hit reads no further than it needs. */
-enum { R_RESULT, R_NAME, R_VERSION, R_ARGS, R_KWARGS, R_START, R_DURATION, R_LANG, R_META, R_COUNT };
-static const char *const record_keys[R_COUNT] = {"result",   "name",        "version", "args", "kwargs",
-                                                 "start_ns", "duration_ns", "lang",    "meta"};
+/* Keys of a call record, a CBOR map with small integer keys. The result and
+ * its run time come first so that a hit reads no further than it needs. */
+enum { R_RESULT, R_DURATION, R_START, R_NAME, R_VERSION, R_ARGS, R_KWARGS, R_LANG, R_META, R_COUNT };
+static const char *const record_keys[R_COUNT] = {"result",  "duration_ns", "start_ns", "name", "version",
+                                                 "args",    "kwargs",      "lang",     "meta"};
 
 /* The head of a value reference: tag QV_TAG_REF, then a 16-byte string. */
 static const uint8_t ref_head[6] = {0xda, 0x51, 0x56, 0x00, 0x03, 0x50};
@@ -53,6 +53,7 @@ typedef struct pending {
 } pending;
 
 struct qv_cache {
+    _Atomic int refs; /* the host's handle, plus every context and future using it */
     qv_store *store;
     char *path;
     uint32_t durability, flags, inline_limit;
@@ -204,9 +205,12 @@ static qv_status build_record(record_builder *b, pending *p, const uint8_t *call
     if (call[vs] >> 5 != 3 && call[vs] != 0xf6) return bad_call("the version is neither text nor null");
 
     qv_encoder *enc = b->enc;
+    int64_t start = info && info->start_ns ? info->start_ns : now_ns();
     qv_encoder_reset(enc);
     if ((st = qv_encoder_map_begin(enc)) || (st = qv_encoder_uint(enc, R_RESULT)) ||
-        (st = emit_item(b, result, result_len)) || (st = qv_encoder_uint(enc, R_NAME)) ||
+        (st = emit_item(b, result, result_len)) || (st = qv_encoder_uint(enc, R_DURATION)) ||
+        (st = qv_encoder_int(enc, info ? info->duration_ns : 0)) || (st = qv_encoder_uint(enc, R_START)) ||
+        (st = qv_encoder_int(enc, start)) || (st = qv_encoder_uint(enc, R_NAME)) ||
         (st = qv__encoder_raw(enc, call + ns, ne - ns)) || (st = qv_encoder_uint(enc, R_VERSION)) ||
         (st = qv__encoder_raw(enc, call + vs, ve - vs)) || (st = qv_encoder_uint(enc, R_ARGS)))
         return st;
@@ -233,10 +237,7 @@ static qv_status build_record(record_builder *b, pending *p, const uint8_t *call
     if (qv_decoder_next(&dec, &t) != QV_NOTFOUND) return bad_call("trailing items");
 
     const char *lang = info && info->lang ? info->lang : "c";
-    int64_t start = info && info->start_ns ? info->start_ns : now_ns();
-    if ((st = qv_encoder_uint(enc, R_START)) || (st = qv_encoder_int(enc, start)) ||
-        (st = qv_encoder_uint(enc, R_DURATION)) || (st = qv_encoder_int(enc, info ? info->duration_ns : 0)) ||
-        (st = qv_encoder_uint(enc, R_LANG)) || (st = qv_encoder_text(enc, lang, strlen(lang))) ||
+    if ((st = qv_encoder_uint(enc, R_LANG)) || (st = qv_encoder_text(enc, lang, strlen(lang))) ||
         (st = qv_encoder_uint(enc, R_META)))
         return st;
     if (info && info->meta) {
@@ -663,6 +664,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     if (o.durability > QV_DURABILITY_FAST) return qv__error(QV_EINVAL, "unknown durability %u", o.durability);
     qv_cache *c = calloc(1, sizeof *c);
     if (!c) return qv__nomem();
+    atomic_init(&c->refs, 1);
     c->durability = o.durability;
     c->flags = o.flags;
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
@@ -717,8 +719,16 @@ static void flush_pending_touches(qv_cache *c) {
     else c->store->ops->abort(c->store, w.txn);
 }
 
+qv_cache *qv__cache_retain(qv_cache *cache) {
+    if (cache) atomic_fetch_add_explicit(&cache->refs, 1, memory_order_relaxed);
+    return cache;
+}
+
+/* Closing drops the host's reference; the cache lives on while contexts or
+ * futures still refer to it (SQLite's zombie rule), so a garbage-collected
+ * host can finalize in any order. */
 void qv_cache_close(qv_cache *cache) {
-    if (!cache) return;
+    if (!cache || atomic_fetch_sub_explicit(&cache->refs, 1, memory_order_acq_rel) != 1) return;
     if (cache->store) {
         flush_pending_touches(cache);
         cache->store->ops->close(cache->store);
@@ -757,7 +767,24 @@ static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *wha
     return QV_NOTFOUND;
 }
 
+/* The run time recorded after the result: key R_DURATION and an integer. */
+static int64_t record_duration(const uint8_t *rec, size_t len, size_t result_end) {
+    qv_decoder dec;
+    qv_type t;
+    int64_t key, d;
+    qv_decoder_reset(&dec, rec + result_end, len - result_end);
+    if (qv_decoder_next(&dec, &t) || qv_decoder_get_int(&dec, &key) || key != R_DURATION) return 0;
+    qv_decoder_reset(&dec, rec + result_end + 1, len - result_end - 1);
+    if (qv_decoder_next(&dec, &t) || qv_decoder_get_int(&dec, &d)) return 0;
+    return d;
+}
+
 qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata) {
+    return qv__cache_get_with(cache, key, cb, userdata, NULL);
+}
+
+qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
+                             int64_t *duration_ns) {
     if (QV_UNLIKELY(!cache || !key || !cb)) return qv__error(QV_EINVAL, "qv_cache_get_with: NULL argument");
     qv_store *s = cache->store;
     qv_txn *txn;
@@ -778,6 +805,7 @@ qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb 
     }
     const uint8_t *data = rec + rs;
     size_t len = re - rs;
+    if (duration_ns) *duration_ns = record_duration(rec, n, re);
     if (is_ref(data, len)) {
         if ((st = s->ops->get(s, txn, T_VALUES, data + 6, 16, &v, &len)) || qv_validate(v, len)) {
             s->ops->read_end(s, txn);

@@ -87,6 +87,14 @@ static inline uint64_t qv__get_be64(const uint8_t *p) {
     return v;
 }
 
+/* cache.c: qv_cache_get_with that also reports the stored call's run time. */
+qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
+                             int64_t *duration_ns);
+/* fn.c: a lookup that counts in fn's statistics. */
+qv_status qv__fn_lookup(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_value **result);
+/* cache.c: one more reference; qv_cache_close drops one. */
+qv_cache *qv__cache_retain(qv_cache *cache);
+
 /* A process-wide counter bumped in every child after fork(), so handles can
  * notice cheaply that they crossed one. */
 uint64_t qv__fork_generation(void);

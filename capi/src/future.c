@@ -1,0 +1,277 @@
+/* Futures: one completion, any number of waiters and callbacks, each
+ * callback run exactly once whether it was registered before or after the
+ * completion (the registration and the completion meet under one lock). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+typedef struct callback {
+    struct callback *next;
+    qv_future_cb cb;
+    void *userdata;
+    void (*destroy)(void *userdata);
+} callback;
+
+struct qv_future {
+    _Atomic int refs;
+    pthread_mutex_t lock;
+    pthread_cond_t done;
+    _Atomic int state;
+    uint8_t *result;
+    size_t result_len;
+    qv_status error;
+    char *message;
+    callback *callbacks; /* newest first; run oldest first */
+};
+
+qv_status qv_future_new(qv_future **out) {
+    if (!out) return qv__error(QV_EINVAL, "qv_future_new: out is NULL");
+    qv_future *f = calloc(1, sizeof *f);
+    if (!f) {
+        *out = NULL;
+        return qv__nomem();
+    }
+    atomic_init(&f->refs, 1);
+    atomic_init(&f->state, QV_FUTURE_PENDING);
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->done, &attr);
+    pthread_condattr_destroy(&attr);
+    *out = f;
+    return QV_OK;
+}
+
+qv_future *qv_future_retain(qv_future *f) {
+    if (f) atomic_fetch_add_explicit(&f->refs, 1, memory_order_relaxed);
+    return f;
+}
+
+void qv_future_free(qv_future *f) {
+    if (!f || atomic_fetch_sub_explicit(&f->refs, 1, memory_order_acq_rel) != 1) return;
+    /* callbacks of a future nobody completed never run, but their userdata
+     * is still released */
+    for (callback *c = f->callbacks, *next; c; c = next) {
+        next = c->next;
+        if (c->destroy) c->destroy(c->userdata);
+        free(c);
+    }
+    pthread_mutex_destroy(&f->lock);
+    pthread_cond_destroy(&f->done);
+    free(f->result);
+    free(f->message);
+    free(f);
+}
+
+static void run_callbacks(qv_future *f, callback *list) {
+    /* reverse: registration order */
+    callback *ordered = NULL;
+    while (list) {
+        callback *next = list->next;
+        list->next = ordered;
+        ordered = list;
+        list = next;
+    }
+    for (callback *c = ordered, *next; c; c = next) {
+        next = c->next;
+        c->cb(f, c->userdata);
+        if (c->destroy) c->destroy(c->userdata);
+        free(c);
+    }
+}
+
+/* Move f from pending to state; the caller has filled in the outcome fields
+ * it owns only if this succeeds, so they are passed in. */
+static qv_status complete(qv_future *f, int state, uint8_t *result, size_t len, qv_status error, char *message) {
+    pthread_mutex_lock(&f->lock);
+    if (atomic_load(&f->state) != QV_FUTURE_PENDING) {
+        pthread_mutex_unlock(&f->lock);
+        free(result);
+        free(message);
+        return qv__error(QV_EMISUSE, "the future was already complete");
+    }
+    f->result = result;
+    f->result_len = len;
+    f->error = error;
+    f->message = message;
+    callback *list = f->callbacks;
+    f->callbacks = NULL;
+    atomic_store(&f->state, state);
+    pthread_cond_broadcast(&f->done);
+    /* Keep f alive through its callbacks even if one drops the last
+     * reference the caller relied on. */
+    qv_future_retain(f);
+    pthread_mutex_unlock(&f->lock);
+    run_callbacks(f, list);
+    qv_future_free(f);
+    return QV_OK;
+}
+
+qv_status qv_future_set_result(qv_future *f, const void *data, size_t len) {
+    if (!f || (!data && len)) return qv__error(QV_EINVAL, "qv_future_set_result: NULL argument");
+    qv_status st = qv_validate(data, len);
+    if (st) return st;
+    uint8_t *copy = malloc(len ? len : 1);
+    if (!copy) return qv__nomem();
+    memcpy(copy, data, len);
+    return complete(f, QV_FUTURE_DONE, copy, len, QV_OK, NULL);
+}
+
+qv_status qv_future_set_value(qv_future *f, const qv_value *v) {
+    if (!f || !v) return qv__error(QV_EINVAL, "qv_future_set_value: NULL argument");
+    void *data;
+    size_t len;
+    qv_status st = qv_value_encode(v, &data, &len);
+    if (st) return st;
+    return complete(f, QV_FUTURE_DONE, data, len, QV_OK, NULL);
+}
+
+qv_status qv_future_set_error(qv_future *f, qv_status status, const char *message) {
+    if (!f) return qv__error(QV_EINVAL, "qv_future_set_error: future is NULL");
+    if (status >= 0) return qv__error(QV_EINVAL, "qv_future_set_error: status %d is not an error", status);
+    char *copy = strdup(message ? message : qv_strerror(status));
+    if (!copy) return qv__nomem();
+    return complete(f, QV_FUTURE_FAILED, NULL, 0, status, copy);
+}
+
+qv_status qv_future_cancel(qv_future *f) {
+    if (!f) return qv__error(QV_EINVAL, "qv_future_cancel: future is NULL");
+    char *message = strdup("cancelled");
+    if (!message) return qv__nomem();
+    return complete(f, QV_FUTURE_CANCELLED, NULL, 0, QV_ECANCELLED, message);
+}
+
+int qv_future_state(const qv_future *f) {
+    return f ? atomic_load(&((qv_future *)f)->state) : QV_FUTURE_PENDING;
+}
+
+qv_status qv_future_wait(qv_future *f, int64_t timeout_ns) {
+    if (!f) return qv__error(QV_EINVAL, "qv_future_wait: future is NULL");
+    if (atomic_load(&f->state) != QV_FUTURE_PENDING) return QV_OK;
+    struct timespec deadline;
+    if (timeout_ns >= 0) {
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ns / 1000000000;
+        deadline.tv_nsec += timeout_ns % 1000000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+    }
+    pthread_mutex_lock(&f->lock);
+    int rc = 0;
+    while (atomic_load(&f->state) == QV_FUTURE_PENDING && rc != ETIMEDOUT)
+        rc = timeout_ns >= 0 ? pthread_cond_timedwait(&f->done, &f->lock, &deadline) : pthread_cond_wait(&f->done, &f->lock);
+    int pending = atomic_load(&f->state) == QV_FUTURE_PENDING;
+    pthread_mutex_unlock(&f->lock);
+    if (pending) return qv__error(QV_ETIMEOUT, "the future did not complete within %.3f s", timeout_ns / 1e9);
+    return QV_OK;
+}
+
+qv_status qv_future_result(qv_future *f, const void **data, size_t *len) {
+    if (!f || !data || !len) return qv__error(QV_EINVAL, "qv_future_result: NULL argument");
+    switch (atomic_load(&f->state)) {
+    case QV_FUTURE_DONE:
+        *data = f->result;
+        *len = f->result_len;
+        return QV_OK;
+    case QV_FUTURE_PENDING:
+        return qv__error(QV_EMISUSE, "the future is still pending");
+    default:
+        return qv__error(f->error, "%s", f->message);
+    }
+}
+
+qv_status qv_future_value(qv_future *f, qv_value **out) {
+    if (!out) return qv__error(QV_EINVAL, "qv_future_value: out is NULL");
+    *out = NULL;
+    const void *data;
+    size_t len;
+    qv_status st = qv_future_result(f, &data, &len);
+    return st ? st : qv_value_decode(out, data, len);
+}
+
+qv_status qv_future_on_done(qv_future *f, qv_future_cb cb, void *userdata, void (*destroy)(void *userdata)) {
+    callback *c = NULL;
+    qv_status st = QV_OK;
+    if (!f || !cb) st = qv__error(QV_EINVAL, "qv_future_on_done: NULL argument");
+    else if (!(c = malloc(sizeof *c))) st = qv__nomem();
+    if (st) {
+        if (destroy) destroy(userdata);
+        return st;
+    }
+    c->cb = cb;
+    c->userdata = userdata;
+    c->destroy = destroy;
+    pthread_mutex_lock(&f->lock);
+    if (atomic_load(&f->state) == QV_FUTURE_PENDING) {
+        c->next = f->callbacks;
+        f->callbacks = c;
+        pthread_mutex_unlock(&f->lock);
+        return QV_OK;
+    }
+    pthread_mutex_unlock(&f->lock);
+    c->next = NULL;
+    run_callbacks(f, c);
+    return QV_OK;
+}
+
+/* ------------------------------------------------------- the pass-through */
+
+typedef struct {
+    qv_cache *cache;
+    uint8_t *call;
+    size_t call_len;
+    qv_store_info info;
+    char *lang;
+    uint8_t *meta;
+} pending_store;
+
+static void free_pending_store(void *p) {
+    pending_store *s = p;
+    qv_cache_close(s->cache);
+    free(s->call);
+    free(s->lang);
+    free(s->meta);
+    free(s);
+}
+
+static void store_when_done(qv_future *f, void *p) {
+    pending_store *s = p;
+    const void *data;
+    size_t len;
+    if (atomic_load(&f->state) != QV_FUTURE_DONE || qv_future_result(f, &data, &len)) return;
+    /* nobody waits for this store: a failure leaves the cache as it was */
+    qv_cache_store(s->cache, NULL, s->call, s->call_len, data, len, &s->info);
+}
+
+qv_status qv_future_store(qv_future *f, qv_cache *cache, const void *call, size_t call_len,
+                          const qv_store_info *info) {
+    if (!f || !cache || !call) return qv__error(QV_EINVAL, "qv_future_store: NULL argument");
+    if (info && (info->version == 0 || info->version > QV_STORE_INFO_VERSION))
+        return qv__error(QV_EINVAL, "qv_store_info version %u is not supported", info->version);
+    pending_store *s = calloc(1, sizeof *s);
+    if (!s) return qv__nomem();
+    qv_store_info d = QV_STORE_INFO_INIT;
+    s->info = info ? *info : d;
+    s->call_len = call_len;
+    if (!(s->call = malloc(call_len ? call_len : 1)) || (info && info->lang && !(s->lang = strdup(info->lang))) ||
+        (info && info->meta && !(s->meta = malloc((size_t)info->meta_len)))) {
+        s->cache = NULL;
+        free_pending_store(s);
+        return qv__nomem();
+    }
+    memcpy(s->call, call, call_len);
+    if (s->meta) memcpy(s->meta, info->meta, (size_t)info->meta_len);
+    s->info.lang = s->lang;
+    s->info.meta = s->meta;
+    s->cache = qv__cache_retain(cache);
+    return qv_future_on_done(f, store_when_done, s, free_pending_store);
+}
