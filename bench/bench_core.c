@@ -903,6 +903,15 @@ static void bench_group(void) {
             (unsigned long long)(s2 - s1), (unsigned long long)(c2 - c1),
             c2 > c1 ? (double)(s2 - s1) / (double)(c2 - c1) : 0.0, (unsigned long long)(s1 - s0),
             (unsigned long long)(c1 - c0));
+    /* Each synchronous writer has one store in flight, so a commit serves at
+     * most n of them: 64 writers show how far batching goes past that. */
+    uint64_t wide_n, s3, c3;
+    double wide = group_phase(c, 64, cfg.group_secs, 3000000000ll, &wide_n);
+    QV_CHECK(qv_cache_stat(c, QV_STAT_STORES, &s3));
+    QV_CHECK(qv_cache_stat(c, QV_STAT_COMMITS, &c3));
+    add_row("   64 threads storing durably", 1e9 / wide, 1e9 / serial, G_NONE, 0,
+            "%.0f stores/s = %.1fx serial; %.1f stores/commit", wide, wide / serial,
+            c3 > c2 ? (double)(s3 - s2) / (double)(c3 - c2) : 0.0);
     qv_cache_close(c);
     rm_tree(dir);
 }

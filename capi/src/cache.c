@@ -50,6 +50,7 @@ typedef struct pending {
     qv_status status;
     char message[256]; /* the committing thread's error, for the owner's thread */
     int done;
+    pthread_cond_t wake; /* its owner sleeps on its own condition */
 } pending;
 
 struct qv_cache {
@@ -58,12 +59,18 @@ struct qv_cache {
     char *path;
     uint32_t durability, flags, inline_limit;
     uint64_t max_bytes;
-    _Atomic uint64_t stats[QV_STAT_COUNT];
+    /* per-handle counters, one cache line per thread shard: hits from many
+     * threads must not write to one shared line */
+    struct {
+        _Atomic uint64_t n[QV_STAT_COUNT];
+    } __attribute__((aligned(64))) stats[QV_SHARDS];
     /* group commit */
     pthread_mutex_t qlock;
-    pthread_cond_t qcond;
     pending *head, *tail;
+    size_t queued;
     int writer_busy;
+    pending *gatherer; /* a leader waiting for its batch to fill */
+    size_t gather_target;
     _Atomic uint64_t fork_gen;
     /* recently hit keys, for approximate LRU (only with a size limit) */
     pthread_mutex_t touch_lock;
@@ -74,7 +81,7 @@ struct qv_cache {
 static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void count(qv_cache *c, int which, uint64_t n) {
-    atomic_fetch_add_explicit(&c->stats[which], n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->stats[qv__thread_shard()].n[which], n, memory_order_relaxed);
 }
 
 static int64_t now_ns(void) {
@@ -90,9 +97,11 @@ static void after_fork(qv_cache *c) {
     pthread_mutex_lock(&fork_fix_lock);
     if (atomic_load(&c->fork_gen) != gen) {
         pthread_mutex_init(&c->qlock, NULL);
-        pthread_cond_init(&c->qcond, NULL);
         pthread_mutex_init(&c->touch_lock, NULL);
         c->head = c->tail = NULL;
+        c->queued = 0;
+        c->gatherer = NULL;
+        c->gather_target = 0;
         c->writer_busy = 0;
         c->ntouched = 0;
         atomic_store(&c->fork_gen, gen);
@@ -108,15 +117,17 @@ static int is_ref(const uint8_t *p, size_t len) {
 
 /* The result's span inside a record, validated. */
 static qv_status record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end) {
-    if (len < 3 || rec[0] != (0xa0 | R_COUNT) || rec[1] != R_RESULT)
+    /* a map of at least R_COUNT entries (later formats may add fields), key 0 first */
+    size_t head = len ? (rec[0] & 31) < 24 ? 1 : (rec[0] & 31) == 24 ? 2 : 0 : 0;
+    if (!head || len < head + 2 || rec[0] >> 5 != 5 || (head == 1 && (rec[0] & 31) < R_COUNT) || rec[head] != R_RESULT)
         return qv__error(QV_ECORRUPT, "record does not start with its result");
     qv_decoder dec;
-    qv_decoder_reset(&dec, rec + 2, len - 2);
+    qv_decoder_reset(&dec, rec + head + 1, len - head - 1);
     /* the decoder sees the result as a whole item followed by more bytes */
     qv_status st = qv__decoder_item_span(&dec, start, end);
     if (st) return qv__error(QV_ECORRUPT, "record's result is invalid: %s", qv_errmsg());
-    *start += 2;
-    *end += 2;
+    *start += head + 1;
+    *end += head + 1;
     return QV_OK;
 }
 
@@ -166,6 +177,7 @@ typedef struct {
  * reference) go to the values table by digest. */
 static qv_status emit_item(record_builder *b, const uint8_t *p, size_t len) {
     if (len <= b->inline_limit && !(len >= 5 && memcmp(p, ref_head, 5) == 0)) return qv__encoder_raw(b->enc, p, len);
+    if (!b->inline_limit && len <= 16) return qv__encoder_raw(b->enc, p, len); /* too small to nest deeply */
     if (b->nrefs == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 4;
         valref *r = realloc(b->refs, cap * sizeof *r);
@@ -306,10 +318,15 @@ static qv_status put_count(wctx *w, int table, const qv_digest *d, uint64_t n) {
 
 static qv_status ref_value(wctx *w, const valref *r) {
     uint64_t n;
+    qv_store *s = w->c->store;
+    const void *v;
+    size_t len;
     qv_status st = get_count(w, T_REFS, &r->digest, &n);
-    if (st == QV_NOTFOUND) {
-        if ((st = w->c->store->ops->put(w->c->store, w->txn, T_VALUES, r->digest.bytes, 16, r->data, r->len)))
-            return st;
+    if (st && st != QV_NOTFOUND) return st;
+    /* The value's own presence decides, so a count left without its value
+     * (by a crash of a foreign writer, say) heals instead of poisoning. */
+    if ((st = s->ops->get(s, w->txn, T_VALUES, r->digest.bytes, 16, &v, &len)) == QV_NOTFOUND) {
+        if ((st = s->ops->put(s, w->txn, T_VALUES, r->digest.bytes, 16, r->data, r->len))) return st;
         w->bytes += r->len;
     } else if (st) {
         return st;
@@ -414,7 +431,8 @@ static qv_status apply(wctx *w, pending *p, uint64_t now) {
     if ((st = s->ops->put(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len))) return st;
     w->bytes += p->record_len;
     if ((st = s->ops->put(s, w->txn, T_NAMES, p->name_key, 24, "", 0))) return st;
-    return set_atime(w, &p->key, now);
+    /* access times exist for eviction: without a limit they are not kept */
+    return w->c->max_bytes ? set_atime(w, &p->key, now) : QV_OK;
 }
 
 /* Access times move only when a second has passed, so hot keys do not
@@ -457,6 +475,7 @@ static int collect_key(const void *key, size_t klen, const void *val, size_t vle
         l->cap = cap;
     }
     const uint8_t *kb = key;
+    if (klen != 16 && klen != 24) return 0; /* not ours: verify reports it */
     memcpy(l->keys[l->n++].bytes, klen == 24 ? kb + 8 : kb, 16);
     return l->want && l->n >= l->want;
 }
@@ -558,36 +577,65 @@ static void commit_batch(qv_cache *c, pending *batch) {
     }
 }
 
+/* How long a leader waits for the stores it expects before committing:
+ * far below a synced commit's cost, so waiting pays when a sync follows. */
+#define GATHER_NS 50000
+
 /* Queue a store; the first thread to find the writer idle commits everything
- * queued so far, the others wait for it. */
+ * queued so far, the others wait for it. A leader first waits briefly for as
+ * many stores as were in flight last time, since their threads are about to
+ * come back with their next ones. Each waiter sleeps on its own condition, so
+ * a commit wakes exactly the threads it served, and the next leader. */
 static qv_status group_commit(qv_cache *c, pending *p) {
     after_fork(c);
     p->next = NULL;
     p->done = 0;
+    pthread_cond_init(&p->wake, NULL);
     pthread_mutex_lock(&c->qlock);
     if (c->tail) c->tail->next = p;
     else c->head = p;
     c->tail = p;
+    c->queued++;
+    if (c->gatherer && c->queued >= c->gather_target) pthread_cond_signal(&c->gatherer->wake);
     while (!p->done) {
         if (c->writer_busy) {
-            pthread_cond_wait(&c->qcond, &c->qlock);
+            pthread_cond_wait(&p->wake, &c->qlock);
             continue;
         }
-        pending *batch = c->head;
-        c->head = c->tail = NULL;
         c->writer_busy = 1;
+        if (c->durability != QV_DURABILITY_FAST && c->queued < c->gather_target) {
+            struct timespec deadline;
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_nsec += GATHER_NS;
+            if (deadline.tv_nsec >= 1000000000) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000;
+            }
+            c->gatherer = p;
+            while (c->queued < c->gather_target)
+                if (pthread_cond_timedwait(&p->wake, &c->qlock, &deadline)) break;
+            c->gatherer = NULL;
+        }
+        pending *batch = c->head;
+        size_t n = c->queued;
+        c->head = c->tail = NULL;
+        c->queued = 0;
         pthread_mutex_unlock(&c->qlock);
         commit_batch(c, batch);
         pthread_mutex_lock(&c->qlock);
+        /* those served will be back, with the ones queued meanwhile */
+        c->gather_target = n + c->queued;
         for (pending *b = batch; b;) {
             pending *next = b->next;
-            b->done = 1; /* the owner may free b from here on */
+            b->done = 1; /* its owner may free b once it has the lock */
+            if (b != p) pthread_cond_signal(&b->wake);
             b = next;
         }
         c->writer_busy = 0;
-        pthread_cond_broadcast(&c->qcond);
+        if (c->head) pthread_cond_signal(&c->head->wake); /* the next leader */
     }
     pthread_mutex_unlock(&c->qlock);
+    pthread_cond_destroy(&p->wake);
     if (p->status) qv__error(p->status, "%s", p->message);
     return p->status;
 }
@@ -634,6 +682,11 @@ static qv_status init_meta(qv_cache *c) {
                          (unsigned)format, FORMAT_VERSION);
     if (present || (c->flags & QV_CACHE_READONLY)) return QV_OK;
     if ((st = s->ops->write_begin(s, &txn))) return st;
+    /* another process may have initialised it since we looked */
+    if (s->ops->get(s, txn, T_META, "format", 6, &v, &n) == QV_OK) {
+        s->ops->abort(s, txn);
+        return init_meta(c);
+    }
     static const char created_by[] = "quiver " QV_VERSION_STRING;
     qv_encoder *enc = qv__thread_encoder();
     const void *text;
@@ -651,6 +704,41 @@ static qv_status init_meta(qv_cache *c) {
     return st;
 }
 
+typedef struct {
+    wctx w;
+    key_list missing;
+} backfill_ctx;
+
+static int missing_atime(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    backfill_ctx *b = userdata;
+    uint64_t t;
+    if (klen == 16 && get_count(&b->w, T_ATIME, (const qv_digest *)key, &t) == QV_NOTFOUND)
+        collect_key(key, klen, NULL, 0, &b->missing);
+    return 0;
+}
+
+/* Calls stored while the cache had no size limit have no access time: give
+ * them the oldest (0), so they are the first to go once a limit applies. */
+static qv_status backfill_atimes(qv_cache *c) {
+    backfill_ctx b = {{c, NULL, 0}, {NULL, 0, 0, 0, 0}};
+    qv_store *s = c->store;
+    uint64_t calls, atimes;
+    qv_status st = s->ops->write_begin(s, &b.w.txn);
+    if (st) return st;
+    if (!(st = s->ops->count(s, b.w.txn, T_CALLS, &calls)) && !(st = s->ops->count(s, b.w.txn, T_ATIME, &atimes)) &&
+        atimes < calls) {
+        st = s->ops->scan(s, b.w.txn, T_CALLS, NULL, 0, missing_atime, &b);
+        if (!st && b.missing.failed) st = qv__nomem();
+        for (size_t i = 0; !st && i < b.missing.n; i++) st = set_atime(&b.w, &b.missing.keys[i], 0);
+    }
+    free(b.missing.keys);
+    if (st) {
+        s->ops->abort(s, b.w.txn);
+        return st;
+    }
+    return s->ops->commit(s, b.w.txn);
+}
+
 static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_options *opts, int memory) {
     if (!out) return qv__error(QV_EINVAL, "out is NULL");
     *out = NULL;
@@ -662,15 +750,15 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
         o = *opts;
     }
     if (o.durability > QV_DURABILITY_FAST) return qv__error(QV_EINVAL, "unknown durability %u", o.durability);
-    qv_cache *c = calloc(1, sizeof *c);
+    qv_cache *c = aligned_alloc(64, (sizeof *c + 63) & ~(size_t)63);
     if (!c) return qv__nomem();
+    memset(c, 0, sizeof *c);
     atomic_init(&c->refs, 1);
     c->durability = o.durability;
     c->flags = o.flags;
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
     c->max_bytes = o.max_bytes;
     pthread_mutex_init(&c->qlock, NULL);
-    pthread_cond_init(&c->qcond, NULL);
     pthread_mutex_init(&c->touch_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
     qv_store_config cfg = {table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
@@ -687,6 +775,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
         }
     }
     if (!st) st = init_meta(c);
+    if (!st && c->max_bytes && !(c->flags & QV_CACHE_READONLY)) st = backfill_atimes(c);
     if (st) {
         qv_cache_close(c);
         return st;
@@ -734,7 +823,6 @@ void qv_cache_close(qv_cache *cache) {
         cache->store->ops->close(cache->store);
     }
     pthread_mutex_destroy(&cache->qlock);
-    pthread_cond_destroy(&cache->qcond);
     pthread_mutex_destroy(&cache->touch_lock);
     free(cache->path);
     free(cache);
@@ -870,6 +958,13 @@ qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call
     if (!enc) return qv__nomem();
     record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
     st = build_record(&b, &p, call, call_len, result, result_len, info);
+    if (!st && qv_validate(p.record, p.record_len) != QV_OK) {
+        /* Inline items nested near the depth limit would put the record past
+         * it: store every item by reference, each then a value of its own. */
+        b.inline_limit = 0;
+        b.nrefs = 0;
+        st = build_record(&b, &p, call, call_len, result, result_len, info);
+    }
     if (!st) {
         p.refs = b.refs;
         p.nrefs = b.nrefs;
@@ -1218,7 +1313,8 @@ qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
         *out = s->ops->map_size(s);
         return QV_OK;
     default:
-        *out = atomic_load_explicit(&cache->stats[which], memory_order_relaxed);
+        *out = 0;
+        for (int i = 0; i < QV_SHARDS; i++) *out += atomic_load_explicit(&cache->stats[i].n[which], memory_order_relaxed);
         return QV_OK;
     }
 }

@@ -408,6 +408,7 @@ qv_status qv_encoder_list(qv_encoder *enc, uint64_t count) {
     if (st) return st;
     if ((st = reserve(enc, 9))) return st;
     size_t n;
+    if (enc->depth >= QV_MAX_DEPTH) return fail(enc, qv__error(QV_EENCODE, "nesting deeper than %d", QV_MAX_DEPTH));
     put_head(enc->buf + enc->len, &n, MAJOR_LIST, count);
     enc->len += n;
     if (count == 0) {
@@ -735,6 +736,7 @@ qv_status qv_decoder_next(qv_decoder *dec, qv_type *type) {
             return bad(dec, at, "truncated: the container claims more items than bytes remain");
         dec->type = major == MAJOR_MAP ? QV_TYPE_MAP : QV_TYPE_LIST;
         dec->arg = arg;
+        if (dec->depth >= QV_MAX_DEPTH) return bad(dec, at, "nesting deeper than the limit of 512");
         if (arg) {
             int is_set = major == MAJOR_LIST && parent && parent->kind == DF_TAG && parent->tag == QV_TAG_SET;
             if ((st = push(dec, major == MAJOR_MAP ? DF_MAP : is_set ? DF_SET : DF_LIST, items, at, 0))) return st;

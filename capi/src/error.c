@@ -1,6 +1,7 @@
 /* Status codes and the thread-local last error message. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -47,10 +48,13 @@ const char *qv_errmsg(void) {
 }
 
 qv_status qv__error(qv_status status, const char *fmt, ...) {
+    /* Callers may pass the current message as an argument: format aside. */
+    char buf[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    memcpy(last_message, buf, sizeof buf);
     return status;
 }
 

@@ -95,6 +95,11 @@ qv_status qv__fn_lookup(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_val
 /* cache.c: one more reference; qv_cache_close drops one. */
 qv_cache *qv__cache_retain(qv_cache *cache);
 
+/* process.c: this thread's slot among QV_SHARDS, for per-thread state kept
+ * on separate cache lines. */
+#define QV_SHARDS 16
+unsigned qv__thread_shard(void);
+
 /* A process-wide counter bumped in every child after fork(), so handles can
  * notice cheaply that they crossed one. */
 uint64_t qv__fork_generation(void);

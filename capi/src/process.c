@@ -20,3 +20,13 @@ uint64_t qv__fork_generation(void) {
     pthread_once(&once, install);
     return atomic_load_explicit(&generation, memory_order_relaxed);
 }
+
+static _Atomic unsigned next_shard;
+static _Thread_local int shard = -1;
+
+/* Threads spread over QV_SHARDS slots round-robin, so a few threads never
+ * share a cache line of per-thread counters or reader state. */
+unsigned qv__thread_shard(void) {
+    if (QV_UNLIKELY(shard < 0)) shard = (int)(atomic_fetch_add(&next_shard, 1) % QV_SHARDS);
+    return (unsigned)shard;
+}

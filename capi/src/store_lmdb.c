@@ -5,15 +5,18 @@
  *    its environment (the parent still uses it) and opens a fresh one;
  *  - readers of dead processes are cleared with mdb_reader_check on open;
  *  - MDB_NOTLS: pool and host threads come and go, so read transactions are
- *    kept in a small per-environment pool and renewed, not begun;
- *  - a full map grows (doubling) under an exclusive lock that every
- *    transaction of this process holds shared, because remapping invalidates
- *    pointers; MDB_MAP_RESIZED from another process's growth is adopted the
- *    same way. */
+ *    kept per thread shard and renewed, not begun;
+ *  - a full map grows (doubling), and MDB_MAP_RESIZED from another process's
+ *    growth is adopted, only while no transaction of this process runs,
+ *    because remapping moves every pointer into the map. Transactions
+ *    register in their thread's shard (an atomic count on a cache line of its
+ *    own) and a remap raises a flag and waits for the counts to drain, so
+ *    readers on different cores never write to a shared line. */
 #include <errno.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +25,12 @@
 
 #include "store.h"
 
-#define READER_SLOTS 8
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 40)
+
+typedef struct {
+    _Atomic uint32_t active;   /* transactions of this shard's threads in flight */
+    _Atomic(MDB_txn *) reader; /* a reset read transaction to renew */
+} __attribute__((aligned(64))) reader_shard;
 
 typedef struct lmdb_env {
     struct lmdb_env *next;
@@ -36,8 +43,9 @@ typedef struct lmdb_env {
     int ntables;
     int readonly;
     uint32_t durability;
-    pthread_rwlock_t remap; /* shared by transactions, exclusive to remap */
-    _Atomic(MDB_txn *) slots[READER_SLOTS];
+    _Atomic int remapping;
+    pthread_mutex_t remap_lock; /* one remap at a time; readers wait on it */
+    reader_shard shards[QV_SHARDS];
 } lmdb_env;
 
 typedef struct {
@@ -87,6 +95,10 @@ static unsigned int env_flags(uint32_t durability, int readonly) {
     return f;
 }
 
+static int strength(uint32_t durability) {
+    return durability == QV_DURABILITY_DURABLE ? 2 : durability == QV_DURABILITY_SAFE ? 1 : 0;
+}
+
 static qv_status open_tables(lmdb_env *e, const qv_store_config *cfg) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(e->env, NULL, e->readonly ? MDB_RDONLY : 0, &txn);
@@ -106,23 +118,24 @@ static qv_status open_tables(lmdb_env *e, const qv_store_config *cfg) {
 }
 
 static void env_destroy(lmdb_env *e) {
-    for (int i = 0; i < READER_SLOTS; i++) {
-        MDB_txn *t = atomic_exchange(&e->slots[i], NULL);
+    for (int i = 0; i < QV_SHARDS; i++) {
+        MDB_txn *t = atomic_exchange(&e->shards[i].reader, NULL);
         if (t) mdb_txn_abort(t);
     }
     if (e->env) mdb_env_close(e->env);
-    pthread_rwlock_destroy(&e->remap);
+    pthread_mutex_destroy(&e->remap_lock);
     free(e->path);
     free(e);
 }
 
 static qv_status env_create(lmdb_env **out, const char *path, const qv_store_config *cfg) {
-    lmdb_env *e = calloc(1, sizeof *e);
+    lmdb_env *e = aligned_alloc(64, (sizeof *e + 63) & ~(size_t)63);
+    if (e) memset(e, 0, sizeof *e);
     if (!e || !(e->path = strdup(path))) {
         free(e);
         return qv__nomem();
     }
-    pthread_rwlock_init(&e->remap, NULL);
+    pthread_mutex_init(&e->remap_lock, NULL);
     e->readonly = cfg->readonly;
     e->durability = cfg->durability;
     e->fork_gen = qv__fork_generation();
@@ -164,10 +177,11 @@ static qv_status env_acquire(lmdb_env **out, const char *path, const qv_store_co
         if (strcmp(e->path, path) == 0) {
             if (e->readonly && !cfg->readonly)
                 return qv__error(QV_EMISUSE, "%s is already open read-only in this process; close it first", path);
-            if (cfg->durability == QV_DURABILITY_DURABLE && e->durability != QV_DURABILITY_DURABLE) {
+            if (strength(cfg->durability) > strength(e->durability)) {
                 /* the strongest durability any handle asked for wins */
                 mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
-                e->durability = QV_DURABILITY_DURABLE;
+                mdb_env_set_flags(e->env, env_flags(cfg->durability, 0) & (MDB_NOSYNC | MDB_NOMETASYNC), 1);
+                e->durability = cfg->durability;
             }
             e->refs++;
             *out = e;
@@ -214,11 +228,39 @@ static qv_status check_fork(lmdb_store *s) {
     return st;
 }
 
-/* Adopt a map size another process grew to; no transaction may be live. */
+/* Register a transaction of this thread; waits while a remap runs. */
+static void enter(lmdb_env *e, reader_shard *sh) {
+    for (;;) {
+        atomic_fetch_add(&sh->active, 1);
+        if (QV_LIKELY(!atomic_load(&e->remapping))) return;
+        atomic_fetch_sub(&sh->active, 1);
+        pthread_mutex_lock(&e->remap_lock); /* held until the remap is done */
+        pthread_mutex_unlock(&e->remap_lock);
+    }
+}
+
+static void leave(reader_shard *sh) {
+    atomic_fetch_sub_explicit(&sh->active, 1, memory_order_release);
+}
+
+/* Stop new transactions and wait for running ones; the caller runs none. */
+static void remap_begin(lmdb_env *e) {
+    pthread_mutex_lock(&e->remap_lock);
+    atomic_store(&e->remapping, 1);
+    for (int i = 0; i < QV_SHARDS; i++)
+        while (atomic_load(&e->shards[i].active)) sched_yield();
+}
+
+static void remap_end(lmdb_env *e) {
+    atomic_store(&e->remapping, 0);
+    pthread_mutex_unlock(&e->remap_lock);
+}
+
+/* Adopt a map size another process grew to. */
 static qv_status adopt_map_size(lmdb_env *e) {
-    pthread_rwlock_wrlock(&e->remap);
+    remap_begin(e);
     int rc = mdb_env_set_mapsize(e->env, 0);
-    pthread_rwlock_unlock(&e->remap);
+    remap_end(e);
     return rc ? lmdb_error(rc, "cannot adopt the new map size", e->path) : QV_OK;
 }
 
@@ -227,20 +269,17 @@ static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
     qv_status st = check_fork(s);
     if (st) return st;
     lmdb_env *e = s->e;
+    reader_shard *sh = &e->shards[qv__thread_shard()];
     for (int attempt = 0;; attempt++) {
-        pthread_rwlock_rdlock(&e->remap);
-        MDB_txn *t = NULL;
-        for (int i = 0; i < READER_SLOTS && !t; i++) {
-            if (atomic_load_explicit(&e->slots[i], memory_order_relaxed))
-                t = atomic_exchange_explicit(&e->slots[i], NULL, memory_order_acquire);
-        }
+        enter(e, sh);
+        MDB_txn *t = atomic_exchange_explicit(&sh->reader, NULL, memory_order_acquire);
         int rc = t ? mdb_txn_renew(t) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t);
         if (QV_LIKELY(rc == 0)) {
             *txn = (qv_txn *)t;
             return QV_OK;
         }
         if (t) mdb_txn_abort(t);
-        pthread_rwlock_unlock(&e->remap);
+        leave(sh);
         if (rc == MDB_MAP_RESIZED && attempt < 3) {
             if ((st = adopt_map_size(e))) return st;
             continue;
@@ -251,16 +290,13 @@ static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
 
 static void lm_read_end(qv_store *base, qv_txn *txn) {
     lmdb_env *e = ((lmdb_store *)base)->e;
-    MDB_txn *t = (MDB_txn *)txn;
+    reader_shard *sh = &e->shards[qv__thread_shard()];
+    MDB_txn *t = (MDB_txn *)txn, *expected = NULL;
     mdb_txn_reset(t);
-    for (int i = 0; i < READER_SLOTS && t; i++) {
-        MDB_txn *expected = NULL;
-        if (atomic_compare_exchange_strong_explicit(&e->slots[i], &expected, t, memory_order_release,
-                                                    memory_order_relaxed))
-            t = NULL;
-    }
-    if (t) mdb_txn_abort(t);
-    pthread_rwlock_unlock(&e->remap);
+    if (!atomic_compare_exchange_strong_explicit(&sh->reader, &expected, t, memory_order_release,
+                                                 memory_order_relaxed))
+        mdb_txn_abort(t); /* another thread of the shard parked one already */
+    leave(sh);
 }
 
 static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
@@ -269,15 +305,16 @@ static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
     if (st) return st;
     lmdb_env *e = s->e;
     if (e->readonly) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", e->path);
+    reader_shard *sh = &e->shards[qv__thread_shard()];
     for (int attempt = 0;; attempt++) {
-        pthread_rwlock_rdlock(&e->remap);
+        enter(e, sh);
         MDB_txn *t;
         int rc = mdb_txn_begin(e->env, NULL, 0, &t);
         if (rc == 0) {
             *txn = (qv_txn *)t;
             return QV_OK;
         }
-        pthread_rwlock_unlock(&e->remap);
+        leave(sh);
         if (rc == MDB_MAP_RESIZED && attempt < 3) {
             if ((st = adopt_map_size(e))) return st;
             continue;
@@ -289,14 +326,14 @@ static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
 static qv_status lm_commit(qv_store *base, qv_txn *txn) {
     lmdb_env *e = ((lmdb_store *)base)->e;
     int rc = mdb_txn_commit((MDB_txn *)txn);
-    pthread_rwlock_unlock(&e->remap);
+    leave(&e->shards[qv__thread_shard()]);
     return rc ? lmdb_error(rc, "cannot commit", e->path) : QV_OK;
 }
 
 static void lm_abort(qv_store *base, qv_txn *txn) {
     lmdb_env *e = ((lmdb_store *)base)->e;
     mdb_txn_abort((MDB_txn *)txn);
-    pthread_rwlock_unlock(&e->remap);
+    leave(&e->shards[qv__thread_shard()]);
 }
 
 static qv_status lm_get(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void **val,
@@ -361,12 +398,12 @@ static qv_status lm_count(qv_store *base, qv_txn *txn, int table, uint64_t *n) {
 
 static qv_status lm_grow(qv_store *base) {
     lmdb_env *e = ((lmdb_store *)base)->e;
-    pthread_rwlock_wrlock(&e->remap);
+    remap_begin(e);
     MDB_envinfo info;
     mdb_env_info(e->env, &info);
     size_t size = info.me_mapsize;
     int rc = size > SIZE_MAX / 2 ? MDB_MAP_FULL : mdb_env_set_mapsize(e->env, size * 2);
-    pthread_rwlock_unlock(&e->remap);
+    remap_end(e);
     return rc ? lmdb_error(rc, "cannot grow the map", e->path) : QV_OK;
 }
 
