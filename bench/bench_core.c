@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -60,6 +61,7 @@ typedef struct {
     int group_threads;
     int fill_threads;
     int dig_reps, dig_iters;
+    size_t pool_tasks;  /* tasks in the pool throughput rows */
     char tmp[PATH_MAX];
 } config;
 
@@ -165,6 +167,7 @@ typedef struct {
 
 static row rows[32];
 static int nrows;
+static double plain_hit_ns; /* row 1, the floor of the wrapped hit */
 
 static row *add_row(const char *name, double q, double f, int goal, double goal_val, const char *note_fmt, ...) {
     if (nrows == (int)(sizeof rows / sizeof rows[0])) die("too many rows");
@@ -338,9 +341,8 @@ static void *fill_thread(void *p) {
 }
 
 /* Store arguments 0..n-1 from `threads` threads. One thread is the default:
- * with fast durability, more threads fill slower, not faster (group commit
- * batches only about half of the waiting threads, and every commit wakes
- * all of them). */
+ * with fast durability a commit costs little more than its fsync-free write,
+ * so more threads only add hand-offs. */
 static void fill_cache(qv_cache *c, size_t n, int threads) {
     pthread_t tid[64];
     fill_arg args[64];
@@ -670,6 +672,7 @@ static void bench_hot(void) {
     int64_t hot = (int64_t)(cfg.hot_n / 2);
     double q, f;
     run_pair_hot(&b, q_hits_hot, f_hits_hot, hot, &q, &f);
+    plain_hit_ns = q;
     add_row("1. C hit, hot key", q, f, G_MAX_NS, 300, "%zu entries; floor: encode+XXH3+renew/get/copy/reset", cfg.hot_n);
     run_pair_hot(&b, q_digest_only, f_digest_only, hot, &q, &f);
     add_row("   part: encode + digest", q, f, G_NONE, 0, "floor: plain encoder + XXH3_128bits");
@@ -916,6 +919,125 @@ static void bench_group(void) {
     rm_tree(dir);
 }
 
+/* ------------------------------------------------------ pool and wrapping */
+
+static _Atomic uint64_t jobs_done;
+
+static void empty_job(void *job, int cancelled) {
+    atomic_fetch_add_explicit(&jobs_done, 1, memory_order_relaxed);
+}
+
+static qv_status empty_task(qv_future *f, void *userdata) {
+    return qv_future_set_result(f, "\xf6", 1);
+}
+
+/* Python's ThreadPoolExecutor, measured by bench/tpe.py just before. */
+static double env_ns(const char *name) {
+    const char *v = getenv(name);
+    return v && *v ? strtod(v, NULL) : NAN;
+}
+
+static void bench_pool(void) {
+    progress("pool: round trips, then %zu tasks on 2 workers", cfg.pool_tasks);
+    qv_pool_options o = QV_POOL_OPTIONS_INIT;
+    o.workers = 2;
+    qv_pool *p;
+    QV_CHECK(qv_pool_new(&p, &o));
+    qv_executor *ex = qv_pool_executor(p);
+    double rt[64];
+    int reps = cfg.hit_reps < 64 ? cfg.hit_reps : 64;
+    for (int r = 0; r < reps; r++) {
+        uint64_t t0 = now_ns();
+        for (int i = 0; i < 2000; i++) {
+            qv_future *f;
+            QV_CHECK(qv_executor_submit(&f, ex, empty_task, NULL, NULL));
+            QV_CHECK(qv_future_wait(f, -1));
+            qv_future_free(f);
+        }
+        rt[r] = (double)(now_ns() - t0) / 2000;
+    }
+    double tpe_rt = env_ns("QV_TPE_ROUNDTRIP_NS"), tpe_task = env_ns("QV_TPE_TASK_NS");
+    add_row("6. pool round trip, empty task", median(rt, reps), tpe_rt, G_NONE, 0,
+            "submit + wait one future; floor: ThreadPoolExecutor%s", isnan(tpe_rt) ? " (not measured)" : "");
+    /* throughput with futures, as ThreadPoolExecutor gives them */
+    size_t n = cfg.pool_tasks;
+    qv_future **fs = malloc(n * sizeof *fs);
+    if (!fs) die("out of memory");
+    uint64_t t0 = now_ns();
+    for (size_t i = 0; i < n; i++) QV_CHECK(qv_executor_submit(&fs[i], ex, empty_task, NULL, NULL));
+    for (size_t i = 0; i < n; i++) {
+        QV_CHECK(qv_future_wait(fs[i], -1));
+        qv_future_free(fs[i]);
+    }
+    double with_futures = (double)(now_ns() - t0) / (double)n;
+    free(fs);
+    add_row("6. pool throughput, futures", with_futures, tpe_task, G_MIN_SPEEDUP, 20,
+            "%zu tasks, 2 workers; floor: ThreadPoolExecutor per task%s", n, isnan(tpe_task) ? " (not measured)" : "");
+    atomic_store(&jobs_done, 0);
+    t0 = now_ns();
+    for (size_t i = 0; i < n; i++) QV_CHECK(qv_executor_post(ex, empty_job, NULL));
+    while (atomic_load(&jobs_done) < n) sched_yield();
+    add_row("   pool throughput, posted jobs", (double)(now_ns() - t0) / (double)n, tpe_task, G_NONE, 0,
+            "no futures (qv_executor_post)");
+    qv_pool_free(p);
+}
+
+static qv_status square_body(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata) {
+    int64_t x;
+    qv_status st = qv_value_get_int(qv_value_list_get(args, 0), &x);
+    return st ? st : qv_value_new_int(result, x * x);
+}
+
+static void bench_wrap(void) {
+    char dir[PATH_MAX];
+    subdir(dir, "wrap");
+    progress("wrapped executor: submitting a hit");
+    qv_cache *c = open_cache(dir, QV_DURABILITY_FAST);
+    qv_fn *fn;
+    QV_CHECK(qv_fn_new(&fn, "bench.square", "1", square_body, NULL, NULL));
+    qv_value *args, *x, *r;
+    QV_CHECK(qv_value_new_list(&args));
+    QV_CHECK(qv_value_new_int(&x, 12));
+    QV_CHECK(qv_value_list_append(args, x));
+    QV_CHECK(qv_ctx_push(c, NULL));
+    QV_CHECK(qv_fn_call(fn, args, &r)); /* stores it */
+    qv_value_free(r);
+    qv_pool *p;
+    QV_CHECK(qv_pool_shared(&p, 2, 0));
+    qv_executor *w;
+    QV_CHECK(qv_executor_wrap(&w, qv_pool_executor(p)));
+    double ws[64], hs[64];
+    int reps = cfg.hit_reps < 64 ? cfg.hit_reps : 64;
+    size_t ops = cfg.hit_ops / 4 + 1;
+    for (int rep = 0; rep < reps; rep++) {
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < ops; i++) {
+            qv_future *f;
+            QV_CHECK(qv_executor_submit_call(&f, w, fn, args, NULL));
+            qv_future_free(f);
+        }
+        ws[rep] = (double)(now_ns() - t0) / (double)ops;
+        t0 = now_ns();
+        for (size_t i = 0; i < ops; i++) {
+            QV_CHECK(qv_fn_call(fn, args, &r));
+            qv_value_free(r);
+        }
+        hs[rep] = (double)(now_ns() - t0) / (double)ops;
+    }
+    uint64_t completed;
+    QV_CHECK(qv_pool_stat(p, QV_POOL_STAT_COMPLETED, &completed));
+    add_row("7. wrapped submit of a hit", median(ws, reps), plain_hit_ns, G_MAX_RATIO, 2.0,
+            "floor: row 1; a qv_fn_call hit (same tree API) %.1f ns; tasks reaching the pool: %llu", median(hs, reps),
+            (unsigned long long)completed);
+    QV_CHECK(qv_ctx_pop());
+    qv_executor_free(w);
+    qv_pool_free(p);
+    qv_value_free(args);
+    qv_fn_free(fn);
+    qv_cache_close(c);
+    rm_tree(dir);
+}
+
 /* ---------------------------------------------------------------- digest */
 
 #define BIG (1u << 20)
@@ -1001,7 +1123,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: bench_core [--quick] [--entries N] [--fill-threads N] [--tmp DIR]\n"
                "  --quick      a smoke run of a few seconds (small sizes, few repetitions)\n"
                "  --entries N  entries for the random-key hit (default 1000000)\n"
-               "  --fill-threads N  threads storing the entries (default 1: more are slower, see the report)\n"
+               "  --fill-threads N  threads storing the entries (default 1)\n"
                "  --tmp DIR    where the temporary stores go (default $QUIVER_BUILD/bench-tmp)\n");
 }
 
@@ -1056,9 +1178,9 @@ int main(int argc, char **argv) {
         }
     }
     if (quick) {
-        cfg = (config){1, 1000, 20000, 3, 20000, 3, 20000, 20, 0.25, 8, 1, 3, 5, ""};
+        cfg = (config){1, 1000, 20000, 3, 20000, 3, 20000, 20, 0.25, 8, 1, 3, 5, 20000, ""};
     } else {
-        cfg = (config){0, 1000, 1000000, 9, 200000, 5, 300000, 300, 2.0, 8, 1, 11, 40, ""};
+        cfg = (config){0, 1000, 1000000, 9, 200000, 5, 300000, 300, 2.0, 8, 1, 11, 40, 1000000, ""};
     }
     if (entries) cfg.big_n = entries;
     if (fill_threads) cfg.fill_threads = fill_threads;
@@ -1090,6 +1212,8 @@ int main(int argc, char **argv) {
     bench_stores();
     bench_group();
     bench_digest();
+    bench_pool();
+    bench_wrap();
     double total = (double)(now_ns() - t0) / 1e9;
 
     printf("\n");

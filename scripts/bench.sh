@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
-# Every benchmark, in one run, printing ratios against the floors measured alongside.
+# Every benchmark, in one run, printing ratios against the floors and anchors
+# measured alongside (Python's ThreadPoolExecutor first, handed over in the
+# environment). Pass --quick for a smoke run.
 set -euo pipefail
 : "${QUIVER_BUILD:?source build/env.sh first}"
-"$QUIVER_BUILD/bin/bench_core"
+tasks=200000
+[ "${1:-}" = "--quick" ] && tasks=20000
+eval "$(python3 "$QUIVER_SOURCE/bench/tpe.py" "$tasks")"
+export QV_TPE_ROUNDTRIP_NS QV_TPE_TASK_NS
+"$QUIVER_BUILD/bin/bench_core" "$@"

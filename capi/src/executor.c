@@ -155,6 +155,10 @@ static qv_status run_call(qv_future *future, void *p) {
     return st;
 }
 
+static qv_status complete_from_cache(const void *data, size_t len, void *future) {
+    return qv__future_set_trusted(future, data, len);
+}
+
 qv_status qv_executor_submit_call(qv_future **out, qv_executor *ex, qv_fn *fn, const qv_value *args,
                                   const qv_value *kwargs) {
     if (!out) return qv__error(QV_EINVAL, "qv_executor_submit_call: out is NULL");
@@ -165,15 +169,15 @@ qv_status qv_executor_submit_call(qv_future **out, qv_executor *ex, qv_fn *fn, c
         /* a hit never reaches the pool */
         qv_cache *cache;
         qv_digest key;
-        qv_value *result = NULL;
+        qv_future *f;
         if ((st = qv_ctx_current(&cache, NULL, NULL)) || (st = qv_fn_digest(&key, fn, args, kwargs))) return st;
-        if ((st = qv__fn_lookup(fn, cache, &key, &result)) == QV_OK) {
-            qv_future *f;
-            if (!(st = qv_future_new(&f)) && (st = qv_future_set_value(f, result))) qv_future_free(f);
-            qv_value_free(result);
-            if (!st) *out = f;
-            return st;
+        if ((st = qv_future_new(&f))) return st;
+        /* the stored bytes go straight into the future: no tree, no re-encoding */
+        if ((st = qv__fn_lookup_with(fn, cache, &key, complete_from_cache, f)) == QV_OK) {
+            *out = f;
+            return QV_OK;
         }
+        qv_future_free(f);
         if (st != QV_NOTFOUND) return st;
     } else if (qv_value_type(args) != QV_TYPE_LIST || (kwargs && qv_value_type(kwargs) != QV_TYPE_MAP)) {
         return qv__error(QV_ETYPE, "args must be a list and kwargs a map");

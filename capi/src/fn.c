@@ -114,8 +114,12 @@ static qv_status decode_into(const void *data, size_t len, void *userdata) {
 }
 
 qv_status qv__fn_lookup(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_value **result) {
+    return qv__fn_lookup_with(fn, cache, key, decode_into, result);
+}
+
+qv_status qv__fn_lookup_with(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata) {
     int64_t saved = 0;
-    qv_status st = qv__cache_get_with(cache, key, decode_into, result, &saved);
+    qv_status st = qv__cache_get_with(cache, key, cb, userdata, &saved);
     if (st == QV_OK) {
         atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_HITS], 1, memory_order_relaxed);
         if (saved > 0) atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_SAVED_NS], (uint64_t)saved, memory_order_relaxed);

@@ -92,6 +92,9 @@ qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb
                              int64_t *duration_ns);
 /* fn.c: a lookup that counts in fn's statistics. */
 qv_status qv__fn_lookup(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_value **result);
+qv_status qv__fn_lookup_with(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata);
+/* future.c: complete with an encoding the caller knows to be canonical. */
+qv_status qv__future_set_trusted(qv_future *f, const void *data, size_t len);
 /* cache.c: one more reference; qv_cache_close drops one. */
 qv_cache *qv__cache_retain(qv_cache *cache);
 

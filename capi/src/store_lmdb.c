@@ -26,6 +26,7 @@
 #include "store.h"
 
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 40)
+#define MIN_MAP_SIZE ((uint64_t)64 << 20)
 
 typedef struct {
     _Atomic uint32_t active;   /* transactions of this shard's threads in flight */
@@ -139,16 +140,26 @@ static qv_status env_create(lmdb_env **out, const char *path, const qv_store_con
     e->readonly = cfg->readonly;
     e->durability = cfg->durability;
     e->fork_gen = qv__fork_generation();
-    int rc = mdb_env_create(&e->env);
-    if (rc) {
-        e->env = NULL;
-        env_destroy(e);
-        return lmdb_error(rc, "cannot create an LMDB environment", path);
+    /* The default map is address space, not memory, but a process may have
+     * less of it (ulimit -v, sanitizers' shadow maps): then reserve less and
+     * let the map grow when it fills. */
+    uint64_t map_size = cfg->map_size ? cfg->map_size : DEFAULT_MAP_SIZE;
+    int rc;
+    for (;;) {
+        if ((rc = mdb_env_create(&e->env))) {
+            e->env = NULL;
+            env_destroy(e);
+            return lmdb_error(rc, "cannot create an LMDB environment", path);
+        }
+        mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
+        mdb_env_set_maxreaders(e->env, 1024);
+        mdb_env_set_mapsize(e->env, (size_t)map_size);
+        rc = mdb_env_open(e->env, path, env_flags(cfg->durability, cfg->readonly), 0644);
+        if (rc != ENOMEM || cfg->map_size || map_size <= MIN_MAP_SIZE) break;
+        mdb_env_close(e->env);
+        map_size /= 4;
     }
-    mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
-    mdb_env_set_maxreaders(e->env, 1024);
-    mdb_env_set_mapsize(e->env, (size_t)(cfg->map_size ? cfg->map_size : DEFAULT_MAP_SIZE));
-    if ((rc = mdb_env_open(e->env, path, env_flags(cfg->durability, cfg->readonly), 0644))) {
+    if (rc) {
         qv_status st = lmdb_error(rc, "cannot open the cache", path);
         env_destroy(e);
         return st;
