@@ -427,6 +427,37 @@ QV_EXPORT qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_valu
 /* The call digest of fn with these arguments (kwargs may be NULL). */
 QV_EXPORT qv_status qv_fn_digest(qv_digest *out, const qv_fn *fn, const qv_value *args, const qv_value *kwargs);
 
+/* A C function described by a signature "RET(ARG,...)" over the types
+ *   i8 i16 i32 i64 u8 u16 u32 u64 f32 f64 bool   (bool is C's _Bool)
+ *   str    a NUL-terminated UTF-8 const char *
+ *   bytes  two C parameters: const void *data, uint64_t len
+ *   value  a const qv_value *
+ *   void   as the return type only
+ * for example "f64(f64,i64)" or "bytes(str,bytes)". Calls are digested as
+ * [name, version, [args...], {}] with integers as CBOR integers, floats as
+ * floats, bool, str as text, bytes as bytes, value as itself: a C program
+ * and a Python one calling the same name with the same values share entries.
+ *
+ * Results: a function returning str or bytes keeps ownership of what it
+ * returns (quiver copies it); a function returning bytes takes one more,
+ * last, parameter uint64_t *len for the length; a function returning value
+ * hands the qv_value to quiver, which frees it. A bad signature is refused
+ * with the position and what was expected. */
+QV_EXPORT qv_status qv_fn_new_c(qv_fn **out, const char *name, const char *version, void (*fn)(void),
+                                const char *signature);
+/* A function pointer with exactly fn's C signature that memoizes every call
+ * into the calling thread's active cache (the default cache when none), so a
+ * C, Rust or Go program swaps it in and changes nothing else. If memoizing
+ * fails (an argument that is not valid UTF-8, a full disk) the original runs
+ * uncached. It lives as long as fn. What it returns:
+ *   str, bytes: memory owned by quiver, valid on the calling thread until
+ *               its next call through any quiver function pointer;
+ *   value:      a new qv_value the caller frees with qv_value_free.
+ * NULL when fn was not made by qv_fn_new_c. */
+QV_EXPORT void *qv_fn_pointer(qv_fn *fn);
+/* The signature fn was made with, or NULL for a host callback. */
+QV_EXPORT const char *qv_fn_signature(const qv_fn *fn);
+
 #define QV_FN_STAT_HITS     0  /* calls answered from the cache */
 #define QV_FN_STAT_MISSES   1  /* calls that ran the body */
 #define QV_FN_STAT_SAVED_NS 2  /* run time of the stored calls that hits avoided */

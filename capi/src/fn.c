@@ -16,8 +16,21 @@ struct qv_fn {
     qv_fn_callback body;
     void *userdata;
     void (*destroy)(void *userdata);
+    qv_fn_check check; /* refuses arguments the body cannot take, before any lookup */
     _Atomic uint64_t stats[QV_FN_STAT_COUNT];
 };
+
+void *qv__fn_userdata(const qv_fn *fn, qv_fn_callback body) {
+    return fn->body == body ? fn->userdata : NULL;
+}
+
+void qv__fn_set_check(qv_fn *fn, qv_fn_check check) {
+    fn->check = check;
+}
+
+void qv__fn_note_miss(qv_fn *fn) {
+    atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_MISSES], 1, memory_order_relaxed);
+}
 
 static int64_t clock_ns(clockid_t clock) {
     struct timespec ts;
@@ -82,10 +95,10 @@ qv_status qv_fn_stat(const qv_fn *fn, int which, uint64_t *out) {
     return QV_OK;
 }
 
-static qv_status check_args(const qv_value *args, const qv_value *kwargs) {
+static qv_status check_args(const qv_fn *fn, const qv_value *args, const qv_value *kwargs) {
     if (qv_value_type(args) != QV_TYPE_LIST || !args) return qv__error(QV_ETYPE, "args must be a list");
     if (kwargs && qv_value_type(kwargs) != QV_TYPE_MAP) return qv__error(QV_ETYPE, "kwargs must be a map");
-    return QV_OK;
+    return fn->check ? fn->check(args, kwargs, fn->userdata) : QV_OK;
 }
 
 /* The call's encoding in enc: ["quiver/call/v1", name, version, args, kwargs]. */
@@ -100,7 +113,7 @@ static qv_status encode_call(qv_encoder *enc, const qv_fn *fn, const qv_value *a
 
 qv_status qv_fn_digest(qv_digest *out, const qv_fn *fn, const qv_value *args, const qv_value *kwargs) {
     if (!out || !fn) return qv__error(QV_EINVAL, "qv_fn_digest: NULL argument");
-    qv_status st = check_args(args, kwargs);
+    qv_status st = check_args(fn, args, kwargs);
     if (st) return st;
     qv_encoder *enc = qv__thread_encoder();
     if (!enc) return qv__nomem();
@@ -130,7 +143,7 @@ qv_status qv__fn_lookup_with(qv_fn *fn, qv_cache *cache, const qv_digest *key, q
 static qv_status run_and_store(qv_fn *fn, qv_cache *cache, const void *meta, size_t meta_len, const void *call,
                                size_t call_len, const qv_digest *key, const qv_value *args, const qv_value *kwargs,
                                qv_value **result) {
-    atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_MISSES], 1, memory_order_relaxed);
+    qv__fn_note_miss(fn);
     qv_store_info info = QV_STORE_INFO_INIT;
     info.start_ns = clock_ns(CLOCK_REALTIME);
     int64_t t0 = clock_ns(CLOCK_MONOTONIC);
@@ -165,7 +178,7 @@ qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs,
     if (!result) return qv__error(QV_EINVAL, "qv_fn_call: result is NULL");
     *result = NULL;
     if (!fn) return qv__error(QV_EINVAL, "qv_fn_call: fn is NULL");
-    qv_status st = check_args(args, kwargs);
+    qv_status st = check_args(fn, args, kwargs);
     if (st) return st;
     qv_cache *cache;
     const void *meta;

@@ -93,6 +93,11 @@ qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb
 /* fn.c: a lookup that counts in fn's statistics. */
 qv_status qv__fn_lookup(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_value **result);
 qv_status qv__fn_lookup_with(qv_fn *fn, qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata);
+/* fn.c: hooks for ffi.c, which makes qv_fns around C functions. */
+typedef qv_status (*qv_fn_check)(const qv_value *args, const qv_value *kwargs, void *userdata);
+void *qv__fn_userdata(const qv_fn *fn, qv_fn_callback body); /* NULL unless fn has that body */
+void qv__fn_set_check(qv_fn *fn, qv_fn_check check);
+void qv__fn_note_miss(qv_fn *fn);
 /* future.c: complete with an encoding the caller knows to be canonical. */
 qv_status qv__future_set_trusted(qv_future *f, const void *data, size_t len);
 /* cache.c: one more reference; qv_cache_close drops one. */
