@@ -75,7 +75,7 @@ struct qv_cache {
     /* recently hit keys, for approximate LRU (only with a size limit) */
     pthread_mutex_t touch_lock;
     qv_digest touched[TOUCH_RING];
-    size_t ntouched;
+    _Atomic size_t ntouched; /* written under touch_lock; read without it as a hint */
 };
 
 static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -443,9 +443,9 @@ static qv_status flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
     qv_digest keys[TOUCH_RING];
     pthread_mutex_lock(&c->touch_lock);
-    size_t n = c->ntouched;
+    size_t n = atomic_load_explicit(&c->ntouched, memory_order_relaxed);
     memcpy(keys, c->touched, n * sizeof(qv_digest));
-    c->ntouched = 0;
+    atomic_store_explicit(&c->ntouched, 0, memory_order_relaxed);
     pthread_mutex_unlock(&c->touch_lock);
     for (size_t i = 0; i < n; i++) {
         uint64_t t;
@@ -688,7 +688,7 @@ static qv_status init_meta(qv_cache *c) {
         return init_meta(c);
     }
     static const char created_by[] = "quiver " QV_VERSION_STRING;
-    qv_encoder *enc = qv__thread_encoder();
+    qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     const void *text;
     size_t text_len;
     if (!enc) st = qv__nomem();
@@ -801,7 +801,7 @@ const char *qv_cache_path(const qv_cache *cache) {
 }
 
 static void flush_pending_touches(qv_cache *c) {
-    if (!c->max_bytes || !c->ntouched || (c->flags & QV_CACHE_READONLY)) return;
+    if (!c->max_bytes || !atomic_load_explicit(&c->ntouched, memory_order_relaxed) || (c->flags & QV_CACHE_READONLY)) return;
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (flush_touches(&w, (uint64_t)now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
@@ -842,7 +842,11 @@ qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
 
 static void touch(qv_cache *c, const qv_digest *key) {
     pthread_mutex_lock(&c->touch_lock);
-    if (c->ntouched < TOUCH_RING) c->touched[c->ntouched++] = *key;
+    size_t n = atomic_load_explicit(&c->ntouched, memory_order_relaxed);
+    if (n < TOUCH_RING) {
+        c->touched[n] = *key;
+        atomic_store_explicit(&c->ntouched, n + 1, memory_order_relaxed);
+    }
     pthread_mutex_unlock(&c->touch_lock);
 }
 
@@ -954,7 +958,7 @@ qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call
     memset(&p, 0, sizeof p);
     if (key) p.key = *key;
     else qv_digest_bytes(&p.key, call, call_len);
-    qv_encoder *enc = qv__thread_encoder();
+    qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     if (!enc) return qv__nomem();
     record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
     st = build_record(&b, &p, call, call_len, result, result_len, info);
@@ -1015,7 +1019,9 @@ static qv_status resolve(qv_cache *c, qv_txn *txn, const qv_value *item, qv_valu
         const void *v;
         qv_status st = c->store->ops->get(c->store, txn, T_VALUES, d, 16, &v, &n);
         if (st == QV_NOTFOUND) return qv__error(QV_ECORRUPT, "a value the record refers to is missing");
-        return st ? st : qv_value_decode(out, v, n);
+        if (st) return st;
+        if (qv_value_decode(out, v, n)) return qv__error(QV_ECORRUPT, "a value the record refers to: %s", qv_errmsg());
+        return QV_OK;
     }
     return qv_value_clone(out, item);
 }
@@ -1372,7 +1378,7 @@ qv_status qv_cache_query(qv_iter **out, qv_cache *cache, const char *name) {
         size_t hl = 0;
         if (!enc) st = qv__nomem();
         else {
-            qv_encoder *e = qv__thread_encoder();
+            qv_encoder *e = qv__thread_encoder_for(QV_ENCODER_RECORDS);
             const void *p;
             if (!e) st = qv__nomem();
             else {

@@ -93,23 +93,29 @@ qv_status qv_digest_parse(qv_digest *out, const char *hex, size_t len) {
     return QV_OK;
 }
 
-/* One encoder per thread for digests, so computing one allocates nothing. */
-static pthread_key_t encoder_key;
+/* Encoders per thread, so encoding a call or a record allocates nothing:
+ * one for calls and results, one the cache keeps for the records it builds
+ * from them (so callers may hand it bytes from the first). */
+static pthread_key_t encoder_keys[QV_THREAD_ENCODERS];
 static pthread_once_t encoder_once = PTHREAD_ONCE_INIT;
 
 static void free_thread_encoder(void *enc) {
     qv_encoder_free(enc);
 }
 
-static void make_encoder_key(void) {
-    pthread_key_create(&encoder_key, free_thread_encoder);
+static void make_encoder_keys(void) {
+    for (int i = 0; i < QV_THREAD_ENCODERS; i++) pthread_key_create(&encoder_keys[i], free_thread_encoder);
+}
+
+qv_encoder *qv__thread_encoder_for(int which) {
+    pthread_once(&encoder_once, make_encoder_keys);
+    qv_encoder *enc = pthread_getspecific(encoder_keys[which]);
+    if (!enc && qv_encoder_new(&enc) == QV_OK) pthread_setspecific(encoder_keys[which], enc);
+    return enc;
 }
 
 qv_encoder *qv__thread_encoder(void) {
-    pthread_once(&encoder_once, make_encoder_key);
-    qv_encoder *enc = pthread_getspecific(encoder_key);
-    if (!enc && qv_encoder_new(&enc) == QV_OK) pthread_setspecific(encoder_key, enc);
-    return enc;
+    return qv__thread_encoder_for(QV_ENCODER_CALLS);
 }
 
 qv_status qv_value_digest(const qv_value *v, qv_digest *out) {

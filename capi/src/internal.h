@@ -32,8 +32,13 @@ void qv__hasher_update(qv_hasher *h, const void *data, size_t len);
 void qv__hasher_digest(qv_hasher *h, qv_digest *out);
 /* 64-bit hash for index keys. */
 uint64_t qv__hash64(const void *data, size_t len);
-/* The calling thread's scratch encoder (freed when the thread exits). */
-qv_encoder *qv__thread_encoder(void);
+/* The calling thread's encoders (freed when the thread exits): one for
+ * calls and results, one for the records the cache builds from them. */
+#define QV_ENCODER_CALLS 0
+#define QV_ENCODER_RECORDS 1
+#define QV_THREAD_ENCODERS 2
+qv_encoder *qv__thread_encoder_for(int which);
+qv_encoder *qv__thread_encoder(void); /* QV_ENCODER_CALLS */
 /* The first three items of a call: the 5-list head, the marker, name, version. */
 qv_status qv__encode_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
                                size_t version_len);
