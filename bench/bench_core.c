@@ -1038,6 +1038,51 @@ static void bench_wrap(void) {
     rm_tree(dir);
 }
 
+/* --------------------------------------------------------------- libffi */
+
+static double trivial_f64(double x, int64_t y) {
+    return x * (double)y;
+}
+
+static void bench_pointer(void) {
+    char dir[PATH_MAX];
+    subdir(dir, "pointer");
+    progress("memoized function pointer: a hit on a hot key");
+    qv_cache *c = open_cache(dir, QV_DURABILITY_FAST);
+    qv_fn *fn;
+    QV_CHECK(qv_fn_new_c(&fn, "bench.trivial", "1", (void (*)(void))trivial_f64, "f64(f64,i64)"));
+    double (*memo)(double, int64_t) = (double (*)(double, int64_t))qv_fn_pointer(fn);
+    double (*volatile direct)(double, int64_t) = trivial_f64; /* volatile: a real indirect call */
+    QV_CHECK(qv_ctx_push(c, NULL));
+    double want = memo(1.5, 7); /* stores it */
+    double ms[64], ds[64];
+    int reps = cfg.hit_reps < 64 ? cfg.hit_reps : 64;
+    size_t ops = cfg.hit_ops;
+    for (int rep = -1; rep < reps; rep++) {
+        double s = 0;
+        uint64_t t0 = now_ns();
+        for (size_t i = 0; i < ops; i++) s += memo(1.5, 7);
+        uint64_t t1 = now_ns();
+        for (size_t i = 0; i < ops; i++) s += direct(1.5, 7);
+        uint64_t t2 = now_ns();
+        if (s != 2 * want * (double)ops) die("the memoized pointer returned a wrong result");
+        sink += (uint64_t)s;
+        if (rep < 0) continue;
+        ms[rep] = (double)(t1 - t0) / (double)ops;
+        ds[rep] = (double)(t2 - t1) / (double)ops;
+    }
+    uint64_t misses;
+    QV_CHECK(qv_fn_stat(fn, QV_FN_STAT_MISSES, &misses));
+    double m = median(ms, reps);
+    add_row("8. memoized fn pointer, hot hit", m, plain_hit_ns, G_MAX_RATIO, 1.2,
+            "floor: row 1; goal also <= 350 ns; a direct call %.1f ns; misses %llu", median(ds, reps),
+            (unsigned long long)misses);
+    QV_CHECK(qv_ctx_pop());
+    qv_fn_free(fn);
+    qv_cache_close(c);
+    rm_tree(dir);
+}
+
 /* ---------------------------------------------------------------- digest */
 
 #define BIG (1u << 20)
@@ -1214,6 +1259,7 @@ int main(int argc, char **argv) {
     bench_digest();
     bench_pool();
     bench_wrap();
+    bench_pointer();
     double total = (double)(now_ns() - t0) / 1e9;
 
     printf("\n");
