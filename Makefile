@@ -8,7 +8,7 @@ CMAKE_FLAGS := -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
 all: build
 
 setup:
-	@scripts/setup.sh
+	@QUIVER_BUILD_DIR=$(abspath $(BUILD)) scripts/setup.sh
 
 build: setup
 	@cmake -S . -B $(BUILD) $(CMAKE_FLAGS) > $(BUILD)/cmake.log || (cat $(BUILD)/cmake.log; exit 1)
