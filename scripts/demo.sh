@@ -3,9 +3,10 @@
 set -euo pipefail
 : "${QUIVER_BUILD:?source build/env.sh first}"
 export QUIVER_CACHE=${QUIVER_CACHE:-$QUIVER_BUILD/demo-cache}
-echo "== C: memoizing a slow function into $QUIVER_CACHE"
-quiver_demo "$QUIVER_CACHE"
+echo "== C: a memoized function pointer, twice over, into $QUIVER_CACHE"
+quiver_demo 0 39
+quiver_demo 20 59
 echo
 echo "== the cache, as the quiver CLI sees it"
-quiver ls "$QUIVER_CACHE"
+quiver stats "$QUIVER_CACHE"
 quiver verify "$QUIVER_CACHE"
