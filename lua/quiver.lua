@@ -1,0 +1,453 @@
+--- quiver: memoized function calls in one cache shared by every language.
+--
+--   local quiver = require "quiver"
+--   local c = quiver.open("work/cache")            -- or quiver.memory()
+--   local add = quiver.memo("shared.add", function(x, y) return x + y end, {version = "1"})
+--   quiver.with_cache(c, function() print(add(1, 2)) end)
+--
+-- The C module quiver_core (SWIG, with the fast paths of bindings/lua.swg)
+-- does the work; this file gives it the shape of a Lua library. Errors are
+-- Lua errors whose message starts with the status name ("QV_EDECODE: ...").
+-- The value mapping and the decoded shapes are described in lua/README.md.
+local core = require "quiver_core"
+
+local M = {}
+local mt = core.mt
+
+M.VERSION = core.qv_version()
+M.null = core.null
+M.encode = core.encode
+M.decode = core.decode
+M.digest = core.digest
+M.call_digest = core.call_digest
+M.bigint = core.bigint
+
+-- ------------------------------------------------------------------ values
+
+mt.bytes.__tostring = function(b) return b.data end
+mt.bytes.__len = function(b) return #b.data end
+mt.bytes.__eq = function(a, b) return a.data == b.data end
+mt.bigint.__eq = function(a, b) return a.negative == b.negative and a.magnitude == b.magnitude end
+mt.tag.__tostring = function(t) return string.format("quiver.tag(%d)", t.tag) end
+mt.ndarray.__tostring = function(a) return string.format("quiver.ndarray(%s)", a.dtype) end
+
+--- A string encoded as CBOR bytes even when it is valid UTF-8.
+function M.bytes(s)
+  if type(s) ~= "string" then error("quiver.bytes: expected a string, got " .. type(s), 2) end
+  return setmetatable({data = s}, mt.bytes)
+end
+
+--- Mark t (default: a new table) as a list: items 1..t.n (or #t).
+function M.list(t)
+  return setmetatable(t or {}, mt.list)
+end
+
+--- Mark t (default: a new table) as a map, even when it looks like a sequence.
+function M.map(t)
+  return setmetatable(t or {}, mt.map)
+end
+
+--- A set (CBOR tag 258) of the items of a sequence; as decoded: {[item] = true}.
+function M.set(items)
+  local s = {}
+  for i = 1, (items and (items.n or #items) or 0) do
+    local v = items[i]
+    if v == nil then v = M.null end
+    s[v] = true
+  end
+  return setmetatable(s, mt.set)
+end
+
+--- Any CBOR tag around a value.
+function M.tag(number, value)
+  return setmetatable({tag = number, value = value}, mt.tag)
+end
+
+--- Which quiver shape a value has: "list", "map", "bytes", "set", "tag",
+-- "bigint", "ndarray", "memo", or nil for a plain Lua value.
+function M.kind(v)
+  local m = getmetatable(v)
+  for name, t in pairs(mt) do
+    if m == t then return name end
+  end
+  return nil
+end
+
+-- ------------------------------------------------------------------ caches
+
+local Cache = {}
+Cache.__index = Cache
+Cache.__name = "quiver.cache"
+
+local function handle(c)
+  local h = type(c) == "table" and getmetatable(c) == Cache and rawget(c, "_h")
+  if h == nil then error("quiver: expected a cache, got " .. type(c), 3) end
+  if not h then error("QV_ECLOSED: the cache is closed", 3) end
+  return h
+end
+
+local function new_cache(h)
+  return setmetatable({_h = h}, Cache)
+end
+
+local durability = {safe = core.QV_DURABILITY_SAFE, durable = core.QV_DURABILITY_DURABLE,
+                    fast = core.QV_DURABILITY_FAST}
+
+--- Open (creating it when missing) the LMDB cache in directory path.
+-- opts: readonly, durability ("safe", "durable", "fast"), max_bytes,
+-- map_size, inline_limit. The path ":memory:" gives a private memory cache.
+function M.open(path, opts)
+  if type(path) ~= "string" then error("quiver.open: expected a path, got " .. type(path), 2) end
+  opts = opts or {}
+  local o = core.qv_cache_options()
+  core.qv_cache_options_init(o, core.QV_CACHE_OPTIONS_VERSION)
+  if opts.readonly then o.flags = core.QV_CACHE_READONLY end
+  if opts.durability then
+    o.durability = durability[opts.durability] or error("quiver.open: unknown durability '"
+      .. tostring(opts.durability) .. "' (safe, durable or fast)", 2)
+  end
+  if opts.max_bytes then o.max_bytes = opts.max_bytes end
+  if opts.map_size then o.map_size = opts.map_size end
+  if opts.inline_limit then o.inline_limit = opts.inline_limit end
+  local _, h = core.qv_cache_open(path, o)
+  return new_cache(h)
+end
+
+--- A new cache in this process's memory.
+function M.memory()
+  local _, h = core.qv_cache_open_memory()
+  return new_cache(h)
+end
+
+function Cache:path() return core.qv_cache_path(handle(self)) end
+
+--- Whether a call (its digest, 32 hex characters) is stored.
+function Cache:contains(hex)
+  return (core.qv_cache_contains(handle(self), hex))
+end
+
+local function nonnull(v)
+  if v == core.null then return nil end
+  return v
+end
+
+--- The stored call record: .name .version .args .kwargs .result .meta
+-- .lang .start_ns .duration_ns .digest; nil when the call is not stored.
+function Cache:load(hex)
+  local found, r = core.qv_cache_load(handle(self), hex)
+  if not found then return nil end
+  return {
+    digest = hex:lower(), name = r.name, version = nonnull(r.version), args = r.args, kwargs = r.kwargs,
+    result = nonnull(r.result), meta = nonnull(r.meta) or M.map(), lang = r.lang,
+    start_ns = r.start_ns, duration_ns = r.duration_ns,
+  }
+end
+
+local function same(a, b)
+  return core.encode(a) == core.encode(b)
+end
+
+local function matches(rec, t)
+  if t.version ~= nil and rec.version ~= t.version then return false end
+  if t.lang ~= nil and rec.lang ~= t.lang then return false end
+  for i, v in pairs(t.args or {}) do
+    if math.type(i) ~= "integer" or not same(rec.args[i], v) then return false end
+  end
+  for k, v in pairs(t.meta or {}) do
+    if not same(rec.meta[k], v) then return false end
+  end
+  return true
+end
+
+--- Iterate over stored call records: c:query{name=, version=, lang=,
+-- args={[position]=value}, meta={key=value}} (every field optional).
+function Cache:query(t)
+  t = t or {}
+  local found, iter = core.qv_cache_query(handle(self), t.name)
+  local cache = self
+  return function()
+    while true do
+      local more, hex = core.qv_iter_next(iter)
+      if not more then return nil end
+      local rec = cache:load(hex)
+      if rec and matches(rec, t) then return rec end
+    end
+  end
+end
+
+--- Counters and sizes, by name: hits, misses, entries, values, bytes, ...
+function Cache:stats()
+  local h, s = handle(self), {}
+  for i = 0, core.QV_STAT_COUNT - 1 do
+    local _, v = core.qv_cache_stat(h, i)
+    s[core.qv_stat_name(i)] = v
+  end
+  return s
+end
+
+--- Remove one call; false when it was not stored.
+function Cache:evict(hex) return (core.qv_cache_evict(handle(self), hex)) end
+--- Remove values no call uses; returns how many.
+function Cache:gc() return select(2, core.qv_cache_gc(handle(self))) end
+--- Check every entry (and remove bad ones with repair); returns how many were bad.
+function Cache:verify(repair) return select(2, core.qv_cache_verify(handle(self), repair and 1 or 0)) end
+function Cache:sync() core.qv_cache_sync(handle(self)) end
+
+--- Release the handle; contexts still using the cache keep it open until
+-- they end. Closing twice is allowed; any other use after close is an error.
+function Cache:close()
+  local h = rawget(self, "_h")
+  if h then
+    self._h = false
+    core.qv_cache_close(h)
+  end
+end
+Cache.__close = Cache.close
+Cache.__gc = Cache.close
+
+function Cache:__tostring()
+  local h = rawget(self, "_h")
+  return h and ("quiver.cache(" .. core.qv_cache_path(h) .. ")") or "quiver.cache(closed)"
+end
+
+-- ---------------------------------------------------------------- contexts
+
+-- Run fn after a context push, popping it however fn ends.
+local function run_pushed(fn, ...)
+  local r = table.pack(pcall(fn, ...))
+  core.qv_ctx_pop()
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+--- Run fn(...) with c as the active cache (memoized calls use it).
+function M.with_cache(c, fn, ...)
+  core.qv_ctx_push(handle(c), nil)
+  return run_pushed(fn, ...)
+end
+
+--- Run fn(...) with t's keys merged over the active metadata, which is
+-- recorded with every call stored meanwhile.
+function M.with_meta(t, fn, ...)
+  if type(t) ~= "table" then error("quiver.with_meta: expected a table, got " .. type(t), 2) end
+  core.qv_ctx_push(nil, t)
+  return run_pushed(fn, ...)
+end
+
+--- fn bound to the active cache and metadata: calling the result runs fn
+-- under them, wherever and whenever it is called.
+function M.bind(fn)
+  local _, ctx = core.qv_ctx_capture()
+  return function(...)
+    core.qv_ctx_enter(ctx)
+    return run_pushed(fn, ...)
+  end
+end
+
+--- Contexts pushed on this thread (0 outside every with_cache/with_meta).
+function M.depth() return core.qv_ctx_depth() end
+
+-- ------------------------------------------------------------------- memos
+
+local Memo = {}
+
+--- The call digest of m(...), 32 hex characters.
+Memo.digest = core.memo_digest
+--- Whether the active cache holds m(...).
+Memo.contains = core.memo_contains
+
+--- The stored result of m(...) without running anything; an error on a miss.
+function Memo:load(...)
+  local found, v = core.memo_load(self, ...)
+  if not found then error("QV_NOTFOUND: " .. self.name .. ": no stored result for these arguments", 2) end
+  return v
+end
+
+--- Calls this memo answered from the cache, and calls that ran the body.
+function Memo:stats()
+  local _, _, _, hits, misses = core.memo_info(self)
+  return {hits = hits, misses = misses}
+end
+
+mt.memo.__index = function(m, k)
+  if k == "name" then return (core.memo_info(m)) end
+  if k == "version" then return (select(2, core.memo_info(m))) end
+  if k == "fn" then return (select(3, core.memo_info(m))) end
+  return Memo[k]
+end
+mt.memo.__tostring = function(m)
+  local name, version = core.memo_info(m)
+  return string.format("quiver.memo(%s%s)", name, version and (", " .. version) or "")
+end
+
+-- Argument positions to leave out of the key, as a bitmask: opts.ignore
+-- holds positions or parameter names (found with debug.getlocal).
+local function skip_mask(fn, ignore)
+  local mask = 0
+  for _, what in ipairs(ignore or {}) do
+    local pos = math.type(what) == "integer" and what or nil
+    if not pos then
+      for i = 1, math.huge do
+        local pname = debug.getlocal(fn, i)
+        if not pname then break end
+        if pname == what then pos = i break end
+      end
+    end
+    if not pos then error("quiver.memo: no parameter named '" .. tostring(what) .. "' to ignore", 3) end
+    if pos < 1 or pos > 64 then error("quiver.memo: can ignore positions 1..64 only", 3) end
+    mask = mask | (1 << (pos - 1))
+  end
+  return mask
+end
+
+--- A memoized fn: calls with equal arguments (by canonical encoding) are
+-- answered from the active cache. opts: version (text), ignore (parameter
+-- names or positions left out of the key). Lua passes positional arguments
+-- and an empty kwargs map, so add(1, 2) shares an entry with Python's
+-- add(1, 2) of the same name and version.
+function M.memo(name, fn, opts)
+  if type(name) ~= "string" then error("quiver.memo: expected a name, got " .. type(name), 2) end
+  if type(fn) ~= "function" then error("quiver.memo: expected a function, got " .. type(fn), 2) end
+  opts = opts or {}
+  if opts.version ~= nil and type(opts.version) ~= "string" then
+    error("quiver.memo: version must be a string", 2)
+  end
+  return core.memo_new(name, opts.version, fn, skip_mask(fn, opts.ignore))
+end
+
+-- ------------------------------------------------------------- C functions
+
+local CFunction = {}
+CFunction.__index = CFunction
+CFunction.__name = "quiver.cfunction"
+
+--- One of the module's built-in C functions (quiver.c_functions() lists
+-- them) memoized under name and version through libffi, as a C library's
+-- function would be. Callable from Lua; runnable on the pool.
+function M.cfunction(name, version, cname)
+  local sig = core.c_functions()[cname]
+  if not sig then error("quiver.cfunction: no built-in C function named '" .. tostring(cname) .. "'", 2) end
+  local _, fn = core.qv_fn_new_c(name, version, cname, sig)
+  return setmetatable({_fn = fn, name = name, version = version, signature = sig}, CFunction)
+end
+
+M.c_functions = core.c_functions
+
+function CFunction:__call(...)
+  local _, r = core.qv_fn_call(self._fn, table.pack(...))
+  return r
+end
+
+function CFunction:digest(...)
+  return (select(2, core.qv_fn_digest(self._fn, table.pack(...), nil)))
+end
+
+function CFunction:stats()
+  local s = {}
+  for k, i in pairs{hits = core.QV_FN_STAT_HITS, misses = core.QV_FN_STAT_MISSES,
+                    saved_ns = core.QV_FN_STAT_SAVED_NS} do
+    s[k] = select(2, core.qv_fn_stat(self._fn, i))
+  end
+  return s
+end
+
+-- ----------------------------------------------------------------- futures
+
+-- Futures complete on pool threads, where no Lua code may run (this state
+-- has one thread). Their callbacks are queued in C and delivered here, on
+-- the Lua thread, by quiver.poll() and fut:wait().
+local Future = {}
+Future.__index = Future
+Future.__name = "quiver.future"
+
+local callbacks, next_id, ready = {}, 0, {}
+local state_names = {[core.QV_FUTURE_PENDING] = "pending", [core.QV_FUTURE_DONE] = "done",
+                     [core.QV_FUTURE_FAILED] = "failed", [core.QV_FUTURE_CANCELLED] = "cancelled"}
+
+--- Run the on_done callbacks of futures completed so far; returns how many
+-- ran. A callback's error propagates; the others stay queued for next time.
+function M.poll()
+  for _, id in ipairs(core.completed()) do ready[#ready + 1] = id end
+  local n = 0
+  while #ready > 0 do
+    local id = table.remove(ready, 1)
+    local entry = callbacks[id]
+    callbacks[id] = nil
+    n = n + 1
+    entry.fn(entry.future)
+  end
+  return n
+end
+
+--- "pending", "done", "failed" or "cancelled".
+function Future:state() return state_names[core.qv_future_state(self._h)] end
+function Future:done() return core.qv_future_state(self._h) ~= core.QV_FUTURE_PENDING end
+
+--- Cancel while pending: true, or false when it had already completed.
+function Future:cancel()
+  return pcall(core.qv_future_cancel, self._h) and true or false
+end
+
+--- Wait (at most timeout seconds; nil: forever) and return the result.
+-- Errors: QV_ETIMEOUT when it is not done in time; the failure's status when
+-- the call failed; QV_ECANCELLED when cancelled. Delivers callbacks first.
+function Future:wait(timeout)
+  local ns = timeout and math.floor(timeout * 1e9) or -1
+  local ok, err = pcall(core.qv_future_wait, self._h, ns)
+  M.poll()
+  if not ok then error(err, 2) end
+  return core.future_result(self._h)
+end
+
+--- Call fn(fut) on the Lua thread once fut completes: from quiver.poll() or
+-- a wait, or at once when it already has.
+function Future:on_done(fn)
+  if type(fn) ~= "function" then error("on_done: expected a function, got " .. type(fn), 2) end
+  next_id = next_id + 1
+  callbacks[next_id] = {future = self, fn = fn}
+  core.future_notify(self._h, next_id)
+  if self:done() then M.poll() end
+  return self
+end
+
+local function new_future(h) return setmetatable({_h = h}, Future) end
+
+local Pool = {}
+Pool.__index = Pool
+Pool.__name = "quiver.pool"
+
+--- The process-wide thread pool (resized to workers when given; 0: one per CPU).
+-- Only C functions run on it: Lua functions cannot (one Lua state, one thread).
+function M.pool(workers)
+  local _, h = core.qv_pool_shared(workers or 0, 0)
+  local p = setmetatable({_h = h}, Pool)
+  p._ex = core.qv_pool_executor(h)
+  local _, wrapped = core.qv_executor_wrap(p._ex)
+  p._wrapped = wrapped
+  return p
+end
+
+--- Run cf(...) on a worker, memoized into the submitter's active cache; a
+-- hit is answered at once with a completed future and never reaches the pool.
+function Pool:submit(cf, ...)
+  if getmetatable(cf) ~= CFunction then error("submit: expected a quiver.cfunction", 2) end
+  local _, f = core.qv_executor_submit_call(self._wrapped, cf._fn, table.pack(...), nil)
+  return new_future(f)
+end
+
+function Pool:stats()
+  local s = {}
+  for k, i in pairs{workers = core.QV_POOL_STAT_WORKERS, target = core.QV_POOL_STAT_TARGET,
+                    queued = core.QV_POOL_STAT_QUEUED, completed = core.QV_POOL_STAT_COMPLETED,
+                    started = core.QV_POOL_STAT_STARTED} do
+    s[k] = select(2, core.qv_pool_stat(self._h, i))
+  end
+  return s
+end
+
+--- quiver.submit(cf, ...): Pool:submit on the shared pool.
+function M.submit(cf, ...)
+  return M.pool():submit(cf, ...)
+end
+
+return M
