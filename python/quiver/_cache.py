@@ -1,0 +1,311 @@
+"""Caches, the active cache and metadata (contextvars), and call records."""
+import contextvars
+import datetime
+import os
+import stat as _stat
+import warnings
+
+from . import _quiver
+from ._codec import QuiverWarning, encode
+
+_DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABILITY_DURABLE,
+               "fast": _quiver.QV_DURABILITY_FAST}
+
+_active = contextvars.ContextVar("quiver.cache")
+_meta = contextvars.ContextVar("quiver.meta", default={})
+
+
+def _owned_privately(path):
+    """Whether path is a directory of this user that nobody else may write."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not (st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH))
+
+
+class Record:
+    """One stored call: what was called, with what, what it returned, and when."""
+    __slots__ = ("digest", "name", "version", "args", "kwargs", "result", "metadata", "start_ns", "duration_ns",
+                 "lang")
+
+    def __init__(self, digest, d):
+        self.digest = digest
+        self.name = d["name"]
+        self.version = d["version"]
+        self.args = tuple(d["args"])
+        self.kwargs = d["kwargs"]
+        self.result = d["result"]
+        self.metadata = d.get("meta") or {}
+        self.start_ns = d["start_ns"]
+        self.duration_ns = d["duration_ns"]
+        self.lang = d["lang"]
+
+    @property
+    def start(self):
+        """When the call started (a timezone-aware datetime, UTC)."""
+        return datetime.datetime.fromtimestamp(self.start_ns / 1e9, datetime.timezone.utc)
+
+    @property
+    def duration(self):
+        """How long the call ran, in seconds."""
+        return self.duration_ns / 1e9
+
+    def __repr__(self):
+        return f"Record({self.name!r}, args={self.args!r}, kwargs={self.kwargs!r}, result={self.result!r})"
+
+
+class Cache(_quiver.CacheHandle):
+    """A cache of call results: an LMDB directory shared by every process and
+    language (Cache.open), a process-private memory cache (Cache.memory), or
+    a stack of caches (Cache.stack). Safe to share between threads."""
+
+    @classmethod
+    def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0):
+        """Open (creating it unless readonly) the LMDB cache in directory path.
+
+        durability: "safe" (default), "durable" (fsync every commit) or "fast";
+        max_bytes: evict least recently used calls above this size (0: no limit);
+        readonly: refuse every write; trust_pickle: load pickled values even
+        when the directory is not owned by this user alone."""
+        if isinstance(durability, str):
+            if durability not in _DURABILITY:
+                raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, not {durability!r}")
+            durability = _DURABILITY[durability]
+        flags = _quiver.QV_CACHE_READONLY if readonly else 0
+        c = _quiver.cache_open(os.fspath(path), durability, flags, max_bytes, map_size)
+        c._options = dict(durability=durability, max_bytes=max_bytes, readonly=readonly, trust_pickle=trust_pickle,
+                          map_size=map_size)
+        c._trusted = bool(trust_pickle) or _owned_privately(c.path)
+        return c
+
+    @classmethod
+    def memory(cls):
+        """A new empty cache in this process's memory."""
+        c = _quiver.qv_cache_open_memory()
+        c._options = None
+        return c
+
+    @classmethod
+    def stack(cls, *caches):
+        """Read through every cache in order, write to the first, and copy hits
+        from later caches into the first (a fast local cache over a shared one)."""
+        if len(caches) < 2 or not all(isinstance(c, Cache) for c in caches):
+            raise TypeError("Cache.stack takes two or more caches")
+        s = _quiver.stack_handle()
+        s._layers = caches
+        s._options = None
+        return s
+
+    @classmethod
+    def _reopen(cls, path, options):
+        return cls.open(path, **options)
+
+    def __reduce__(self):
+        if self._stack:
+            return (Cache.stack, tuple(self._layers))
+        if self.closed:
+            raise _quiver.ClosedError("a closed cache cannot be pickled")
+        if self.path == ":memory:":
+            warnings.warn("a memory cache is private to its process: the copy is a new, empty memory cache and "
+                          "nothing is shared with it", QuiverWarning, stacklevel=2)
+            return (Cache.memory, ())
+        options = getattr(self, "_options", None) or {}
+        return (Cache._reopen, (self.path, options))
+
+    def __repr__(self):
+        if self._stack:
+            return f"Cache.stack{tuple(self._layers)!r}"
+        return f"<quiver.Cache {self.path!r}{' closed' if self.closed else ''}>"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self._stack:
+            return
+        super().close()
+
+    @property
+    def readonly(self):
+        return bool((getattr(self, "_options", None) or {}).get("readonly"))
+
+    # -- lookups by call digest -------------------------------------------
+
+    def contains(self, digest):
+        """Whether a call with this digest (32 hex characters) is stored."""
+        if self._stack:
+            return any(c.contains(digest) for c in self._layers)
+        return _quiver.qv_cache_contains(self, digest)
+
+    def __contains__(self, digest):
+        return self.contains(digest)
+
+    def load(self, digest):
+        """The Record of a stored call; KeyError when there is none."""
+        if self._stack:
+            for c in self._layers:
+                try:
+                    return c.load(digest)
+                except KeyError:
+                    pass
+            raise _quiver.NotFoundError(f"no call with digest {digest} in the cache stack")
+        try:
+            return Record(digest, _quiver.cache_load(self, digest))
+        except _quiver.NotFoundError:
+            raise _quiver.NotFoundError(f"no call with digest {digest} in {self.path}") from None
+
+    def query(self, name=None, metadata=None, **arguments):
+        """The records of stored calls, optionally of one function name, whose
+        arguments (by parameter name) and metadata equal the values given."""
+        if self._stack:
+            seen = set()
+            for c in self._layers:
+                for r in c.query(name, metadata, **arguments):
+                    if r.digest not in seen:
+                        seen.add(r.digest)
+                        yield r
+            return
+        from ._memo import _positions
+        for d in _quiver.cache_query(self, name):
+            try:
+                r = self.load(d)
+            except KeyError:  # evicted since the query ran
+                continue
+            if name is not None and r.name != name:
+                continue
+            if metadata and any(r.metadata.get(k, _missing) != v for k, v in metadata.items()):
+                continue
+            if arguments and not _matches(r, arguments, _positions(r.name)):
+                continue
+            yield r
+
+    def table(self, name=None, metadata=None, **arguments):
+        """The query's records as a pandas DataFrame, one row per call."""
+        import pandas
+        rows = [dict(digest=r.digest, name=r.name, version=r.version, args=r.args, kwargs=r.kwargs,
+                     result=r.result, metadata=r.metadata, start=r.start, duration=r.duration, lang=r.lang)
+                for r in self.query(name, metadata, **arguments)]
+        return pandas.DataFrame(rows, columns=["digest", "name", "version", "args", "kwargs", "result", "metadata",
+                                               "start", "duration", "lang"])
+
+    def evict(self, *digests, name=None):
+        """Remove calls by digest, or every call of one function name; returns
+        how many were removed."""
+        if self._stack:
+            return sum(c.evict(*digests, name=name) for c in self._layers)
+        keys = list(digests)
+        if name is not None:
+            keys += _quiver.cache_query(self, name)
+        n = 0
+        for k in keys:
+            try:
+                _quiver.qv_cache_evict(self, k)
+                n += 1
+            except _quiver.NotFoundError:
+                pass
+        return n
+
+    def gc(self):
+        """Remove values no call refers to; returns how many were freed."""
+        if self._stack:
+            return sum(c.gc() for c in self._layers)
+        return _quiver.qv_cache_gc(self)
+
+    def verify(self, repair=False):
+        """Check every record and value; returns how many were bad (removed with repair)."""
+        return _quiver.qv_cache_verify(self, int(repair))
+
+    def sync(self):
+        """Write buffered state to disk (for durability "fast")."""
+        _quiver.qv_cache_sync(self)
+
+    def stats(self):
+        """Counters: hits, misses, entries, values, bytes, max_bytes, stores, ..."""
+        if self._stack:
+            return [c.stats() for c in self._layers]
+        return _quiver.cache_stats(self)
+
+
+_missing = object()
+
+
+def _matches(record, arguments, positions):
+    for k, v in arguments.items():
+        if k in record.kwargs:
+            got = record.kwargs[k]
+        elif positions is not None and k in positions and positions[k] < len(record.args):
+            got = record.args[positions[k]]
+        else:
+            return False
+        if got != v or type(got) is not type(v):
+            return False
+    return True
+
+
+def _default():
+    c = _quiver.cache_default()
+    c._options = {}
+    if c.path != ":memory:":
+        c._trusted = _owned_privately(c.path)
+    return c
+
+
+class _Setter:
+    """Sets a context variable now; as a context manager, restores it on exit."""
+    __slots__ = ("_var", "_token", "value")
+
+    def __init__(self, var, value):
+        self._var = var
+        self.value = value
+        self._token = var.set(value)
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        self._var.reset(self._token)
+
+
+def cache(c):
+    """Make c the active cache of this thread or task (contextvars). Used as
+    `with cache(c):` it lasts for the block; called alone it stays."""
+    if not isinstance(c, Cache):
+        raise TypeError(f"cache() takes a quiver.Cache, not {type(c).__name__}")
+    return _Setter(_active, c)
+
+
+def meta(**kv):
+    """Record kv (merged over the current metadata) with every call stored
+    while it is active; `with meta(project="p1"):` or sticky like cache()."""
+    merged = dict(_meta.get())
+    merged.update(kv)
+    encode(merged)  # refuse unencodable metadata here, not at the first store
+    return _Setter(_meta, merged)
+
+
+def current_cache():
+    """The active Cache: the one set by cache(), else the default (QUIVER_CACHE
+    when set, else a memory cache private to this process)."""
+    c = _active.get(None)
+    if c is None:
+        c = _quiver_default()
+    return c
+
+
+_default_cache = None
+
+
+def _quiver_default():
+    global _default_cache
+    if _default_cache is None:
+        _default_cache = _default()
+    return _default_cache
+
+
+def current_meta():
+    """The active metadata dict."""
+    return _meta.get()

@@ -1,0 +1,291 @@
+"""@memo: memoized functions."""
+import concurrent.futures
+import functools
+import inspect
+import os
+import shutil
+import tempfile
+import threading
+import time
+import types
+import warnings
+import weakref
+
+from . import _quiver
+from ._cache import Cache, _active, _meta, _quiver_default, current_cache, current_meta, _Setter
+from ._codec import QuiverWarning, Tag, _encode_hook, _tag_hook, encode
+
+
+class _Signal:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"<quiver {self.name}>"
+
+
+_MISS = _Signal("miss")
+_UNCACHED = _Signal("uncached")
+_SLOW = _Signal("stack")
+_NODEFAULT = _Signal("no default")
+
+_quiver.set_hooks(encode=_encode_hook, tag=_tag_hook, tag_type=Tag, default=_quiver_default, active=_active,
+                  miss=_MISS, uncached=_UNCACHED, slow=_SLOW, nodefault=_NODEFAULT, warning=QuiverWarning,
+                  handle_class=Cache)
+
+# name -> Memo, so that Cache.query can filter positional arguments by name.
+_registry = weakref.WeakValueDictionary()
+
+
+def _positions(name):
+    m = _registry.get(name)
+    return None if m is None else m._positions
+
+
+class Memo(_quiver.MemoBase):
+    """A memoized function (made by @memo). Calling it looks the bound call up
+    in the active cache; a hit returns the stored result without running the
+    function, a miss runs it and stores the result."""
+
+    def __init__(self, fn, name=None, version=None, ignore=(), require=None, isolate=False, meta=None):
+        if not callable(fn):
+            raise TypeError(f"memo needs a callable, not {type(fn).__name__}")
+        sig = inspect.signature(fn)
+        pos, pos_defaults, kwo, kwo_defaults = [], [], [], []
+        nposonly, var_pos, var_kw = 0, False, False
+        P = inspect.Parameter
+        for p in sig.parameters.values():
+            default = _NODEFAULT if p.default is P.empty else p.default
+            if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD):
+                pos.append(p.name)
+                pos_defaults.append(default)
+                if p.kind is P.POSITIONAL_ONLY:
+                    nposonly += 1
+            elif p.kind is P.KEYWORD_ONLY:
+                kwo.append(p.name)
+                kwo_defaults.append(default)
+            elif p.kind is P.VAR_POSITIONAL:
+                var_pos = True
+            else:
+                var_kw = True
+        ignore = tuple([ignore] if isinstance(ignore, str) else ignore)
+        require = None if require is None else tuple([require] if isinstance(require, str) else require)
+        for n in ignore + (require or ()):
+            if n not in sig.parameters:
+                raise ValueError(f"{fn.__qualname__} has no parameter {n!r}")
+        if name is None:
+            name = f"{fn.__module__}.{fn.__qualname__}"
+        if version is not None:
+            version = str(version)
+        super().__init__(fn, name, version, tuple(pos), tuple(pos_defaults), nposonly, tuple(kwo),
+                         tuple(kwo_defaults), var_pos, var_kw, ignore, require)
+        self.__module__ = fn.__module__
+        self.__name__ = getattr(fn, "__name__", name)
+        self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
+        self.__doc__ = fn.__doc__
+        self.__signature__ = sig
+        self._isolate = isolate
+        self._static_meta = dict(meta or {})
+        kept = [n for n in pos if n not in ignore]
+        self._positions = {n: i for i, n in enumerate(kept)}
+        _registry[name] = self
+
+    # pickled by reference, as functions are: ProcessPoolExecutor finds it by name.
+    def __reduce__(self):
+        return self.__qualname__
+
+    def __repr__(self):
+        return f"<quiver.memo {self.name!r}{'' if self.version is None else ' version ' + repr(self.version)}>"
+
+    def __get__(self, obj, cls=None):
+        return self if obj is None else types.MethodType(self, obj)
+
+    # -- the slow half of a call (the hit path is in C) ---------------------
+
+    def _miss(self, signal, cache, args, kwargs):
+        if signal is _MISS:
+            return self._compute(cache, args, kwargs)
+        if signal is _SLOW:
+            return self._stack_call(cache, args, kwargs)
+        if isinstance(signal, _quiver.EncodeError):
+            warnings.warn(f"{self.name}: running uncached, an argument cannot be encoded: {signal}",
+                          QuiverWarning, stacklevel=3)
+        return self._run(args, kwargs)
+
+    def _run(self, args, kwargs):
+        if not self._isolate:
+            return self.__wrapped__(*args, **kwargs)
+        if threading.current_thread() is not threading.main_thread():
+            raise _quiver.MisuseError(f"{self.name} has isolate=True, which changes the process's working "
+                                      "directory: call it from the main thread of a process, not from a thread")
+        here = os.getcwd()
+        tmp = tempfile.mkdtemp(prefix="quiver-isolate-")
+        try:
+            os.chdir(tmp)
+            return self.__wrapped__(*args, **kwargs)
+        finally:
+            os.chdir(here)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _meta_bytes(self):
+        m = current_meta()
+        if self._static_meta:
+            m = {**self._static_meta, **m}
+        return encode(m) if m else None
+
+    def _compute(self, cache, args, kwargs, store_in=None):
+        start = time.time_ns()
+        t0 = time.perf_counter_ns()
+        result = self._run(args, kwargs)
+        duration = time.perf_counter_ns() - t0
+        target = store_in if store_in is not None else cache
+        if isinstance(result, concurrent.futures.Future):
+            self._store_when_done(target, args, kwargs, result, start, t0)
+            return result
+        self._store_result(target, args, kwargs, result, start, duration)
+        return result
+
+    def _store_result(self, cache, args, kwargs, result, start, duration):
+        try:
+            self._store(cache, args, kwargs, result, start, duration, self._meta_bytes())
+        except _quiver.EncodeError as e:
+            warnings.warn(f"{self.name}: the result was not stored, it cannot be encoded: {e}", QuiverWarning,
+                          stacklevel=4)
+
+    def _store_when_done(self, cache, args, kwargs, future, start, t0):
+        meta = self._meta_bytes()
+
+        def done(f):
+            if f.cancelled() or f.exception() is not None:
+                return
+            try:
+                self._store(cache, args, kwargs, f.result(), start, time.perf_counter_ns() - t0, meta)
+            except _quiver.EncodeError as e:
+                warnings.warn(f"{self.name}: the future's result was not stored: {e}", QuiverWarning)
+            except _quiver.ClosedError:
+                pass  # the cache went away before the future completed
+        future.add_done_callback(done)
+
+    def _stack_call(self, stack, args, kwargs):
+        hit, value = self._stack_probe(stack, args, kwargs)
+        if hit:
+            return value
+        return self._compute(stack, args, kwargs, store_in=stack._layers[0])
+
+    def _stack_probe(self, stack, args, kwargs):
+        layers = stack._layers
+        for i, layer in enumerate(layers):
+            r = self._get(layer, args, kwargs)
+            if r is _SLOW:
+                hit, r = self._stack_probe(layer, args, kwargs)
+                if not hit:
+                    continue
+            elif r is _MISS or r is _UNCACHED:
+                if r is _UNCACHED:
+                    return False, None
+                continue
+            if i:
+                self._promote(layers[0], layer, args, kwargs)
+            return True, r
+        return False, None
+
+    def _promote(self, first, layer, args, kwargs):
+        call = self._call(args, kwargs)
+        if call is None:
+            return
+        digest, encoding = call
+        first_leaf = first
+        while first_leaf._stack:
+            first_leaf = first_leaf._layers[0]
+        while layer._stack:
+            layer = next(c for c in layer._layers if not c._stack and c.contains(digest))
+        raw = _quiver.cache_get_raw(layer, digest)
+        if raw is None:
+            return
+        try:
+            rec = layer.load(digest)
+            start, duration = rec.start_ns, rec.duration_ns
+        except KeyError:
+            start, duration = 0, 0
+        _quiver.cache_store_raw(first_leaf, encoding, raw, start, duration, self._meta_bytes())
+
+    # -- the public methods --------------------------------------------------
+
+    def _probe(self, *args, **kwargs):
+        """(True, value) when the call is stored in the active cache, else
+        (False, None); never runs the function nor stores anything."""
+        cache = current_cache()
+        try:
+            r = self._get(cache, args, kwargs)
+        except _quiver.EncodeError:
+            return False, None
+        if r is _SLOW:
+            return self._stack_probe(cache, args, kwargs)
+        if r is _MISS or r is _UNCACHED:
+            return False, None
+        return True, r
+
+    def digest(self, *args, **kwargs):
+        """The call digest of this call (32 hex characters)."""
+        call = self._call(args, kwargs)
+        if call is None:
+            inspect.signature(self.__wrapped__).bind(*args, **kwargs)  # raises the TypeError
+            raise TypeError(f"{self.name}: a required argument was not passed, so the call is not memoized")
+        return call[0]
+
+    def contains(self, *args, **kwargs):
+        """Whether this call is stored in the active cache."""
+        return current_cache().contains(self.digest(*args, **kwargs))
+
+    def load(self, *args, **kwargs):
+        """The stored result of this call; KeyError when it is not stored."""
+        hit, value = self._probe(*args, **kwargs)
+        if not hit:
+            raise _quiver.NotFoundError(f"{self.name}{_show(args, kwargs)} is not in the cache")
+        return value
+
+    def record(self, *args, **kwargs):
+        """The stored Record of this call; KeyError when it is not stored."""
+        return current_cache().load(self.digest(*args, **kwargs))
+
+    def query(self, metadata=None, **arguments):
+        """Records of this function's stored calls, filtered by argument values and metadata."""
+        return current_cache().query(self.name, metadata, **arguments)
+
+    def rerun(self, *args, **kwargs):
+        """Run the call even when stored, and store the new result over the old."""
+        cache = current_cache()
+        if cache._stack:
+            return self._compute(cache, args, kwargs, store_in=cache._layers[0])
+        if self._call(args, kwargs) is None:
+            return self._run(args, kwargs)
+        return self._compute(cache, args, kwargs)
+
+    def bind(self, *args, **kwargs):
+        """A picklable callable that carries the active cache and metadata into
+        threads and processes (quiver.BoundWrapper); with arguments, a partial."""
+        from .bound import BoundWrapper
+        b = BoundWrapper.bind(self)
+        return functools.partial(b, *args, **kwargs) if args or kwargs else b
+
+
+def _show(args, kwargs):
+    parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
+    return "(" + ", ".join(parts) + ")"
+
+
+def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=False, meta=None):
+    """Memoize fn into the active cache: @memo, or @memo(name=, version=,
+    ignore=, require=, isolate=, meta=).
+
+    name: what calls are stored under (default module.qualname: give one to
+    share entries with other languages); version: a new one reruns everything;
+    ignore: parameters left out of the call's identity; require: parameters
+    that must be passed explicitly for the call to be cached; isolate: run
+    each call in a fresh temporary working directory; meta: metadata stored
+    with every call."""
+    def wrap(f):
+        return Memo(f, name=name, version=version, ignore=ignore, require=require, isolate=isolate, meta=meta)
+    return wrap if fn is None else wrap(fn)
