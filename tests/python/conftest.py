@@ -1,0 +1,16 @@
+import os
+import tempfile
+
+import pytest
+
+
+@pytest.fixture
+def tmpdir_path():
+    """A fresh directory under the build tree's test-tmp (or the system's)."""
+    base = os.environ.get("QV_TEST_TMP") or tempfile.gettempdir()
+    os.makedirs(base, exist_ok=True)
+    d = tempfile.mkdtemp(prefix="py-", dir=base)
+    os.chmod(d, 0o700)
+    yield d
+    import shutil
+    shutil.rmtree(d, ignore_errors=True)
