@@ -1,0 +1,81 @@
+-- The shared vectors, byte for byte: decode/encode/digest of every encoding,
+-- the same values built from native Lua values, the call digests, and every
+-- invalid input refused with an error.
+local quiver = H.quiver
+
+local PICKLE = "pickle"
+
+describe("values.tsv", function()
+  for _, row in ipairs(H.tsv("values.tsv")) do
+    local enc, digest, name = H.unhex(row[1]), row[2], row[3]
+    if name == PICKLE then
+      it("refuses to decode a Python pickle, naming it", function()
+        local ok, err = pcall(quiver.decode, enc)
+        assert.is_false(ok)
+        assert.matches("QV_ETYPE", err)
+        assert.matches("pickle", err)
+        assert.matches("0x51560002", err)
+      end)
+    else
+      it("decodes, re-encodes and digests " .. name, function()
+        local v = quiver.decode(enc)
+        assert.are.equal(H.hex(enc), H.hex(quiver.encode(v)))
+        assert.are.equal(digest, quiver.digest(v))
+      end)
+    end
+  end
+end)
+
+describe("values.json from native Lua values", function()
+  for _, case in ipairs(H.load_json("values.json")) do
+    it("encodes " .. case.name, function()
+      local v = H.native(case.value)
+      assert.are.equal(case.cbor, H.hex(quiver.encode(v)))
+      assert.are.equal(case.digest, quiver.digest(v))
+    end)
+  end
+end)
+
+describe("calls", function()
+  for _, row in ipairs(H.tsv("calls.tsv")) do
+    local name, version, args, kwargs, digest = row[1], row[2], row[3], row[4], row[5]
+    if version == "\\N" then version = nil end
+    it("call_digest of " .. name .. " with args " .. args, function()
+      local a, k = quiver.decode(H.unhex(args)), quiver.decode(H.unhex(kwargs))
+      assert.are.equal(digest, quiver.call_digest(name, version, a, k))
+    end)
+  end
+
+  for _, case in ipairs(H.load_json("calls.json")) do
+    it("call_digest from native values: " .. case.name .. " " .. case.args_cbor, function()
+      local args = H.native({list = case.args})
+      local kwargs = H.native({map = case.kwargs})
+      local version = case.version ~= H.json_null and case.version or nil
+      assert.are.equal(case.digest, quiver.call_digest(case.name, version, args, kwargs))
+    end)
+  end
+
+  it("a Lua memo's positional call has Python's digest for add(1, 2)", function()
+    local add = quiver.memo("shared.add", function(x, y) return x + y end)
+    local add1 = quiver.memo("shared.add", function(x, y) return x + y end, {version = "1"})
+    assert.are.equal("d2aec93101298c8daf75589ce9ce1f83", add:digest(1, 2))
+    assert.are.equal("dff12a2d48c1bcdf495cb3ea7e70ba6f", add1:digest(1, 2))
+    assert.are.equal("3bf24889604587768f4602a607c7f86f", add:digest(2, 1))
+  end)
+
+  it("a built-in C function memoized by qv_fn_new_c digests like a Lua memo", function()
+    local cadd = quiver.cfunction("shared.add", "1", "add")
+    assert.are.equal("dff12a2d48c1bcdf495cb3ea7e70ba6f", cadd:digest(1, 2))
+  end)
+end)
+
+describe("invalid.tsv", function()
+  for _, row in ipairs(H.tsv("invalid.tsv")) do
+    local enc, why = H.unhex(row[1]), row[2]
+    it("refuses " .. why, function()
+      local ok, err = pcall(quiver.decode, enc)
+      assert.is_false(ok)
+      assert.matches("^QV_EDECODE: ", err)
+    end)
+  end
+end)
