@@ -1,0 +1,183 @@
+//! The part of quiver.h these tests use, declared by hand from the header.
+#![allow(non_camel_case_types)]
+
+use std::os::raw::{c_char, c_int, c_void};
+
+pub type qv_status = c_int;
+pub type qv_type = c_int;
+
+pub const QV_OK: qv_status = 0;
+pub const QV_NOTFOUND: qv_status = -1;
+pub const QV_EINVAL: qv_status = -2;
+pub const QV_ETYPE: qv_status = -14;
+pub const QV_EFAILED: qv_status = -17;
+
+pub const QV_TYPE_NULL: qv_type = 0;
+pub const QV_TYPE_BOOL: qv_type = 1;
+pub const QV_TYPE_INT: qv_type = 2;
+pub const QV_TYPE_FLOAT: qv_type = 4;
+pub const QV_TYPE_TEXT: qv_type = 5;
+pub const QV_TYPE_BYTES: qv_type = 6;
+pub const QV_TYPE_LIST: qv_type = 7;
+
+pub const QV_CACHE_OPTIONS_VERSION: u32 = 1;
+pub const QV_CACHE_READONLY: u32 = 0x1;
+
+pub const QV_STAT_HITS: c_int = 0;
+pub const QV_STAT_MISSES: c_int = 1;
+pub const QV_STAT_ENTRIES: c_int = 2;
+
+pub const QV_FN_STAT_HITS: c_int = 0;
+pub const QV_FN_STAT_MISSES: c_int = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct qv_digest {
+    pub bytes: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct qv_cache_options {
+    pub version: u32,
+    pub durability: u32,
+    pub flags: u32,
+    pub inline_limit: u32,
+    pub max_bytes: u64,
+    pub map_size: u64,
+}
+
+#[repr(C)]
+pub struct qv_value {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct qv_cache {
+    _opaque: [u8; 0],
+}
+#[repr(C)]
+pub struct qv_fn {
+    _opaque: [u8; 0],
+}
+
+pub type qv_fn_callback = unsafe extern "C" fn(
+    result: *mut *mut qv_value,
+    args: *const qv_value,
+    kwargs: *const qv_value,
+    userdata: *mut c_void,
+) -> qv_status;
+
+extern "C" {
+    pub fn qv_version() -> *const c_char;
+    pub fn qv_status_name(status: qv_status) -> *const c_char;
+    pub fn qv_errmsg() -> *const c_char;
+    pub fn qv_free(p: *mut c_void);
+
+    pub fn qv_digest_hex(d: *const qv_digest, out: *mut c_char);
+    pub fn qv_digest_parse(out: *mut qv_digest, hex: *const c_char, len: usize) -> qv_status;
+
+    pub fn qv_value_new_null(out: *mut *mut qv_value) -> qv_status;
+    pub fn qv_value_new_bool(out: *mut *mut qv_value, b: c_int) -> qv_status;
+    pub fn qv_value_new_int(out: *mut *mut qv_value, i: i64) -> qv_status;
+    pub fn qv_value_new_float(out: *mut *mut qv_value, d: f64) -> qv_status;
+    pub fn qv_value_new_text(out: *mut *mut qv_value, s: *const c_char, len: usize) -> qv_status;
+    pub fn qv_value_new_bytes(
+        out: *mut *mut qv_value,
+        data: *const c_void,
+        len: usize,
+    ) -> qv_status;
+    pub fn qv_value_new_list(out: *mut *mut qv_value) -> qv_status;
+    pub fn qv_value_new_map(out: *mut *mut qv_value) -> qv_status;
+    pub fn qv_value_free(v: *mut qv_value);
+    pub fn qv_value_list_append(list: *mut qv_value, item: *mut qv_value) -> qv_status;
+    pub fn qv_value_map_set(
+        map: *mut qv_value,
+        key: *mut qv_value,
+        value: *mut qv_value,
+    ) -> qv_status;
+    pub fn qv_value_type(v: *const qv_value) -> qv_type;
+    pub fn qv_value_get_bool(v: *const qv_value, out: *mut c_int) -> qv_status;
+    pub fn qv_value_get_int(v: *const qv_value, out: *mut i64) -> qv_status;
+    pub fn qv_value_get_float(v: *const qv_value, out: *mut f64) -> qv_status;
+    pub fn qv_value_get_text(
+        v: *const qv_value,
+        s: *mut *const c_char,
+        len: *mut usize,
+    ) -> qv_status;
+    pub fn qv_value_get_bytes(
+        v: *const qv_value,
+        data: *mut *const u8,
+        len: *mut usize,
+    ) -> qv_status;
+    pub fn qv_value_count(v: *const qv_value) -> usize;
+    pub fn qv_value_list_get(list: *const qv_value, i: usize) -> *const qv_value;
+    pub fn qv_value_map_find(map: *const qv_value, key: *const c_char) -> *const qv_value;
+    pub fn qv_value_encode(
+        v: *const qv_value,
+        data: *mut *mut c_void,
+        len: *mut usize,
+    ) -> qv_status;
+    pub fn qv_value_decode(out: *mut *mut qv_value, data: *const c_void, len: usize) -> qv_status;
+
+    pub fn qv_call_digest(
+        out: *mut qv_digest,
+        name: *const c_char,
+        version: *const c_char,
+        args: *const qv_value,
+        kwargs: *const qv_value,
+    ) -> qv_status;
+
+    pub fn qv_cache_options_init(opts: *mut qv_cache_options, version: u32) -> qv_status;
+    pub fn qv_cache_open(
+        out: *mut *mut qv_cache,
+        path: *const c_char,
+        opts: *const qv_cache_options,
+    ) -> qv_status;
+    pub fn qv_cache_close(cache: *mut qv_cache);
+    pub fn qv_cache_path(cache: *const qv_cache) -> *const c_char;
+    pub fn qv_cache_contains(cache: *mut qv_cache, key: *const qv_digest) -> qv_status;
+    pub fn qv_cache_get_value(
+        cache: *mut qv_cache,
+        key: *const qv_digest,
+        out: *mut *mut qv_value,
+    ) -> qv_status;
+    pub fn qv_cache_load(
+        cache: *mut qv_cache,
+        key: *const qv_digest,
+        record: *mut *mut qv_value,
+    ) -> qv_status;
+    pub fn qv_cache_stat(cache: *mut qv_cache, which: c_int, out: *mut u64) -> qv_status;
+
+    pub fn qv_ctx_push(cache: *mut qv_cache, meta: *const qv_value) -> qv_status;
+    pub fn qv_ctx_pop() -> qv_status;
+
+    pub fn qv_fn_new(
+        out: *mut *mut qv_fn,
+        name: *const c_char,
+        version: *const c_char,
+        body: qv_fn_callback,
+        userdata: *mut c_void,
+        destroy: Option<unsafe extern "C" fn(userdata: *mut c_void)>,
+    ) -> qv_status;
+    pub fn qv_fn_new_c(
+        out: *mut *mut qv_fn,
+        name: *const c_char,
+        version: *const c_char,
+        f: unsafe extern "C" fn(),
+        signature: *const c_char,
+    ) -> qv_status;
+    pub fn qv_fn_free(f: *mut qv_fn);
+    pub fn qv_fn_call(
+        f: *mut qv_fn,
+        args: *const qv_value,
+        result: *mut *mut qv_value,
+    ) -> qv_status;
+    pub fn qv_fn_digest(
+        out: *mut qv_digest,
+        f: *const qv_fn,
+        args: *const qv_value,
+        kwargs: *const qv_value,
+    ) -> qv_status;
+    pub fn qv_fn_pointer(f: *mut qv_fn) -> *mut c_void;
+    pub fn qv_fn_stat(f: *const qv_fn, which: c_int, out: *mut u64) -> qv_status;
+}
