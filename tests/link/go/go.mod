@@ -1,0 +1,3 @@
+module quiver.example/link
+
+go 1.21

@@ -1,0 +1,25 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "_cgo_export.h"
+#include "shim.h"
+
+qv_status quiver_go_fn_new(qv_fn **out, const char *name, const char *version, uintptr_t handle) {
+    /* cgo declares exported functions without const: the same ABI. */
+    return qv_fn_new(out, name, version, (qv_fn_callback)quiverGoBody, (void *)handle, quiverGoRelease);
+}
+
+/* A Go body runs on the thread that called qv_fn_call, which the wrapper keeps
+ * locked, so a thread-local carries its message back to that call. */
+static _Thread_local char *body_error;
+
+void quiver_go_body_failed(const char *message) {
+    free(body_error);
+    body_error = strdup(message);
+}
+
+char *quiver_go_body_error(void) {
+    char *m = body_error;
+    body_error = NULL;
+    return m;
+}
