@@ -366,7 +366,9 @@ local state_names = {[core.QV_FUTURE_PENDING] = "pending", [core.QV_FUTURE_DONE]
 
 --- Run the on_done callbacks of futures completed so far; returns how many
 -- ran. A callback's error propagates; the others stay queued for next time.
-function M.poll()
+local polling = false
+
+local function deliver()
   for _, id in ipairs(core.completed()) do ready[#ready + 1] = id end
   local n = 0
   while #ready > 0 do
@@ -376,6 +378,16 @@ function M.poll()
     n = n + 1
     entry.fn(entry.future)
   end
+  return n
+end
+
+function M.poll()
+  -- a callback that waits on a future polls too: the outer loop delivers
+  if polling then return 0 end
+  polling = true
+  local ok, n = pcall(deliver)
+  polling = false
+  if not ok then error(n, 0) end
   return n
 end
 
@@ -395,7 +407,7 @@ function Future:wait(timeout)
   local ns = timeout and math.floor(timeout * 1e9) or -1
   local ok, err = pcall(core.qv_future_wait, self._h, ns)
   M.poll()
-  if not ok then error(err, 2) end
+  if not ok then error(err, 0) end
   return core.future_result(self._h)
 end
 
