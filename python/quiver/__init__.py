@@ -32,9 +32,9 @@ __all__ = [
     "encode", "decode", "digest", "call_digest", "register", "Tag", "QuiverWarning",
     "BoundWrapper", "wrap_executor", "Runner", "parallel",
     "Error", "NotFoundError", "InvalidArgumentError", "NoMemoryError", "DecodeError", "EncodeError",
-    "StoreError", "FullError", "ReadOnlyError", "CorruptError", "ClosedError", "MisuseError", "IOError",
-    "RangeError", "TypeError", "TimeoutError", "CancelledError", "FailedError",
-]
+    "StoreError", "FullError", "ReadOnlyError", "CorruptError", "ClosedError", "MisuseError",
+    "RangeError", "CancelledError", "FailedError",
+]  # quiver.IOError, quiver.TypeError and quiver.TimeoutError too, left out so that * does not shadow builtins
 
 _lazy = {"BoundWrapper": "bound", "wrap_executor": "bound", "Runner": "parallel"}
 
