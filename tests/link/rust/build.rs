@@ -12,15 +12,9 @@ fn from_pkg_config() -> Result<Vec<String>, String> {
         .output()
         .map_err(|e| format!("cannot run pkg-config: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "pkg-config --libs quiver: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("pkg-config --libs quiver: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect())
 }
 
 fn main() {

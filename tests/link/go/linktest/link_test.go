@@ -452,6 +452,24 @@ func TestDigestsMatchSharedVectors(t *testing.T) {
 	if Runs.Add.Load() != 1 {
 		t.Errorf("shared.add ran %d times", Runs.Add.Load())
 	}
+	rec, err := c.Load(want)
+	must(t, err)
+	defer rec.Free()
+	if !rec.Find("version").IsNull() {
+		t.Error("no version was stored as something other than null")
+	}
+
+	absent, err := quiver.ParseDigest("dff12a2d48c1bcdf495cb3ea7e70ba6f") // version "1"
+	must(t, err)
+	if ok, err := c.Contains(absent); ok || err != nil {
+		t.Errorf("Contains(absent) = %v, %v", ok, err)
+	}
+	if v, err := c.Get(absent); v != nil || err != nil {
+		t.Errorf("Get(absent) = %v, %v", v, err)
+	}
+	if _, err := c.Load(absent); !quiver.IsNotFound(err) {
+		t.Errorf("Load(absent): %v", err)
+	}
 }
 
 func TestBadInputGivesClearErrors(t *testing.T) {

@@ -37,39 +37,26 @@ impl Error {
     fn last(status: sys::qv_status) -> Error {
         // SAFETY: both return NUL-terminated strings that stay valid until the
         // next failing call on this thread; they are copied at once.
-        let (name, message) = unsafe {
+        let (name, mut message) = unsafe {
             (
-                CStr::from_ptr(sys::qv_status_name(status))
-                    .to_string_lossy()
-                    .into_owned(),
-                CStr::from_ptr(sys::qv_errmsg())
-                    .to_string_lossy()
-                    .into_owned(),
+                CStr::from_ptr(sys::qv_status_name(status)).to_string_lossy().into_owned(),
+                CStr::from_ptr(sys::qv_errmsg()).to_string_lossy().into_owned(),
             )
         };
-        Error {
-            status,
-            name,
-            message,
+        if status == sys::QV_NOTFOUND {
+            message = "no such entry".into(); // an answer, for which quiver sets no message
         }
+        Error { status, name, message }
     }
 
     /// What a host body returns to fail its call (which is then not stored).
     pub fn failed(message: impl Into<String>) -> Error {
-        Error {
-            status: sys::QV_EFAILED,
-            name: "QV_EFAILED".into(),
-            message: message.into(),
-        }
+        Error { status: sys::QV_EFAILED, name: "QV_EFAILED".into(), message: message.into() }
     }
 
     /// An error raised on the Rust side (a bad argument that never reached C).
     fn invalid(message: impl Into<String>) -> Error {
-        Error {
-            status: sys::QV_EINVAL,
-            name: "QV_EINVAL".into(),
-            message: message.into(),
-        }
+        Error { status: sys::QV_EINVAL, name: "QV_EINVAL".into(), message: message.into() }
     }
 }
 
@@ -111,9 +98,7 @@ fn path_cstring(path: &Path) -> Result<CString> {
 /// The library's version, "MAJOR.MINOR.PATCH".
 pub fn version() -> &'static str {
     // SAFETY: static storage, ASCII.
-    unsafe { CStr::from_ptr(sys::qv_version()) }
-        .to_str()
-        .unwrap_or("?")
+    unsafe { CStr::from_ptr(sys::qv_version()) }.to_str().unwrap_or("?")
 }
 
 /// A call or value digest (16 bytes, XXH3-128, big-endian).
@@ -133,9 +118,7 @@ impl Digest {
         // SAFETY: out has the 33 bytes the function writes.
         unsafe { sys::qv_digest_hex(&self.0, out.as_mut_ptr()) };
         // SAFETY: NUL-terminated lowercase hex.
-        unsafe { CStr::from_ptr(out.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(out.as_ptr()) }.to_string_lossy().into_owned()
     }
 }
 
@@ -147,26 +130,13 @@ impl fmt::Display for Digest {
 
 /// The call digest of `name`/`version` over positional `args` (a list) and
 /// `kwargs` (a map; `None` for the empty map), as every language computes it.
-pub fn call_digest(
-    name: &str,
-    version: Option<&str>,
-    args: &Value,
-    kwargs: Option<&Value>,
-) -> Result<Digest> {
+pub fn call_digest(name: &str, version: Option<&str>, args: &Value, kwargs: Option<&Value>) -> Result<Digest> {
     let name = cstring(name)?;
     let version = optional_cstring(version)?;
     let mut d = sys::qv_digest::default();
     let kwargs = kwargs.map_or(ptr::null(), |k| k.ptr.as_ptr() as *const _);
     // SAFETY: all pointers are valid for the call.
-    check(unsafe {
-        sys::qv_call_digest(
-            &mut d,
-            name.as_ptr(),
-            as_ptr_or_null(&version),
-            args.ptr.as_ptr(),
-            kwargs,
-        )
-    })?;
+    check(unsafe { sys::qv_call_digest(&mut d, name.as_ptr(), as_ptr_or_null(&version), args.ptr.as_ptr(), kwargs) })?;
     Ok(Digest(d))
 }
 
@@ -195,9 +165,7 @@ impl fmt::Debug for Value {
 fn new_value(make: impl FnOnce(*mut *mut sys::qv_value) -> sys::qv_status) -> Result<Value> {
     let mut out = ptr::null_mut();
     check(make(&mut out))?;
-    Ok(Value {
-        ptr: NonNull::new(out).expect("quiver returned QV_OK and no value"),
-    })
+    Ok(Value { ptr: NonNull::new(out).expect("quiver returned QV_OK and no value") })
 }
 
 impl Value {
@@ -256,10 +224,7 @@ impl Value {
 
     /// A borrowed view for reading.
     pub fn view(&self) -> ValueRef<'_> {
-        ValueRef {
-            ptr: self.ptr,
-            _owner: PhantomData,
-        }
+        ValueRef { ptr: self.ptr, _owner: PhantomData }
     }
 
     fn into_raw(self) -> *mut sys::qv_value {
@@ -271,9 +236,7 @@ impl Value {
     /// # Safety
     /// `p` must be an owned, non-NULL qv_value nobody else frees.
     unsafe fn from_raw(p: *mut sys::qv_value) -> Value {
-        Value {
-            ptr: NonNull::new(p).expect("quiver returned QV_OK and no value"),
-        }
+        Value { ptr: NonNull::new(p).expect("quiver returned QV_OK and no value") }
     }
 }
 
@@ -288,10 +251,7 @@ impl<'a> ValueRef<'a> {
     /// # Safety
     /// `p` must be valid and unmodified for `'a`.
     unsafe fn borrow(p: *const sys::qv_value) -> Option<ValueRef<'a>> {
-        NonNull::new(p as *mut _).map(|ptr| ValueRef {
-            ptr,
-            _owner: PhantomData,
-        })
+        NonNull::new(p as *mut _).map(|ptr| ValueRef { ptr, _owner: PhantomData })
     }
 
     fn raw(&self) -> *const sys::qv_value {
@@ -325,11 +285,7 @@ impl<'a> ValueRef<'a> {
     pub fn as_bytes(&self) -> Result<&'a [u8]> {
         let (mut d, mut len) = (ptr::null(), 0usize);
         check(unsafe { sys::qv_value_get_bytes(self.raw(), &mut d, &mut len) })?;
-        Ok(if len == 0 {
-            &[]
-        } else {
-            unsafe { std::slice::from_raw_parts(d, len) }
-        })
+        Ok(if len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(d, len) } })
     }
     /// Items of a list, entries of a map, 0 otherwise.
     pub fn len(&self) -> usize {
@@ -361,10 +317,7 @@ impl fmt::Debug for ValueRef<'_> {
             sys::QV_TYPE_FLOAT => write!(f, "{:?}", self.as_float().unwrap_or(f64::NAN)),
             sys::QV_TYPE_TEXT => write!(f, "{:?}", self.as_text().unwrap_or_default()),
             sys::QV_TYPE_BYTES => write!(f, "b{:?}", self.as_bytes().unwrap_or_default()),
-            sys::QV_TYPE_LIST => f
-                .debug_list()
-                .entries((0..self.len()).filter_map(|i| self.get(i)))
-                .finish(),
+            sys::QV_TYPE_LIST => f.debug_list().entries((0..self.len()).filter_map(|i| self.get(i))).finish(),
             t => write!(f, "<quiver value of type {t}>"),
         }
     }
@@ -405,9 +358,7 @@ impl Cache {
         opts.flags = flags;
         let mut out = ptr::null_mut();
         check(unsafe { sys::qv_cache_open(&mut out, cpath.as_ptr(), &opts) })?;
-        Ok(Cache {
-            ptr: NonNull::new(out).expect("quiver returned QV_OK and no cache"),
-        })
+        Ok(Cache { ptr: NonNull::new(out).expect("quiver returned QV_OK and no cache") })
     }
 
     fn raw(&self) -> *mut sys::qv_cache {
@@ -464,10 +415,7 @@ impl Cache {
     /// Make this the calling thread's active cache until the guard drops.
     pub fn activate(&self) -> Result<Active<'_>> {
         check(unsafe { sys::qv_ctx_push(self.raw(), ptr::null()) })?;
-        Ok(Active {
-            _cache: PhantomData,
-            _thread_bound: PhantomData,
-        })
+        Ok(Active { _cache: PhantomData, _thread_bound: PhantomData })
     }
 }
 
@@ -525,8 +473,7 @@ where
                 empty.view()
             }
         };
-        let args =
-            ValueRef::borrow(args).ok_or_else(|| Error::invalid("the body got no arguments"))?;
+        let args = ValueRef::borrow(args).ok_or_else(|| Error::invalid("the body got no arguments"))?;
         body(args, kwargs)
     }));
     // A panic must not unwind into C: it fails the call instead.
@@ -545,11 +492,7 @@ where
             Error::failed(format!("the body panicked: {why}"))
         }
     };
-    let status = if error.status < 0 {
-        error.status
-    } else {
-        sys::QV_EFAILED
-    };
+    let status = if error.status < 0 { error.status } else { sys::QV_EFAILED };
     BODY_ERROR.with(|e| *e.borrow_mut() = Some(error));
     status
 }
@@ -580,9 +523,7 @@ impl Function {
                 Some(drop_body::<F>),
             )
         })?;
-        Ok(Function {
-            ptr: NonNull::new(out).expect("quiver returned QV_OK and no fn"),
-        })
+        Ok(Function { ptr: NonNull::new(out).expect("quiver returned QV_OK and no fn") })
     }
 
     /// A C function described by a signature string (`"f64(f64,i64)"`).
@@ -599,16 +540,8 @@ impl Function {
         let cversion = optional_cstring(version)?;
         let csig = cstring(signature)?;
         let mut out = ptr::null_mut();
-        check(sys::qv_fn_new_c(
-            &mut out,
-            cname.as_ptr(),
-            as_ptr_or_null(&cversion),
-            f,
-            csig.as_ptr(),
-        ))?;
-        Ok(Function {
-            ptr: NonNull::new(out).expect("quiver returned QV_OK and no fn"),
-        })
+        check(sys::qv_fn_new_c(&mut out, cname.as_ptr(), as_ptr_or_null(&cversion), f, csig.as_ptr()))?;
+        Ok(Function { ptr: NonNull::new(out).expect("quiver returned QV_OK and no fn") })
     }
 
     fn raw(&self) -> *mut sys::qv_fn {
@@ -709,15 +642,7 @@ macro_rules! c_functions {
     )*};
 }
 
-c_functions!(
-    (),
-    (A),
-    (A, B),
-    (A, B, C),
-    (A, B, C, D),
-    (A, B, C, D, E),
-    (A, B, C, D, E, G)
-);
+c_functions!((), (A), (A, B), (A, B, C), (A, B, C, D), (A, B, C, D, E), (A, B, C, D, E, G));
 
 /// A native Rust `extern "C" fn` memoized through libffi: `pointer()` has the
 /// very type of the original, so callers swap it in and change nothing else.

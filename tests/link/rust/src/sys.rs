@@ -81,42 +81,22 @@ extern "C" {
     pub fn qv_value_new_int(out: *mut *mut qv_value, i: i64) -> qv_status;
     pub fn qv_value_new_float(out: *mut *mut qv_value, d: f64) -> qv_status;
     pub fn qv_value_new_text(out: *mut *mut qv_value, s: *const c_char, len: usize) -> qv_status;
-    pub fn qv_value_new_bytes(
-        out: *mut *mut qv_value,
-        data: *const c_void,
-        len: usize,
-    ) -> qv_status;
+    pub fn qv_value_new_bytes(out: *mut *mut qv_value, data: *const c_void, len: usize) -> qv_status;
     pub fn qv_value_new_list(out: *mut *mut qv_value) -> qv_status;
     pub fn qv_value_new_map(out: *mut *mut qv_value) -> qv_status;
     pub fn qv_value_free(v: *mut qv_value);
     pub fn qv_value_list_append(list: *mut qv_value, item: *mut qv_value) -> qv_status;
-    pub fn qv_value_map_set(
-        map: *mut qv_value,
-        key: *mut qv_value,
-        value: *mut qv_value,
-    ) -> qv_status;
+    pub fn qv_value_map_set(map: *mut qv_value, key: *mut qv_value, value: *mut qv_value) -> qv_status;
     pub fn qv_value_type(v: *const qv_value) -> qv_type;
     pub fn qv_value_get_bool(v: *const qv_value, out: *mut c_int) -> qv_status;
     pub fn qv_value_get_int(v: *const qv_value, out: *mut i64) -> qv_status;
     pub fn qv_value_get_float(v: *const qv_value, out: *mut f64) -> qv_status;
-    pub fn qv_value_get_text(
-        v: *const qv_value,
-        s: *mut *const c_char,
-        len: *mut usize,
-    ) -> qv_status;
-    pub fn qv_value_get_bytes(
-        v: *const qv_value,
-        data: *mut *const u8,
-        len: *mut usize,
-    ) -> qv_status;
+    pub fn qv_value_get_text(v: *const qv_value, s: *mut *const c_char, len: *mut usize) -> qv_status;
+    pub fn qv_value_get_bytes(v: *const qv_value, data: *mut *const u8, len: *mut usize) -> qv_status;
     pub fn qv_value_count(v: *const qv_value) -> usize;
     pub fn qv_value_list_get(list: *const qv_value, i: usize) -> *const qv_value;
     pub fn qv_value_map_find(map: *const qv_value, key: *const c_char) -> *const qv_value;
-    pub fn qv_value_encode(
-        v: *const qv_value,
-        data: *mut *mut c_void,
-        len: *mut usize,
-    ) -> qv_status;
+    pub fn qv_value_encode(v: *const qv_value, data: *mut *mut c_void, len: *mut usize) -> qv_status;
     pub fn qv_value_decode(out: *mut *mut qv_value, data: *const c_void, len: usize) -> qv_status;
 
     pub fn qv_call_digest(
@@ -128,24 +108,12 @@ extern "C" {
     ) -> qv_status;
 
     pub fn qv_cache_options_init(opts: *mut qv_cache_options, version: u32) -> qv_status;
-    pub fn qv_cache_open(
-        out: *mut *mut qv_cache,
-        path: *const c_char,
-        opts: *const qv_cache_options,
-    ) -> qv_status;
+    pub fn qv_cache_open(out: *mut *mut qv_cache, path: *const c_char, opts: *const qv_cache_options) -> qv_status;
     pub fn qv_cache_close(cache: *mut qv_cache);
     pub fn qv_cache_path(cache: *const qv_cache) -> *const c_char;
     pub fn qv_cache_contains(cache: *mut qv_cache, key: *const qv_digest) -> qv_status;
-    pub fn qv_cache_get_value(
-        cache: *mut qv_cache,
-        key: *const qv_digest,
-        out: *mut *mut qv_value,
-    ) -> qv_status;
-    pub fn qv_cache_load(
-        cache: *mut qv_cache,
-        key: *const qv_digest,
-        record: *mut *mut qv_value,
-    ) -> qv_status;
+    pub fn qv_cache_get_value(cache: *mut qv_cache, key: *const qv_digest, out: *mut *mut qv_value) -> qv_status;
+    pub fn qv_cache_load(cache: *mut qv_cache, key: *const qv_digest, record: *mut *mut qv_value) -> qv_status;
     pub fn qv_cache_stat(cache: *mut qv_cache, which: c_int, out: *mut u64) -> qv_status;
 
     pub fn qv_ctx_push(cache: *mut qv_cache, meta: *const qv_value) -> qv_status;
@@ -167,11 +135,7 @@ extern "C" {
         signature: *const c_char,
     ) -> qv_status;
     pub fn qv_fn_free(f: *mut qv_fn);
-    pub fn qv_fn_call(
-        f: *mut qv_fn,
-        args: *const qv_value,
-        result: *mut *mut qv_value,
-    ) -> qv_status;
+    pub fn qv_fn_call(f: *mut qv_fn, args: *const qv_value, result: *mut *mut qv_value) -> qv_status;
     pub fn qv_fn_digest(
         out: *mut qv_digest,
         f: *const qv_fn,

@@ -22,18 +22,10 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(tag: &str) -> TempDir {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
-        let base = env::var_os("QV_TEST_TMP")
-            .map(PathBuf::from)
-            .unwrap_or_else(env::temp_dir);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir = base.join(format!(
-            "rust-{tag}-{}-{nanos}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let base = env::var_os("QV_TEST_TMP").map(PathBuf::from).unwrap_or_else(env::temp_dir);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let dir =
+            base.join(format!("rust-{tag}-{}-{nanos}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         TempDir(dir)
     }
@@ -133,28 +125,13 @@ fn native_fn_through_its_pointer_runs_once_per_distinct_call() {
     assert_eq!(memo.call(&a).unwrap().view().as_float().unwrap(), 3.375);
     assert_eq!(POW_RUNS.load(Ordering::SeqCst), 3);
     let d = memo.digest(&a).unwrap();
-    assert_eq!(
-        d,
-        call_digest("link.rust.pow", Some("1"), &a, None).unwrap()
-    );
+    assert_eq!(d, call_digest("link.rust.pow", Some("1"), &a, None).unwrap());
     assert!(cache.contains(&d).unwrap());
     let record = cache.load(&d).unwrap();
     let record = record.view();
-    assert_eq!(
-        record.find("name").unwrap().as_text().unwrap(),
-        "link.rust.pow"
-    );
+    assert_eq!(record.find("name").unwrap().as_text().unwrap(), "link.rust.pow");
     assert_eq!(record.find("result").unwrap().as_float().unwrap(), 3.375);
-    assert_eq!(
-        record
-            .find("args")
-            .unwrap()
-            .get(1)
-            .unwrap()
-            .as_int()
-            .unwrap(),
-        3
-    );
+    assert_eq!(record.find("args").unwrap().get(1).unwrap().as_int().unwrap(), 3);
 }
 
 #[test]
@@ -188,9 +165,7 @@ fn host_closure_through_fn_call() {
         let word = args.get(0).expect("a word").as_text()?;
         let times = args.get(1).expect("a count").as_int()?;
         if times < 0 {
-            return Err(quiver::Error::failed(format!(
-                "cannot repeat {times} times"
-            )));
+            return Err(quiver::Error::failed(format!("cannot repeat {times} times")));
         }
         assert_ne!(word, "boom", "the body was asked to panic");
         Value::text(&word.repeat(times as usize))
@@ -199,9 +174,7 @@ fn host_closure_through_fn_call() {
 
     let call = |word: &str, times: i64| {
         let a = args(vec![Value::text(word).unwrap(), Value::int(times).unwrap()]);
-        repeat
-            .call(&a)
-            .map(|v| v.view().as_text().unwrap().to_owned())
+        repeat.call(&a).map(|v| v.view().as_text().unwrap().to_owned())
     };
     assert_eq!(call("ab", 3).unwrap(), "ababab");
     assert_eq!(call("ab", 3).unwrap(), "ababab");
@@ -210,10 +183,7 @@ fn host_closure_through_fn_call() {
 
     // A failing body reaches the caller and stores nothing: it runs again.
     let err = call("ab", -1).unwrap_err();
-    assert_eq!(
-        (err.name.as_str(), err.message.as_str()),
-        ("QV_EFAILED", "cannot repeat -1 times")
-    );
+    assert_eq!((err.name.as_str(), err.message.as_str()), ("QV_EFAILED", "cannot repeat -1 times"));
     assert!(call("ab", -1).is_err());
     assert_eq!(runs.load(Ordering::SeqCst), 4);
     // So does a panic, which must not unwind through C.
@@ -271,11 +241,7 @@ fn second_process_gets_hits() {
             assert_eq!(f(x, n), x * n as f64);
         }
         let runs = SCALE_RUNS.load(Ordering::SeqCst);
-        println!(
-            "child: hits={} misses={} runs={runs}",
-            memo.hits().unwrap(),
-            memo.misses().unwrap()
-        );
+        println!("child: hits={} misses={} runs={runs}", memo.hits().unwrap(), memo.misses().unwrap());
         assert_eq!(runs, 0);
         return;
     }
@@ -289,33 +255,17 @@ fn second_process_gets_hits() {
         for (x, n) in POW_CALLS {
             f(x, n);
         }
-        assert_eq!(
-            (memo.misses().unwrap(), SCALE_RUNS.load(Ordering::SeqCst)),
-            (3, 3)
-        );
+        assert_eq!((memo.misses().unwrap(), SCALE_RUNS.load(Ordering::SeqCst)), (3, 3));
     }
     let out = Command::new(env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "second_process_gets_hits",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "second_process_gets_hits", "--nocapture", "--test-threads", "1"])
         .env("QV_LINK_CHILD", "1")
         .env("QUIVER_CACHE", dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.contains("child: hits=6 misses=0 runs=0"),
-        "child said:\n{stdout}"
-    );
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("child: hits=6 misses=0 runs=0"), "child said:\n{stdout}");
 }
 
 fn shared_cache_dir() -> PathBuf {
@@ -330,21 +280,11 @@ fn reads_what_a_c_program_stored() {
     let cache = Cache::open_read_only(shared_cache_dir()).unwrap();
     let a = args(vec![Value::int(7).unwrap(), Value::text("alpha").unwrap()]);
     let key = call_digest("link.shared", Some("1"), &a, None).unwrap();
-    assert!(
-        cache.contains(&key).unwrap(),
-        "no {key} in {}",
-        cache.path().display()
-    );
-    assert_eq!(
-        cache.get(&key).unwrap().unwrap().view().as_float().unwrap(),
-        42.5
-    );
+    assert!(cache.contains(&key).unwrap(), "no {key} in {}", cache.path().display());
+    assert_eq!(cache.get(&key).unwrap().unwrap().view().as_float().unwrap(), 42.5);
     let record = cache.load(&key).unwrap();
     assert_eq!(record.view().find("lang").unwrap().as_text().unwrap(), "c");
-    assert_eq!(
-        record.view().find("version").unwrap().as_text().unwrap(),
-        "1"
-    );
+    assert_eq!(record.view().find("version").unwrap().as_text().unwrap(), "1");
 
     // The same call made through a Rust function pointer is a hit: its body never runs.
     let _active = cache.activate().unwrap();
@@ -358,10 +298,7 @@ fn reads_what_a_c_program_stored() {
 
 fn unhex(s: &str) -> Vec<u8> {
     assert!(s.len() % 2 == 0, "odd hex {s:?}");
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 #[test]
@@ -392,40 +329,20 @@ fn digests_match_the_shared_vectors() {
         Value::null().unwrap(),
         Value::bool(true).unwrap(),
     ]);
-    let m_f_kw = Value::map([(
-        Value::text("k").unwrap(),
-        args(vec![Value::int(1).unwrap(), Value::int(2).unwrap()]),
-    )])
-    .unwrap();
+    let m_f_kw =
+        Value::map([(Value::text("k").unwrap(), args(vec![Value::int(1).unwrap(), Value::int(2).unwrap()]))]).unwrap();
     let bytes = args(vec![Value::bytes(&[0x00, 0xff]).unwrap()]);
     let ab = Value::map([
         (Value::text("b").unwrap(), Value::int(2).unwrap()),
         (Value::text("a").unwrap(), Value::int(1).unwrap()),
     ])
     .unwrap();
-    let hex = |name, version, a: &Value, kw: Option<&Value>| {
-        call_digest(name, version, a, kw).unwrap().hex()
-    };
-    assert_eq!(
-        hex("shared.add", None, &one_two(), None),
-        "d2aec93101298c8daf75589ce9ce1f83"
-    );
-    assert_eq!(
-        hex("shared.add", Some("1"), &one_two(), None),
-        "dff12a2d48c1bcdf495cb3ea7e70ba6f"
-    );
-    assert_eq!(
-        hex("demo.feature", Some("1"), &feature, None),
-        "55c8615235dec7e94da4339e6c8a4cef"
-    );
-    assert_eq!(
-        hex("m.f", None, &m_f, Some(&m_f_kw)),
-        "143f1cd0317219175c4123f8b9eaa647"
-    );
-    assert_eq!(
-        hex("模块.函数", Some("v2"), &bytes, Some(&ab)),
-        "8c6beb2eba085d8e05ad95246e6bc849"
-    );
+    let hex = |name, version, a: &Value, kw: Option<&Value>| call_digest(name, version, a, kw).unwrap().hex();
+    assert_eq!(hex("shared.add", None, &one_two(), None), "d2aec93101298c8daf75589ce9ce1f83");
+    assert_eq!(hex("shared.add", Some("1"), &one_two(), None), "dff12a2d48c1bcdf495cb3ea7e70ba6f");
+    assert_eq!(hex("demo.feature", Some("1"), &feature, None), "55c8615235dec7e94da4339e6c8a4cef");
+    assert_eq!(hex("m.f", None, &m_f, Some(&m_f_kw)), "143f1cd0317219175c4123f8b9eaa647");
+    assert_eq!(hex("模块.函数", Some("v2"), &bytes, Some(&ab)), "8c6beb2eba085d8e05ad95246e6bc849");
 
     // A Rust function memoized through its pointer stores under the digest
     // every other language computes for shared.add(1, 2).
@@ -436,10 +353,16 @@ fn digests_match_the_shared_vectors() {
     let memo = Native::new("shared.add", None, shared_add as AddFn).unwrap();
     let f: AddFn = unsafe { memo.pointer() };
     assert_eq!(f(1, 2), 3);
-    assert!(cache
-        .contains(&Digest::parse("d2aec93101298c8daf75589ce9ce1f83").unwrap())
-        .unwrap());
+    let key = Digest::parse("d2aec93101298c8daf75589ce9ce1f83").unwrap();
+    assert!(cache.contains(&key).unwrap());
+    assert!(cache.load(&key).unwrap().view().find("version").unwrap().is_null());
     assert_eq!(SHARED_ADD_RUNS.load(Ordering::SeqCst), 1);
+
+    let absent = Digest::parse("dff12a2d48c1bcdf495cb3ea7e70ba6f").unwrap(); // version "1"
+    assert!(!cache.contains(&absent).unwrap());
+    assert!(cache.get(&absent).unwrap().is_none());
+    let err = cache.load(&absent).unwrap_err();
+    assert_eq!((err.status, err.message.as_str()), (quiver::sys::QV_NOTFOUND, "no such entry"));
 }
 
 #[test]
@@ -464,28 +387,15 @@ fn bad_input_gives_clear_errors() {
     assert!(err.message.contains("not-a-directory"), "{err}");
     assert!(!quiver::version().is_empty());
 
-    assert_eq!(
-        Value::int(1).unwrap().view().as_text().unwrap_err().status,
-        quiver::sys::QV_ETYPE
-    );
+    assert_eq!(Value::int(1).unwrap().view().as_text().unwrap_err().status, quiver::sys::QV_ETYPE);
 
     let memo = Native::new("link.rust.pow", Some("1"), pow as PowFn).unwrap();
-    let err = memo
-        .call(&args(vec![
-            Value::text("1.5").unwrap(),
-            Value::int(3).unwrap(),
-        ]))
-        .unwrap_err();
+    let err = memo.call(&args(vec![Value::text("1.5").unwrap(), Value::int(3).unwrap()])).unwrap_err();
     assert_eq!(err.status, quiver::sys::QV_ETYPE);
     assert!(err.message.contains("argument 1 must be"), "{err}");
-    let err = memo
-        .call(&args(vec![Value::float(1.5).unwrap()]))
-        .unwrap_err();
+    let err = memo.call(&args(vec![Value::float(1.5).unwrap()])).unwrap_err();
     assert!(err.message.contains("takes 2 arguments"), "{err}");
     assert!(Digest::parse("not hex").is_err());
-    assert!(
-        Value::decode(&[0x18, 0x01]).is_err(),
-        "a non-shortest integer is refused"
-    );
+    assert!(Value::decode(&[0x18, 0x01]).is_err(), "a non-shortest integer is refused");
     assert!(Cache::open("with\0nul").is_err());
 }
