@@ -200,10 +200,11 @@ end
 local tmp_root = os.getenv("QV_TEST_TMP") or "/tmp/quiver-lua-tests"
 local counter = 0
 
--- A fresh, empty directory for one test.
+-- A fresh, empty directory for one test (specs run in parallel under ctest:
+-- the random part keeps their directories apart).
 function H.tmpdir(tag)
   counter = counter + 1
-  local dir = string.format("%s/%s-%d-%d", tmp_root, tag or "t", os.time(), counter)
+  local dir = string.format("%s/%s-%d-%d-%d", tmp_root, tag or "t", os.time(), counter, math.random(1, 1 << 30))
   os.execute("rm -rf '" .. dir .. "' && mkdir -p '" .. dir .. "'")
   return dir
 end
