@@ -61,6 +61,10 @@ QV_EXPORT const char *qv_status_name(qv_status status);
 /* The calling thread's last error message; never NULL. Valid until the next
  * failing quiver call on this thread. */
 QV_EXPORT const char *qv_errmsg(void);
+/* Set the calling thread's message and return status: how a callback (a fn
+ * body, a task, a submit function) explains the error it returns. message
+ * is copied (truncated to 1023 bytes); NULL clears it. */
+QV_EXPORT qv_status qv_error_set(qv_status status, const char *message);
 
 /* Release memory the library handed to the caller. NULL is accepted. */
 QV_EXPORT void qv_free(void *p);
@@ -408,8 +412,9 @@ QV_EXPORT qv_status qv_cache_default(qv_cache **out);
 typedef struct qv_fn qv_fn;
 
 /* A host body: set *result (the caller of the body takes it) from args (a
- * list) and kwargs (a map). Return QV_OK, or an error status (the call is then
- * not stored, and the status reaches the caller). */
+ * list) and kwargs (a map, empty when the caller gave none). Return QV_OK, or
+ * an error status, best with a message from qv_error_set (the call is then not
+ * stored, and the status and message reach the caller). */
 typedef qv_status (*qv_fn_callback)(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata);
 
 /* destroy(userdata) runs exactly once: when the fn is freed, or at once if

@@ -58,6 +58,16 @@ qv_status qv__error(qv_status status, const char *fmt, ...) {
     return status;
 }
 
+qv_status qv_error_set(qv_status status, const char *message) {
+    if (!message) last_message[0] = 0;
+    else snprintf(last_message, sizeof last_message, "%s", message);
+    return status;
+}
+
+int qv__error_is_set(void) {
+    return last_message[0] != 0;
+}
+
 qv_status qv__nomem(void) {
     return qv__error(QV_ENOMEM, "out of memory");
 }

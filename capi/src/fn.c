@@ -147,11 +147,17 @@ static qv_status run_and_store(qv_fn *fn, qv_cache *cache, const void *meta, siz
     qv_store_info info = QV_STORE_INFO_INIT;
     info.start_ns = clock_ns(CLOCK_REALTIME);
     int64_t t0 = clock_ns(CLOCK_MONOTONIC);
-    qv_value *r = NULL;
-    qv_status st = fn->body(&r, args, kwargs, fn->userdata);
+    qv_value *r = NULL, *empty = NULL;
+    qv_status st = QV_OK;
+    if (!kwargs && (st = qv_value_new_map(&empty))) return st;
+    /* cleared, so a body that fails without a word can be told apart */
+    qv_error_set(QV_OK, NULL);
+    st = fn->body(&r, args, kwargs ? kwargs : empty, fn->userdata);
     info.duration_ns = clock_ns(CLOCK_MONOTONIC) - t0;
+    qv_value_free(empty);
     if (st == QV_OK && !r) st = qv__error(QV_EFAILED, "%s: the body returned no result", fn->name);
     if (st) {
+        if (!qv__error_is_set()) qv__error(st, "%s: the body failed with %s", fn->name, qv_status_name(st));
         qv_value_free(r);
         return st;
     }

@@ -20,6 +20,8 @@
 
 /* error.c: set the thread's message and return status. */
 qv_status qv__error(qv_status status, const char *fmt, ...) QV_PRINTF(2, 3);
+/* Whether the thread has a message (qv_error_set(st, NULL) clears it). */
+int qv__error_is_set(void);
 qv_status qv__nomem(void);
 
 /* digest.c: streaming XXH3-128 that uses the vectorised library path only for

@@ -394,6 +394,51 @@ static void falls_back_when_memoizing_fails(void **state) {
     qv_fn_free(fs);
 }
 
+/* A host body sees a map for kwargs even when the caller passed none, and
+ * the message it sets with qv_error_set reaches the caller; one that fails
+ * without a word still gets a message naming the function. */
+static qv_status picky_body(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata) {
+    if (qv_value_type(kwargs) != QV_TYPE_MAP) return qv_error_set(QV_ETYPE, "kwargs was not a map");
+    int64_t x;
+    if (qv_value_get_int(qv_value_list_get(args, 0), &x)) return qv_error_set(QV_ETYPE, "picky wants an integer");
+    if (x < 0) return QV_EFAILED; /* fails silently */
+    return qv_value_new_int(result, x + 1);
+}
+
+static void host_bodies_get_a_map_and_explain_failures(void **state) {
+    qv_fn *fn;
+    QVT_OK(qv_fn_new(&fn, "t.picky", "1", picky_body, NULL, NULL));
+    qv_value *args, *v, *r = NULL;
+    int64_t got;
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&v, 41));
+    QVT_OK(qv_value_list_append(args, v));
+    QVT_OK(qv_fn_call(fn, args, &r));
+    QVT_OK(qv_value_get_int(r, &got));
+    assert_int_equal(got, 42);
+    qv_value_free(r);
+    qv_value_free(args);
+
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_text(&v, "x", 1));
+    QVT_OK(qv_value_list_append(args, v));
+    assert_int_equal(qv_fn_call(fn, args, &r), QV_ETYPE);
+    assert_string_equal(qv_errmsg(), "picky wants an integer");
+    qv_value_free(args);
+
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&v, -1));
+    QVT_OK(qv_value_list_append(args, v));
+    assert_int_equal(qv_fn_call(fn, args, &r), QV_EFAILED);
+    assert_null(r);
+    assert_non_null(strstr(qv_errmsg(), "t.picky"));
+    assert_non_null(strstr(qv_errmsg(), "QV_EFAILED"));
+    /* and nothing was stored for the failures: they fail again */
+    assert_int_equal(qv_fn_call(fn, args, &r), QV_EFAILED);
+    qv_value_free(args);
+    qv_fn_free(fn);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void) {
@@ -407,6 +452,7 @@ int main(void) {
         T(wrong_arguments_are_clear_errors),
         T(statistics_count_time_saved),
         T(falls_back_when_memoizing_fails),
+        T(host_bodies_get_a_map_and_explain_failures),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
