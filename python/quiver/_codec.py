@@ -87,8 +87,11 @@ def _decode_ndarray(value):
         dt = _TYPED.get(value[1].tag) or _TYPED_BE.get(value[1].tag)
         if dt is not None:
             import numpy as np
-            arr = np.frombuffer(bytearray(value[1].value), dtype=dt)
-            return arr.astype(arr.dtype.newbyteorder("="), copy=False).reshape(value[0])
+            try:
+                arr = np.frombuffer(bytearray(value[1].value), dtype=dt)
+                return arr.astype(arr.dtype.newbyteorder("="), copy=False).reshape(value[0])
+            except (ValueError, TypeError):
+                pass  # a shape that does not fit the data: keep the tag as it is
     return Tag(NDARRAY_TAG, value)
 
 

@@ -111,7 +111,7 @@ class Memo(_quiver.MemoBase):
             return self._stack_call(cache, args, kwargs)
         if isinstance(signal, _quiver.EncodeError):
             warnings.warn(f"{self.name}: running uncached, an argument cannot be encoded: {signal}",
-                          QuiverWarning, stacklevel=3)
+                          QuiverWarning, stacklevel=2)
         return self._run(args, kwargs)
 
     def _run(self, args, kwargs):
@@ -141,6 +141,8 @@ class Memo(_quiver.MemoBase):
         result = self._run(args, kwargs)
         duration = time.perf_counter_ns() - t0
         target = store_in if store_in is not None else cache
+        while target._stack:  # a stack writes to its first cache
+            target = target._layers[0]
         if isinstance(result, concurrent.futures.Future):
             self._store_when_done(target, args, kwargs, result, start, t0)
             return result

@@ -93,3 +93,28 @@ def test_deep_nesting_is_refused_not_a_crash():
 def test_unknown_tags_round_trip():
     t = quiver.Tag(1000, [1, "x"])
     assert quiver.decode(quiver.encode(t)) == t
+
+
+def test_a_pickle_that_no_longer_loads_is_a_miss_with_a_warning(tmpdir_path):
+    import sys
+    import types
+    mod = types.ModuleType("qv_gone")
+    exec("class Gone:\n    pass\n", mod.__dict__)
+    sys.modules["qv_gone"] = mod
+    calls = []
+
+    @memo(name="t.gone")
+    def make():
+        calls.append(1)
+        return mod.Gone() if "qv_gone" in sys.modules else "again"
+    with Cache.open(os.path.join(tmpdir_path, "g")) as c, cache(c):
+        make()
+        del sys.modules["qv_gone"]
+        with pytest.warns(quiver.QuiverWarning, match="could not be decoded"):
+            assert make() == "again"
+        assert make() == "again" and len(calls) == 2
+
+
+def test_tuple_and_frozenset_keys_round_trip():
+    d = {(1, (2, "a")): frozenset({1, 2}), frozenset({3}): [{4}]}
+    assert quiver.decode(quiver.encode(d)) == d
