@@ -132,13 +132,15 @@ local function nonnull(v)
 end
 
 --- The stored call record: .name .version .args .kwargs .result .meta
--- .lang .start_ns .duration_ns .digest; nil when the call is not stored.
+-- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
+-- .meta); nil when the call is not stored.
 function Cache:load(hex)
   local found, r = core.qv_cache_load(handle(self), hex)
   if not found then return nil end
+  local meta = nonnull(r.meta) or M.map()
   return {
     digest = hex:lower(), name = r.name, version = nonnull(r.version), args = r.args, kwargs = r.kwargs,
-    result = nonnull(r.result), meta = nonnull(r.meta) or M.map(), lang = r.lang,
+    result = nonnull(r.result), meta = meta, metadata = meta, lang = r.lang,
     start_ns = r.start_ns, duration_ns = r.duration_ns,
   }
 end

@@ -159,6 +159,14 @@ describe("decoding", function()
     assert.matches("QV_EDECODE", err)
   end)
 
+  it("refuses a Python pickle anywhere in a value, after checking the whole input", function()
+    local ok, err = pcall(quiver.decode, H.unhex("8201da515600024580054b2a2e")) -- [1, pickle]
+    assert.is_false(ok)
+    assert.matches("^QV_ETYPE: cannot decode a Python pickle %(tag 0x51560002%)", err)
+    ok, err = pcall(quiver.decode, H.unhex("8301da515600024580054b2a2e")) -- truncated around it
+    assert.matches("^QV_EDECODE: ", err)
+  end)
+
   it("accepts the data of a quiver.bytes object", function()
     assert.are.equal(1, quiver.decode(quiver.bytes("\x01")))
   end)

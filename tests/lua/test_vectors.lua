@@ -69,6 +69,22 @@ describe("calls", function()
   end)
 end)
 
+describe("truncated vectors", function()
+  it("refuses every proper prefix of every valid encoding", function()
+    local refused = 0
+    for _, row in ipairs(H.tsv("values.tsv")) do
+      local enc = H.unhex(row[1])
+      for n = 0, #enc - 1 do
+        local ok, err = pcall(quiver.decode, enc:sub(1, n))
+        assert.is_false(ok, row[3] .. " prefix " .. n)
+        assert.matches("^QV_EDECODE: ", err)
+        refused = refused + 1
+      end
+    end
+    assert.is_true(refused > 1000)
+  end)
+end)
+
 describe("invalid.tsv", function()
   for _, row in ipairs(H.tsv("invalid.tsv")) do
     local enc, why = H.unhex(row[1]), row[2]
