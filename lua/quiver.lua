@@ -165,7 +165,7 @@ end
 -- args={[position]=value}, meta={key=value}} (every field optional).
 function Cache:query(t)
   t = t or {}
-  local found, iter = core.qv_cache_query(handle(self), t.name)
+  local _, iter = core.qv_cache_query(handle(self), t.name)
   local cache = self
   return function()
     while true do
