@@ -87,7 +87,7 @@ end)
 -- where the time goes: one SWIG call, and the fast paths on their own
 row("   floor: one SWIG-wrapped call (qv_ctx_depth)", measure(function() return core.qv_ctx_depth() end), nil, nil,
     "DESIGN: about 42 ns")
-row("   encode + digest of the call", measure(function() return memo:digest(7) end), nil, nil)
+row("   m:digest(7): encode, digest, hex", measure(function() return memo:digest(7) end), nil, nil)
 local small = quiver.encode({x = 1, name = "alpha", list = {1, 2, 3}})
 row("   decode {x=, name=, list={3}}", measure(function() return quiver.decode(small) end), nil, nil)
 
