@@ -147,7 +147,7 @@ def _probe(fn, args, kwargs):
         probe = getattr(fn.func, "_probe", None)
         if probe is None:
             return False, None
-        with quiver.cache(fn.cache), quiver.meta(**fn.meta):
+        with quiver.cache(fn.cache):  # metadata is no part of a call's identity
             return probe(*args, **kwargs)
     probe = getattr(fn, "_probe", None)
     if probe is None:
