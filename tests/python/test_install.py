@@ -25,6 +25,8 @@ def test_pip_install_in_fresh_venv(tmpdir_path):
     script = (
         "import quiver, os, sys\n"
         "assert os.path.dirname(quiver.__file__).startswith(sys.prefix), quiver.__file__\n"
+        "libs = {l.split()[-1] for l in open('/proc/self/maps') if 'libquiver.so' in l}\n"
+        "assert len(libs) == 1 and libs.pop().startswith(sys.prefix), libs  # the wheel's own copy\n"
         "calls = []\n"
         "@quiver.memo(name='install.add')\n"
         "def add(x, y=2):\n"
