@@ -335,14 +335,16 @@ static int64_t clock_ns(clockid_t clock) {
 }
 
 /* Hand a C result the caller can rely on: str and bytes in the thread's
- * buffer, like a hit. */
+ * buffer, like a hit. The result may already point into that buffer (a
+ * function returning part of an argument that an earlier memoized call
+ * handed out), hence memmove. */
 static void settle_result(native *n, void *ret, void **args) {
     if (n->ret == T_STR && *(const char **)ret) {
         const char *s = *(const char **)ret;
         size_t len = strlen(s);
         uint8_t *buf = thread_retbuf(len + 1);
         if (buf) {
-            memcpy(buf, s, len + 1);
+            memmove(buf, s, len + 1);
             *(const char **)ret = (const char *)buf;
         }
     } else if (n->ret == T_BYTES && *(const void **)ret) {
@@ -350,7 +352,7 @@ static void settle_result(native *n, void *ret, void **args) {
         size_t len = lenp ? (size_t)*lenp : 0;
         uint8_t *buf = thread_retbuf(len + 1);
         if (buf) {
-            if (len) memcpy(buf, *(const void **)ret, len);
+            if (len) memmove(buf, *(const void **)ret, len);
             *(const void **)ret = buf;
         }
     }

@@ -394,6 +394,51 @@ static void falls_back_when_memoizing_fails(void **state) {
     qv_fn_free(fs);
 }
 
+/* Strings and bytes handed back through a memoized pointer live in the
+ * thread's return buffer; a function that returns (part of) its argument
+ * gives that buffer back to quiver, which must copy it onto itself safely. */
+static const char *skip_first(const char *s) {
+    atomic_fetch_add(&runs, 1);
+    return s[0] ? s + 1 : s;
+}
+
+static const void *bytes_tail(const void *p, uint64_t n, uint64_t *len) {
+    atomic_fetch_add(&runs, 1);
+    *len = n ? n - 1 : 0;
+    return n ? (const uint8_t *)p + 1 : p;
+}
+
+static void results_in_the_return_buffer(void **state) {
+    qv_fn *fu = make("t.upper_rb", (void (*)(void))upper_str, "str(str)");
+    qv_fn *fs = make("t.skip_first", (void (*)(void))skip_first, "str(str)");
+    const char *(*up)(const char *) = (const char *(*)(const char *))qv_fn_pointer(fu);
+    const char *(*drop1)(const char *) = (const char *(*)(const char *))qv_fn_pointer(fs);
+    up("overlapping");
+    const char *held = up("overlapping"); /* a hit: quiver's buffer */
+    assert_ptr_not_equal(held, upper_buf);
+    assert_string_equal(drop1(held), "VERLAPPING"); /* a miss returning held + 1 */
+    held = up("overlapping");
+    assert_string_equal(drop1(held), "VERLAPPING"); /* a hit */
+
+    qv_fn *fr = make("t.rev_rb", (void (*)(void))rev_bytes, "bytes(bytes)");
+    qv_fn *ft = make("t.bytes_tail", (void (*)(void))bytes_tail, "bytes(bytes)");
+    const void *(*rev)(const void *, uint64_t, uint64_t *) =
+        (const void *(*)(const void *, uint64_t, uint64_t *))qv_fn_pointer(fr);
+    const void *(*tail)(const void *, uint64_t, uint64_t *) =
+        (const void *(*)(const void *, uint64_t, uint64_t *))qv_fn_pointer(ft);
+    uint64_t len;
+    rev("\x01\x02\x03\x04\x05", 5, &len);
+    const void *b = rev("\x01\x02\x03\x04\x05", 5, &len);
+    assert_ptr_not_equal(b, rev_buf);
+    const uint8_t *t = tail(b, len, &len);
+    assert_int_equal(len, 4);
+    assert_memory_equal(t, "\x04\x03\x02\x01", 4);
+    qv_fn_free(fu);
+    qv_fn_free(fs);
+    qv_fn_free(fr);
+    qv_fn_free(ft);
+}
+
 /* A host body sees a map for kwargs even when the caller passed none, and
  * the message it sets with qv_error_set reaches the caller; one that fails
  * without a word still gets a message naming the function. */
@@ -453,6 +498,7 @@ int main(void) {
         T(statistics_count_time_saved),
         T(falls_back_when_memoizing_fails),
         T(host_bodies_get_a_map_and_explain_failures),
+        T(results_in_the_return_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
