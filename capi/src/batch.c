@@ -96,6 +96,12 @@ qv_status qv_batch_run(qv_batch *b, qv_executor *ex, qv_progress_fn progress, do
     if (!b) return qv__error(QV_EINVAL, "qv_batch_run: batch is NULL");
     if (b->ran) return qv__error(QV_EMISUSE, "qv_batch_run: the batch already ran (batches are one shot)");
     b->ran = 1;
+    /* Report at most every interval, never more often than every millisecond
+     * (a shorter wait would spin the waiting thread); an interval that is not
+     * positive, not a number or beyond any wait means the final report only. */
+    int periodic = progress && interval_s > 0 && interval_s < 1e9;
+    if (periodic && interval_s < 1e-3) interval_s = 1e-3;
+    int64_t wait_ns = periodic ? (int64_t)(interval_s * 1e9) : -1;
     double t0 = seconds(), last = t0;
     uint64_t done = 0, failed = 0, total = b->n;
     for (size_t i = 0; i < b->n; i++) {
@@ -108,7 +114,7 @@ qv_status qv_batch_run(qv_batch *b, qv_executor *ex, qv_progress_fn progress, do
         } else if (!ex) {
             done++;
         }
-        if (progress && seconds() - last >= interval_s) {
+        if (periodic && seconds() - last >= interval_s) {
             last = seconds();
             progress(done, failed, total, last - t0, userdata);
         }
@@ -117,7 +123,7 @@ qv_status qv_batch_run(qv_batch *b, qv_executor *ex, qv_progress_fn progress, do
     for (size_t i = 0; ex && i < b->n; i++) {
         entry *e = &b->entries[i];
         if (!e->future) continue;
-        while (qv_future_wait(e->future, progress ? (int64_t)(interval_s * 1e9) : -1) == QV_ETIMEOUT) {
+        while (qv_future_wait(e->future, wait_ns) == QV_ETIMEOUT) {
             uint64_t finished = 0;
             for (size_t j = i; j < b->n; j++)
                 if (b->entries[j].future && qv_future_state(b->entries[j].future) != QV_FUTURE_PENDING) finished++;

@@ -1,12 +1,14 @@
 /* Executors: a host executor through the interface, memoized submission,
  * wrapping (hits never reach submit; misses run under the submitter's
  * context and are stored), and keyed batches. */
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "helpers.h"
 
@@ -244,12 +246,67 @@ static void batch_keeps_every_outcome(void **state) {
     qv_cache_close(c);
 }
 
+/* Progress comes at most once per interval, once at the end, and never
+ * from a spinning thread: an interval that is not positive (or is not a
+ * number, or is too long to wait) means only the final report. */
+static qv_status slow_body(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata) {
+    struct timespec ts = {0, 200 * 1000000};
+    nanosleep(&ts, NULL);
+    return qv_value_new_int(result, 1);
+}
+
+static double thread_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void batch_progress_is_bounded(void **state) {
+    qv_fn *fn;
+    QVT_OK(qv_fn_new(&fn, "t.slow", "1", slow_body, NULL, NULL));
+    qv_pool *p;
+    QVT_OK(qv_pool_shared(&p, 2, 0));
+    const struct {
+        double interval;
+        int min_calls, max_calls;
+    } cases[] = {
+        {0.0, 1, 1}, {-1.0, 1, 1}, {NAN, 1, 1}, {INFINITY, 1, 1}, {1e300, 1, 1},
+        {1e-12, 1, 400}, /* as often as every millisecond, no more */
+        {0.05, 2, 8},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        qv_cache *c;
+        QVT_OK(qv_cache_open_memory(&c)); /* a fresh cache: the slow call misses */
+        QVT_OK(qv_ctx_push(c, NULL));
+        qv_batch *b;
+        QVT_OK(qv_batch_new(&b));
+        qv_value *args = int_args(1);
+        QVT_OK(qv_batch_add(b, "slow", fn, args, NULL));
+        qv_value_free(args);
+        progress_calls = 0;
+        double cpu = thread_cpu_s();
+        QVT_OK(qv_batch_run(b, qv_pool_executor(p), on_progress, cases[i].interval, NULL));
+        cpu = thread_cpu_s() - cpu;
+        if (progress_calls < cases[i].min_calls || progress_calls > cases[i].max_calls || cpu > 0.03)
+            fail_msg("interval %g: %d progress calls (want %d..%d), %.3f s of CPU while a 0.2 s task ran",
+                     cases[i].interval, progress_calls, cases[i].min_calls, cases[i].max_calls, cpu);
+        assert_int_equal(last_done, 1);
+        assert_int_equal(last_total, 1);
+        qv_batch_free(b);
+        QVT_OK(qv_ctx_pop());
+        qv_cache_close(c);
+    }
+    qv_pool_free(p);
+    qv_fn_free(fn);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(wrap_answers_hits_itself),
         cmocka_unit_test(plain_tasks_pass_through_a_wrapper),
         cmocka_unit_test(failed_submission_never_runs),
         cmocka_unit_test(batch_keeps_every_outcome),
+        cmocka_unit_test(batch_progress_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
