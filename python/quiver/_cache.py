@@ -216,11 +216,18 @@ class Cache(_quiver.CacheHandle):
         return _quiver.qv_cache_gc(self)
 
     def verify(self, repair=False):
-        """Check every record and value; returns how many were bad (removed with repair)."""
+        """Check every record and value; returns how many were bad (removed with repair).
+        A stack checks each of its caches and returns the total."""
+        if self._stack:
+            return sum(c.verify(repair) for c in self._layers)
         return _quiver.qv_cache_verify(self, int(repair))
 
     def sync(self):
-        """Write buffered state to disk (for durability "fast")."""
+        """Write buffered state to disk (for durability "fast"); a stack syncs each of its caches."""
+        if self._stack:
+            for c in self._layers:
+                c.sync()
+            return
         _quiver.qv_cache_sync(self)
 
     def stats(self):

@@ -47,7 +47,12 @@ def _positions(name):
 class Memo(_quiver.MemoBase):
     """A memoized function (made by @memo). Calling it looks the bound call up
     in the active cache; a hit returns the stored result without running the
-    function, a miss runs it and stores the result."""
+    function, a miss runs it and stores the result.
+
+    Without name=, a lambda or a function defined inside another function
+    (its __qualname__ holds <lambda> or <locals>) raises TypeError: such
+    functions share their qualified name with others, and so would share
+    entries."""
 
     def __init__(self, fn, name=None, version=None, ignore=(), require=None, isolate=False, meta=None):
         if not callable(fn):
@@ -76,7 +81,15 @@ class Memo(_quiver.MemoBase):
             if n not in sig.parameters:
                 raise ValueError(f"{fn.__qualname__} has no parameter {n!r}")
         if name is None:
-            name = f"{fn.__module__}.{fn.__qualname__}"
+            qualname = getattr(fn, "__qualname__", "")
+            # Every lambda, and every closure a factory makes, has one qualname:
+            # the default name would hand one function's results to another.
+            if "<lambda>" in qualname or "<locals>" in qualname:
+                raise TypeError(f"memo: {fn.__module__}.{qualname} is not a unique name (every lambda, and every "
+                                f"function defined inside another function, shares it with others, so their "
+                                f"results would mix): pass name=, e.g. memo(name=\"{fn.__module__}.my_function\"); "
+                                f"for a closure, put what it captures in the name, e.g. name=f\"mymodule.add_{{n}}\"")
+            name = f"{fn.__module__}.{qualname}"
         if version is not None:
             version = str(version)
         super().__init__(fn, name, version, tuple(pos), tuple(pos_defaults), nposonly, tuple(kwo),
@@ -144,8 +157,7 @@ class Memo(_quiver.MemoBase):
         while target._stack:  # a stack writes to its first cache
             target = target._layers[0]
         if isinstance(result, concurrent.futures.Future):
-            self._store_when_done(target, args, kwargs, result, start, t0)
-            return result
+            return self._store_when_done(target, args, kwargs, result, start, t0)
         self._store_result(target, args, kwargs, result, start, duration)
         return result
 
@@ -157,18 +169,37 @@ class Memo(_quiver.MemoBase):
                           stacklevel=4)
 
     def _store_when_done(self, cache, args, kwargs, future, start, t0):
+        """A future that completes with future, once its result is stored.
+
+        The caller never sees the function's own future: that one wakes its
+        waiters before it runs callbacks, so a call made the moment it
+        resolved would miss the store and run again."""
         meta = self._meta_bytes()
+        told = concurrent.futures.Future()
+        told.add_done_callback(lambda t: t.cancelled() and future.cancel())
 
         def done(f):
-            if f.cancelled() or f.exception() is not None:
+            if f.cancelled():
+                told.cancel()
                 return
+            e = f.exception()
+            if e is None:
+                result = f.result()
+                try:
+                    self._store(cache, args, kwargs, result, start, time.perf_counter_ns() - t0, meta)
+                except _quiver.EncodeError as err:
+                    warnings.warn(f"{self.name}: the future's result was not stored: {err}", QuiverWarning)
+                except _quiver.ClosedError:
+                    pass  # the cache went away before the future completed
             try:
-                self._store(cache, args, kwargs, f.result(), start, time.perf_counter_ns() - t0, meta)
-            except _quiver.EncodeError as e:
-                warnings.warn(f"{self.name}: the future's result was not stored: {e}", QuiverWarning)
-            except _quiver.ClosedError:
-                pass  # the cache went away before the future completed
+                if e is None:
+                    told.set_result(result)
+                else:
+                    told.set_exception(e)
+            except concurrent.futures.InvalidStateError:
+                pass  # the caller cancelled its future
         future.add_done_callback(done)
+        return told
 
     def _stack_call(self, stack, args, kwargs):
         hit, value = self._stack_probe(stack, args, kwargs)
@@ -283,7 +314,8 @@ def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=F
     ignore=, require=, isolate=, meta=).
 
     name: what calls are stored under (default module.qualname: give one to
-    share entries with other languages); version: a new one reruns everything;
+    share entries with other languages; required, else TypeError, for
+    lambdas and functions defined inside functions); version: a new one reruns everything;
     ignore: parameters left out of the call's identity; require: parameters
     that must be passed explicitly for the call to be cached; isolate: run
     each call in a fresh temporary working directory; meta: metadata stored

@@ -41,7 +41,7 @@ def counted(**opts):
 
 
 def test_defaults_keywords_and_ignored_share_one_entry(lmdb):
-    @counted(ignore=("verbose",))
+    @counted(name="t.add", ignore=("verbose",))
     def add(x, y=2, *, verbose=False):
         return x + y
     assert add(1) == 3
@@ -62,12 +62,14 @@ def test_keyword_only_and_var_keywords_go_to_kwargs():
     assert f.digest(1) == quiver.call_digest("t.kw", None, [1], {"k": 1})
 
 
+def _module_level():
+    return 1
+
+
 def test_default_name_is_module_qualname():
-    @memo
-    def g():
-        return 1
-    assert g.name == f"{__name__}.test_default_name_is_module_qualname.<locals>.g"
-    assert g.version is None and g.__wrapped__.__name__ == "g"
+    g = memo(_module_level)
+    assert g.name == f"{__name__}._module_level"
+    assert g.version is None and g.__wrapped__.__name__ == "_module_level"
 
 
 def test_matches_the_shared_call_digest(lmdb):
@@ -80,7 +82,7 @@ def test_matches_the_shared_call_digest(lmdb):
 
 
 def test_none_results_are_cached(lmdb):
-    @counted()
+    @counted(name="t.nothing")
     def nothing(x):
         return None
     assert nothing(1) is None and nothing(1) is None
@@ -99,7 +101,7 @@ def test_version_change_reruns(lmdb):
 
 
 def test_require_runs_uncached_unless_passed(lmdb):
-    @counted(require=("seed",))
+    @counted(name="t.draw", require=("seed",))
     def draw(n, seed=None):
         return n
     draw(1)
@@ -111,7 +113,7 @@ def test_require_runs_uncached_unless_passed(lmdb):
 
 
 def test_load_contains_and_keyerror(lmdb):
-    @memo
+    @memo(name="t.h")
     def h(x):
         return [x]
     with pytest.raises(KeyError):
@@ -125,7 +127,7 @@ def test_load_contains_and_keyerror(lmdb):
 
 
 def test_query_and_metadata(lmdb):
-    @memo(meta={"stage": "a"})
+    @memo(name="t.q", meta={"stage": "a"})
     def q(x, y=0):
         return x - y
     with meta(project="p1"):
@@ -203,7 +205,7 @@ def test_cache_context_is_per_thread_and_sticky(tmpdir_path):
 
 
 def test_unencodable_arguments_run_uncached_with_a_warning(lmdb):
-    @counted()
+    @counted(name="t.uses")
     def uses(sock):
         return 1
     s = socket.socket()
@@ -238,7 +240,7 @@ class Point:
 
 
 def test_pickled_and_registered_values(lmdb):
-    @counted()
+    @counted(name="t.ident")
     def ident(p):
         return p
     assert ident(Point(1)) == Point(1)
@@ -395,7 +397,7 @@ def test_methods_bind_like_functions(lmdb):
 
 
 def test_bad_calls_raise_the_functions_type_error(lmdb):
-    @memo
+    @memo(name="t.one")
     def one(x):
         return x
     with pytest.raises(TypeError):
