@@ -188,10 +188,10 @@ QV_EXPORT qv_status qv_validate(const void *data, size_t len);
 /* ----------------------------------------------------------------- encoder */
 
 /* A streaming canonical encoder. Items are written one at a time; a list
- * declares its length and closes itself after its last item; a map is opened
- * and closed explicitly and may receive its entries in any order: they are
- * sorted by key encoding when it closes, and duplicate keys are refused. One
- * encoder per thread at a time; reuse it with a reset to avoid allocation. */
+ * declares its length and closes itself after its last item; a map and a set
+ * are opened and closed explicitly and may receive their entries in any
+ * order: they are sorted by encoding when they close (a map by its keys').
+ * One encoder per thread at a time; reuse it with a reset to avoid allocation. */
 typedef struct qv_encoder qv_encoder;
 
 QV_EXPORT qv_status qv_encoder_new(qv_encoder **out);
@@ -218,8 +218,16 @@ QV_EXPORT qv_status qv_encoder_text_trusted(qv_encoder *enc, const char *s, size
 QV_EXPORT qv_status qv_encoder_bytes(qv_encoder *enc, const void *data, size_t len);
 /* A list of exactly count items; it closes itself after the last one. */
 QV_EXPORT qv_status qv_encoder_list(qv_encoder *enc, uint64_t count);
+/* A map: keys and values alternate until qv_encoder_map_end, which sorts the
+ * entries and refuses a duplicate key (QV_EENCODE). */
 QV_EXPORT qv_status qv_encoder_map_begin(qv_encoder *enc);
 QV_EXPORT qv_status qv_encoder_map_end(qv_encoder *enc);
+/* A set, tag 258 over a list: elements (any items, containers too) follow in
+ * any order until qv_encoder_set_end, which sorts them bytewise by encoding
+ * and keeps one of equal elements, so that equal host sets always encode
+ * alike. It nests as a tag and a list do (two levels of QV_MAX_DEPTH). */
+QV_EXPORT qv_status qv_encoder_set_begin(qv_encoder *enc);
+QV_EXPORT qv_status qv_encoder_set_end(qv_encoder *enc);
 /* A tag; the next item is its content. */
 QV_EXPORT qv_status qv_encoder_tag(qv_encoder *enc, uint64_t tag);
 QV_EXPORT qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v);

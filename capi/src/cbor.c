@@ -117,13 +117,16 @@ int qv__utf8_valid(const uint8_t *s, size_t len) {
 
 /* ----------------------------------------------------------------- encoder */
 
-enum { EF_LIST, EF_MAP, EF_TAG };
+/* Maps and sets are buffered: their entries arrive in any order and are
+ * sorted when they close. A set takes two frames, like the tag and list it
+ * becomes, so that the encoder's depth limit stays the decoder's. */
+enum { EF_LIST, EF_MAP, EF_TAG, EF_SET };
 
 typedef struct {
     uint8_t kind;
     uint64_t remaining;  /* list and tag: items still expected */
-    size_t start;        /* map: offset of its first entry in buf */
-    size_t marks_base;   /* map: index of its first key mark */
+    size_t start;        /* map, set: offset of its region in buf */
+    size_t marks_base;   /* map, set: index of its first mark */
 } eframe;
 
 struct qv_encoder {
@@ -131,11 +134,11 @@ struct qv_encoder {
     size_t len, cap;
     uint8_t *scratch;
     size_t scratch_cap;
-    size_t *marks; /* map entries: key start, value start, ... */
+    size_t *marks; /* map entries: key start, value start, ...; set elements: start, ... */
     size_t nmarks, marks_cap;
     eframe frames[QV_MAX_DEPTH];
     int depth;
-    int maps_open;
+    int maps_open;        /* maps and sets: their items are buffered, never hashed in place */
     int complete;         /* one top-level item written */
     int failed;
     int digest_only;      /* large byte strings may be hashed in place */
@@ -232,7 +235,7 @@ static qv_status item_begin(qv_encoder *enc) {
         return fail(enc, qv__error(QV_EMISUSE, "encoder: a complete item was already written; reset the encoder"));
     if (enc->depth > 0) {
         eframe *f = &enc->frames[enc->depth - 1];
-        if (f->kind == EF_MAP) {
+        if (f->kind == EF_MAP || f->kind == EF_SET) {
             if (enc->nmarks == enc->marks_cap) {
                 size_t cap = enc->marks_cap ? enc->marks_cap * 2 : 64;
                 size_t *m = realloc(enc->marks, cap * sizeof *m);
@@ -250,7 +253,7 @@ static qv_status item_begin(qv_encoder *enc) {
 static void item_end(qv_encoder *enc) {
     while (enc->depth > 0) {
         eframe *f = &enc->frames[enc->depth - 1];
-        if (f->kind == EF_MAP) return;
+        if (f->kind == EF_MAP || f->kind == EF_SET) return;
         if (--f->remaining > 0) return;
         enc->depth--;
     }
@@ -442,7 +445,7 @@ qv_status qv_encoder_map_begin(qv_encoder *enc) {
 typedef struct {
     const uint8_t *key;
     size_t key_len;
-    size_t start, end; /* the whole entry within the map's region */
+    size_t start, end; /* the whole entry within the region */
 } entry;
 
 static int key_order(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
@@ -456,14 +459,22 @@ static int entry_cmp(const void *pa, const void *pb) {
     return key_order(a->key, a->key_len, b->key, b->key_len);
 }
 
-qv_status qv_encoder_map_end(qv_encoder *enc) {
+/* Close the map or set on top: its entries (a map's key and value, a set's
+ * element) are rewritten in the bytewise order of their keys' encodings (a
+ * set element is its own key). A map refuses a duplicate key; a set keeps
+ * one of equal elements, as a set does. */
+static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
+    const char *what = kind == EF_MAP ? "qv_encoder_map_end without an open map"
+                                      : "qv_encoder_set_end without an open set";
+    if (!enc) return qv__error(QV_EINVAL, "encoder is NULL");
     if (enc->failed) return qv__error(QV_EMISUSE, "encoder: an earlier call failed; reset the encoder");
-    if (enc->depth == 0 || enc->frames[enc->depth - 1].kind != EF_MAP)
-        return fail(enc, qv__error(QV_EMISUSE, "encoder: qv_encoder_map_end without an open map"));
+    if (enc->depth == 0 || enc->frames[enc->depth - 1].kind != kind)
+        return fail(enc, qv__error(QV_EMISUSE, "encoder: %s", what));
     eframe *f = &enc->frames[enc->depth - 1];
+    size_t per = kind == EF_MAP ? 2 : 1;
     size_t nm = enc->nmarks - f->marks_base;
-    if (nm % 2) return fail(enc, qv__error(QV_EMISUSE, "encoder: map closed after a key without its value"));
-    size_t count = nm / 2, region = enc->len - f->start;
+    if (nm % per) return fail(enc, qv__error(QV_EMISUSE, "encoder: map closed after a key without its value"));
+    size_t count = nm / per, region = enc->len - f->start;
     qv_status st;
 
     /* Sort entries by their keys' encodings within a copy of the region. */
@@ -481,28 +492,39 @@ qv_status qv_encoder_map_end(qv_encoder *enc) {
     if (region) memcpy(enc->scratch, enc->buf + f->start, region);
     int sorted = 1;
     for (size_t i = 0; i < count; i++) {
-        const size_t *m = &enc->marks[f->marks_base + 2 * i];
-        size_t ks = m[0] - f->start, vs = m[1] - f->start;
-        size_t end = i + 1 < count ? m[2] - f->start : region;
-        ents[i] = (entry){enc->scratch + ks, vs - ks, ks, end};
+        const size_t *m = &enc->marks[f->marks_base + per * i];
+        size_t end = i + 1 < count ? m[per] - f->start : region;
+        size_t ks = m[0] - f->start, ke = per == 2 ? m[1] - f->start : end;
+        ents[i] = (entry){enc->scratch + ks, ke - ks, ks, end};
         if (i && sorted && entry_cmp(&ents[i - 1], &ents[i]) >= 0) sorted = 0;
     }
     if (!sorted) qsort(ents, count, sizeof(entry), entry_cmp);
+    size_t unique = count;
     for (size_t i = 1; i < count; i++) {
         if (entry_cmp(&ents[i - 1], &ents[i]) == 0) {
-            if (ents != stackbuf) free(ents);
-            return fail(enc, qv__error(QV_EENCODE, "map has a duplicate key"));
+            if (kind == EF_MAP) {
+                if (ents != stackbuf) free(ents);
+                return fail(enc, qv__error(QV_EENCODE, "map has a duplicate key"));
+            }
+            unique--;
         }
     }
     enc->len = f->start;
-    if ((st = reserve(enc, 9 + region))) {
+    if ((st = reserve(enc, 18 + region))) {
         if (ents != stackbuf) free(ents);
         return st;
     }
     size_t n;
-    put_head(enc->buf + enc->len, &n, MAJOR_MAP, count);
+    if (kind == EF_MAP) {
+        put_head(enc->buf + enc->len, &n, MAJOR_MAP, count);
+    } else {
+        put_head(enc->buf + enc->len, &n, MAJOR_TAG, QV_TAG_SET);
+        enc->len += n;
+        put_head(enc->buf + enc->len, &n, MAJOR_LIST, unique);
+    }
     enc->len += n;
     for (size_t i = 0; i < count; i++) {
+        if (i && entry_cmp(&ents[i - 1], &ents[i]) == 0) continue;
         memcpy(enc->buf + enc->len, enc->scratch + ents[i].start, ents[i].end - ents[i].start);
         enc->len += ents[i].end - ents[i].start;
     }
@@ -510,8 +532,28 @@ qv_status qv_encoder_map_end(qv_encoder *enc) {
     enc->nmarks = f->marks_base;
     enc->depth--;
     enc->maps_open--;
-    item_end(enc);
+    item_end(enc); /* a set also closes the tag frame below it */
     return QV_OK;
+}
+
+qv_status qv_encoder_map_end(qv_encoder *enc) {
+    return close_sorted(enc, EF_MAP);
+}
+
+qv_status qv_encoder_set_begin(qv_encoder *enc) {
+    if (!enc) return qv__error(QV_EINVAL, "encoder is NULL");
+    qv_status st = item_begin(enc);
+    if (st) return st;
+    if (enc->depth + 2 > QV_MAX_DEPTH) return fail(enc, qv__error(QV_EENCODE, "nesting deeper than %d", QV_MAX_DEPTH));
+    eframe tag = {EF_TAG, 1, 0, 0}, set = {EF_SET, 0, enc->len, enc->nmarks};
+    enc->frames[enc->depth++] = tag;
+    enc->frames[enc->depth++] = set;
+    enc->maps_open++;
+    return QV_OK;
+}
+
+qv_status qv_encoder_set_end(qv_encoder *enc) {
+    return close_sorted(enc, EF_SET);
 }
 
 qv_status qv__encoder_raw(qv_encoder *enc, const void *data, size_t len) {

@@ -178,6 +178,147 @@ static void maps_sorted_bytewise(void **state) {
     assert_non_null(strstr(qv_errmsg(), "duplicate"));
 }
 
+/* Sets: elements in any order, written sorted bytewise and deduplicated. */
+static qv_status w_set_ints(qv_encoder *e, const void *a) {
+    const int64_t *v = a; /* count, then the elements */
+    qv_status st = qv_encoder_set_begin(e);
+    for (int64_t i = 1; !st && i <= v[0]; i++) st = qv_encoder_int(e, v[i]);
+    return st ? st : qv_encoder_set_end(e);
+}
+
+static qv_status w_set_mixed(qv_encoder *e, const void *a) {
+    qv_status st;
+    if ((st = qv_encoder_set_begin(e))) return st;
+    if ((st = qv_encoder_list(e, 0)) || (st = qv_encoder_text(e, "b", 1)) || (st = qv_encoder_bytes(e, "", 1)) ||
+        (st = qv_encoder_int(e, 1)) || (st = qv_encoder_text(e, "b", 1)) || (st = qv_encoder_list(e, 0)))
+        return st;
+    return qv_encoder_set_end(e);
+}
+
+/* {"s": set{set{2, 1}, set{1, 2}, {"y": 1, "x": set{}}}, set{3}: [set{1, 1}]} */
+static qv_status w_set_nested(qv_encoder *e, const void *a) {
+    qv_status st;
+    if ((st = qv_encoder_map_begin(e)) || (st = qv_encoder_text(e, "s", 1))) return st;
+    if ((st = qv_encoder_set_begin(e))) return st;
+    int64_t two_one[] = {2, 2, 1}, one_two[] = {2, 1, 2}, three[] = {1, 3}, ones[] = {2, 1, 1}, none[] = {0};
+    if ((st = w_set_ints(e, two_one)) || (st = w_set_ints(e, one_two))) return st;
+    if ((st = qv_encoder_map_begin(e)) || (st = qv_encoder_text(e, "y", 1)) || (st = qv_encoder_int(e, 1)) ||
+        (st = qv_encoder_text(e, "x", 1)) || (st = w_set_ints(e, none)) || (st = qv_encoder_map_end(e)))
+        return st;
+    if ((st = qv_encoder_set_end(e))) return st;
+    if ((st = w_set_ints(e, three)) || (st = qv_encoder_list(e, 1)) || (st = w_set_ints(e, ones))) return st;
+    return qv_encoder_map_end(e);
+}
+
+static void sets_sorted_and_deduplicated(void **state) {
+    int64_t empty[] = {0}, ordered[] = {3, 1, 2, 3}, shuffled[] = {5, 3, 1, 2, 1, 3}, same[] = {3, 7, 7, 7};
+    assert_hex(w_set_ints, empty, "d9010280");
+    assert_hex(w_set_ints, ordered, "d9010283010203");
+    assert_hex(w_set_ints, shuffled, "d9010283010203");
+    assert_hex(w_set_ints, same, "d901028107");
+    /* bytewise: 01, 41 00, 61 62, 80 */
+    assert_hex(w_set_mixed, NULL, "d9010284014100616280");
+    /* inner sets equal once sorted collapse to one element; a map element is
+     * ordered by its whole encoding; sets nest as map keys and in lists */
+    assert_hex(w_set_nested, NULL,
+               "a2"
+               "6173" "d90102" "82" "a2" "6178d9010280" "617901" "d90102" "820102"
+               "d901028103" "81" "d901028101");
+    const char *hex = encode_hex(w_set_nested, NULL, NULL);
+    size_t len;
+    uint8_t *buf = qvt_unhex(hex, &len);
+    QVT_OK(qv_validate(buf, len)); /* the decoder takes what the encoder writes */
+    free(buf);
+    free((void *)hex);
+}
+
+static void sets_digest_like_their_encoding(void **state) {
+    /* large strings inside a set are buffered for sorting, never hashed in
+     * place, and a digest-only encoder agrees with the buffered encoding */
+    size_t len = 1 << 17;
+    uint8_t *big = malloc(len);
+    for (size_t i = 0; i < len; i++) big[i] = (uint8_t)(i * 2654435761u >> 11);
+    qv_encoder *enc;
+    QVT_OK(qv_encoder_new(&enc));
+    qv_digest want, got;
+    for (int digest_only = 0; digest_only <= 1; digest_only++) {
+        if (digest_only) qv_encoder_reset_for_digest(enc);
+        else qv_encoder_reset(enc);
+        QVT_OK(qv_encoder_list(enc, 3));
+        QVT_OK(qv_encoder_bytes(enc, big, len)); /* hashed in place when digesting */
+        QVT_OK(qv_encoder_set_begin(enc));
+        QVT_OK(qv_encoder_bytes(enc, big, len));
+        QVT_OK(qv_encoder_int(enc, 1));
+        QVT_OK(qv_encoder_bytes(enc, big, len));
+        QVT_OK(qv_encoder_bytes(enc, big, len - 1));
+        QVT_OK(qv_encoder_set_end(enc));
+        QVT_OK(qv_encoder_bytes(enc, big, len));
+        if (digest_only) {
+            QVT_OK(qv_encoder_digest(enc, &got));
+        } else {
+            const void *d;
+            size_t n;
+            QVT_OK(qv_encoder_finish(enc, &d, &n));
+            QVT_OK(qv_validate(d, n));
+            const uint8_t *p = d;
+            /* the set holds three elements: 1, then the shorter string first */
+            size_t at = 1 + 5 + len;
+            assert_memory_equal(p + at, "\xd9\x01\x02\x83\x01\x5a", 6);
+            qv_digest_bytes(&want, d, n);
+        }
+    }
+    assert_memory_equal(want.bytes, got.bytes, 16);
+    qv_encoder_free(enc);
+    free(big);
+}
+
+static void set_misuse_is_an_error(void **state) {
+    qv_encoder *enc;
+    const void *d;
+    size_t n;
+    QVT_OK(qv_encoder_new(&enc));
+    assert_int_equal(qv_encoder_set_end(enc), QV_EMISUSE); /* nothing open */
+    assert_non_null(strstr(qv_errmsg(), "without an open set"));
+    qv_encoder_reset(enc);
+    QVT_OK(qv_encoder_set_begin(enc));
+    QVT_OK(qv_encoder_int(enc, 1));
+    assert_int_equal(qv_encoder_finish(enc, &d, &n), QV_EMISUSE); /* still open */
+    assert_int_equal(qv_encoder_map_end(enc), QV_EMISUSE);      /* a set is not a map */
+    assert_int_equal(qv_encoder_set_end(enc), QV_EMISUSE);      /* and the failure sticks */
+    qv_encoder_reset(enc);
+    QVT_OK(qv_encoder_map_begin(enc));
+    assert_int_equal(qv_encoder_set_end(enc), QV_EMISUSE); /* a map is not a set */
+    qv_encoder_reset(enc);
+    QVT_OK(qv_encoder_int(enc, 1));
+    assert_int_equal(qv_encoder_set_begin(enc), QV_EMISUSE); /* past the complete item */
+    qv_encoder_reset(enc);
+    /* depth: a set nests as its tag and list do, both ways */
+    for (int depth = QV_MAX_DEPTH - 2; depth <= QV_MAX_DEPTH - 1; depth++) {
+        qv_status st = QV_OK;
+        qv_encoder_reset(enc);
+        for (int i = 0; i < depth && !st; i++) st = qv_encoder_list(enc, 1);
+        if (!st) st = qv_encoder_set_begin(enc);
+        if (!st) st = qv_encoder_set_end(enc);
+        uint8_t *buf = malloc(depth + 4);
+        memset(buf, 0x81, depth);
+        memcpy(buf + depth, "\xd9\x01\x02\x80", 4);
+        if (depth == QV_MAX_DEPTH - 2) {
+            QVT_OK(st);
+            QVT_OK(qv_encoder_finish(enc, &d, &n));
+            assert_int_equal(n, depth + 4);
+            assert_memory_equal(d, buf, n);
+            QVT_OK(qv_validate(buf, depth + 4));
+        } else {
+            assert_int_equal(st, QV_EENCODE);
+            assert_int_equal(qv_validate(buf, depth + 4), QV_EDECODE);
+        }
+        free(buf);
+    }
+    qv_encoder_free(enc);
+    assert_int_equal(qv_encoder_set_begin(NULL), QV_EINVAL);
+    assert_int_equal(qv_encoder_set_end(NULL), QV_EINVAL);
+}
+
 static void misuse_is_an_error(void **state) {
     qv_encoder *enc;
     const void *d;
@@ -531,6 +672,9 @@ int main(void) {
         cmocka_unit_test(floats_shortest_exact),
         cmocka_unit_test(text_must_be_utf8),
         cmocka_unit_test(maps_sorted_bytewise),
+        cmocka_unit_test(sets_sorted_and_deduplicated),
+        cmocka_unit_test(sets_digest_like_their_encoding),
+        cmocka_unit_test(set_misuse_is_an_error),
         cmocka_unit_test(misuse_is_an_error),
         cmocka_unit_test(depth_limit_is_symmetric),
         cmocka_unit_test(large_bytes_hashed_in_place),
