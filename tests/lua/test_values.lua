@@ -72,6 +72,34 @@ describe("encoding Lua values", function()
     assert.are.equal("-1267650600228229401496703205376", tostring(quiver.bigint("-1267650600228229401496703205376")))
   end)
 
+  it("encodes equal set elements once, so that the set decodes again", function()
+    -- distinct Lua tables, equal values: one element each
+    local s = quiver.set {quiver.bytes("a"), quiver.list {1}, quiver.bytes("a"), quiver.list {1}, {x = 1}, {x = 1}}
+    local want = "d90102" .. "83" .. "4161" .. "8101" .. "a1617801"
+    assert.are.equal(want, enc(s))
+    local back = quiver.decode(quiver.encode(s))
+    assert.are.equal("set", quiver.kind(back))
+    assert.are.equal(want, enc(back))
+    assert.are.equal(quiver.digest(quiver.decode(H.unhex(want))), quiver.digest(s))
+    -- inside maps, lists and sets, and as a map key
+    local nested = quiver.map {[quiver.set {quiver.bytes("k"), quiver.bytes("k")}] =
+      quiver.list {quiver.set {quiver.set {2, 1}, quiver.set {1, 2}}}}
+    assert.are.equal("a1" .. "d9010281416b" .. "81" .. "d9010281" .. "d90102820102", enc(nested))
+    assert.are.equal(enc(nested), enc(quiver.decode(quiver.encode(nested))))
+  end)
+
+  it("keys a memoized call on a set however its equal elements repeat", function()
+    local c = quiver.memory()
+    local runs = 0
+    local m = quiver.memo("t.setarg", function(s) runs = runs + 1 return s end)
+    quiver.with_cache(c, function()
+      local r = m(quiver.set {quiver.bytes("a"), quiver.bytes("a")})
+      assert.are.equal("d901028141" .. "61", enc(r))
+      m(quiver.set {quiver.bytes("a")})
+    end)
+    assert.are.equal(1, runs)
+  end)
+
   it("refuses what has no encoding, with the status in the message", function()
     local ok, err = pcall(quiver.encode, print)
     assert.is_false(ok)
