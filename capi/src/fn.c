@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "internal.h"
+#include "lease.h"
 
 struct qv_fn {
     _Atomic int refs;
@@ -204,7 +205,18 @@ qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs,
     void *copy = malloc(call_len);
     if (!copy) return qv__nomem();
     memcpy(copy, call, call_len);
-    st = run_and_store(fn, cache, meta, meta_len, copy, call_len, &key, args, kwargs, result);
+    /* Compute once: whoever holds the key's lease runs the call; the others
+     * wait, then find its result (DESIGN section 12). */
+    qv_leases *leases = qv__leases_of(cache);
+    qv_lease lease;
+    int outcome = QV_LEASE_TIMEOUT;
+    if (leases && qv__lease_acquire(leases, &key, -1, &outcome, &lease)) outcome = QV_LEASE_TIMEOUT;
+    st = QV_NOTFOUND;
+    if (outcome != QV_LEASE_TIMEOUT) /* stored while we took the lease, or while we waited */
+        st = qv__fn_lookup(fn, cache, &key, result);
+    /* not there after a release: its holder failed, and we run it ourselves */
+    if (st == QV_NOTFOUND) st = run_and_store(fn, cache, meta, meta_len, copy, call_len, &key, args, kwargs, result);
+    if (outcome == QV_LEASE_HELD) qv__lease_release(leases, &key, &lease);
     free(copy);
     return st;
 }

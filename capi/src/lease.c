@@ -84,6 +84,32 @@ typedef struct {
 static pthread_mutex_t self_lock = PTHREAD_MUTEX_INITIALIZER;
 static identity self_cache;
 
+/* Every lease table this process has opened, by cache directory: one mapping
+ * per file, kept until exit, as the store keeps one environment per path. */
+typedef struct table_entry {
+    struct table_entry *next;
+    qv_leases *table; /* NULL: the directory would not take a lease file */
+    dev_t dev;        /* the file mapped: a directory removed and made */
+    ino_t ino;        /* again is another table */
+    char path[];
+} table_entry;
+
+static pthread_mutex_t tables_lock = PTHREAD_MUTEX_INITIALIZER;
+static table_entry *tables;
+static qv_leases *private_table;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+/* Another thread may have held either lock at fork(): the child's copy of it
+ * would never open. */
+static void reset_locks_in_child(void) {
+    pthread_mutex_init(&self_lock, NULL);
+    pthread_mutex_init(&tables_lock, NULL);
+}
+
+static void install_fork_handler(void) {
+    pthread_atfork(NULL, NULL, reset_locks_in_child);
+}
+
 /* Field 22 of /proc/PID/stat, the process's start time; 0 when it is gone. */
 static uint64_t process_start(int32_t pid) {
     char path[64], buf[1024];
@@ -251,13 +277,14 @@ static void *beat_main(void *arg) {
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += BEAT_NS / 1000000000;
         pthread_cond_timedwait(&t->beat_cond, &t->beat_lock, &until);
-        if (t->closing) break;
+        if (t->closing || table_lock(t)) break;
         int32_t pid = (int32_t)getpid();
         int64_t now = now_ns(CLOCK_REALTIME);
         for (uint32_t i = 0; i < NSLOTS; i++) {
             slot *s = &t->slots[i];
             if (s->state == SLOT_HELD && s->pid == pid) atomic_store(&s->beat_ns, now);
         }
+        table_unlock(t);
     }
     pthread_mutex_unlock(&t->beat_lock);
     return NULL;
@@ -458,4 +485,43 @@ void qv__lease_release(qv_leases *t, const qv_digest *key, const qv_lease *lease
         if (t->h->tombstones > NSLOTS / 4) compact(t, &id);
     }
     table_unlock(t);
+}
+
+qv_leases *qv__leases_of(qv_cache *cache) {
+    pthread_once(&fork_once, install_fork_handler);
+    const char *path = qv_cache_path(cache);
+    if (!path) return NULL;
+    int memory = strcmp(path, ":memory:") == 0;
+    qv_leases *found = NULL;
+    pthread_mutex_lock(&tables_lock);
+    if (memory) {
+        if (!private_table && qv__leases_open(&private_table, NULL)) private_table = NULL;
+        found = private_table;
+    } else {
+        char file[4096];
+        struct stat sb;
+        snprintf(file, sizeof file, "%s/quiver.leases", path);
+        int have = stat(file, &sb) == 0;
+        table_entry *e = tables;
+        /* no file and no table: a directory that will not take one, asked again */
+        while (e && (strcmp(e->path, path) ||
+                     (e->table ? !have || e->dev != sb.st_dev || e->ino != sb.st_ino : have)))
+            e = e->next;
+        /* A replaced file leaves its old entry behind: another thread may
+         * still wait in it, and a mapping is cheap. */
+        if (!e && (e = malloc(sizeof *e + strlen(path) + 1))) {
+            strcpy(e->path, path);
+            if (qv__leases_open(&e->table, path) || stat(file, &sb) != 0) {
+                qv__leases_close(e->table);
+                e->table = NULL;
+            }
+            e->dev = e->table ? sb.st_dev : 0;
+            e->ino = e->table ? sb.st_ino : 0;
+            e->next = tables;
+            tables = e;
+        }
+        found = e ? e->table : NULL;
+    }
+    pthread_mutex_unlock(&tables_lock);
+    return found;
 }

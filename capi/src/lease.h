@@ -27,6 +27,10 @@ typedef struct qv_lease {
  * private to this process (for memory caches). */
 qv_status qv__leases_open(qv_leases **out, const char *dir);
 void qv__leases_close(qv_leases *t);
+/* The lease table of cache's directory, opened once per process and kept
+ * until exit; every memory cache shares one private table. NULL when none
+ * can be had (a directory we may not write): calls then run without one. */
+qv_leases *qv__leases_of(qv_cache *cache);
 /* Take the lease on key, or wait up to wait_ns (< 0: the default, 10 min)
  * for the holder to release it. A holder found dead (its process gone, or
  * silent past its heartbeat) is taken over: the caller then holds. */

@@ -360,6 +360,151 @@ static void test_private_table_starts_empty_in_a_child(void **state) {
     qv__leases_close(t);
 }
 
+/* ------------------------------------------------- through qv_fn_call */
+
+/* A slow body that appends a line per run to a file shared by processes. */
+typedef struct {
+    const char *log;
+    int fail;
+} slow_spec;
+
+static qv_status slow_body(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata) {
+    const slow_spec *spec = userdata;
+    FILE *f = fopen(spec->log, "a");
+    if (f) {
+        fprintf(f, "%d\n", (int)getpid());
+        fclose(f);
+    }
+    struct timespec run = {0, 300000000};
+    nanosleep(&run, NULL);
+    if (spec->fail) return qv_error_set(QV_EFAILED, "the body failed on purpose");
+    int64_t x;
+    qv_status st = qv_value_get_int(qv_value_list_get(args, 0), &x);
+    return st ? st : qv_value_new_int(result, x * 2);
+}
+
+static int count_lines(const char *path) {
+    FILE *f = fopen(path, "r");
+    int n = 0, c;
+    if (!f) return 0;
+    while ((c = fgetc(f)) != EOF) n += c == '\n';
+    fclose(f);
+    return n;
+}
+
+/* One process's call of slow(21): 0 when it got 42. */
+static int call_slow(const char *dir, const slow_spec *spec, int64_t *returned_ns) {
+    qv_cache *c;
+    qv_fn *fn;
+    qv_value *args, *arg, *r = NULL;
+    if (qv_cache_open(&c, dir, NULL) || qv_fn_new(&fn, "lease.slow", NULL, slow_body, (void *)spec, NULL)) return 1;
+    qv_value_new_list(&args);
+    qv_value_new_int(&arg, 21);
+    qv_value_list_append(args, arg);
+    qv_ctx_push(c, NULL);
+    qv_status st = qv_fn_call(fn, args, &r);
+    *returned_ns = mono_ns();
+    qv_ctx_pop();
+    int64_t v = 0;
+    int bad = st || qv_value_get_int(r, &v) || v != 42;
+    qv_value_free(r);
+    qv_value_free(args);
+    qv_fn_free(fn);
+    qv_cache_close(c);
+    return bad;
+}
+
+static void test_eight_processes_run_a_slow_call_once(void **state) {
+    const char *dir = *state;
+    char log[4096];
+    snprintf(log, sizeof log, "%s/runs", dir);
+    slow_spec spec = {log, 0};
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    enum { N = 8 };
+    pid_t kids[N];
+    for (int i = 0; i < N; i++) {
+        if ((kids[i] = fork()) == 0) {
+            int64_t at;
+            int bad = call_slow(dir, &spec, &at);
+            if (write(fds[1], &at, sizeof at) != sizeof at) _exit(92);
+            _exit(bad);
+        }
+    }
+    close(fds[1]);
+    int64_t first = INT64_MAX, last = 0;
+    for (int i = 0; i < N; i++) {
+        int64_t at;
+        assert_int_equal(read(fds[0], &at, sizeof at), (ssize_t)sizeof at);
+        if (at < first) first = at;
+        if (at > last) last = at;
+    }
+    for (int i = 0; i < N; i++) {
+        int status;
+        waitpid(kids[i], &status, 0);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    close(fds[0]);
+    assert_int_equal(count_lines(log), 1);
+    /* the holder returns first; every waiter within 50 ms of it */
+    if (last - first > 50000000ll) fail_msg("the last waiter returned %lld ms after the holder", (long long)((last - first) / 1000000));
+}
+
+typedef struct {
+    const char *dir;
+    const slow_spec *spec;
+    int bad;
+    int64_t at;
+} caller;
+
+static void *call_main(void *arg) {
+    caller *c = arg;
+    c->bad = call_slow(c->dir, c->spec, &c->at);
+    return NULL;
+}
+
+static void test_eight_threads_run_a_slow_call_once(void **state) {
+    const char *dir = *state;
+    char log[4096];
+    snprintf(log, sizeof log, "%s/runs", dir);
+    slow_spec spec = {log, 0};
+    enum { N = 8 };
+    caller cs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cs[i] = (caller){dir, &spec, -1, 0};
+        pthread_create(&th[i], NULL, call_main, &cs[i]);
+    }
+    int64_t first = INT64_MAX, last = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cs[i].bad, 0);
+        if (cs[i].at < first) first = cs[i].at;
+        if (cs[i].at > last) last = cs[i].at;
+    }
+    assert_int_equal(count_lines(log), 1);
+    if (last - first > 50000000ll) fail_msg("the last waiter returned %lld ms after the holder", (long long)((last - first) / 1000000));
+}
+
+static void test_when_the_holder_fails_the_waiters_run_it(void **state) {
+    const char *dir = *state;
+    char log[4096];
+    snprintf(log, sizeof log, "%s/runs", dir);
+    slow_spec spec = {log, 1};
+    enum { N = 3 };
+    caller cs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        cs[i] = (caller){dir, &spec, -1, 0};
+        pthread_create(&th[i], NULL, call_main, &cs[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(cs[i].bad, 1); /* each saw the failure of its own run */
+    }
+    assert_int_equal(count_lines(log), N);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_hold_release_take_again, setup, teardown),
@@ -373,6 +518,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_a_killed_waiter_leaves_the_others_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_does_not_inherit_a_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_private_table_starts_empty_in_a_child, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eight_processes_run_a_slow_call_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_eight_threads_run_a_slow_call_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_when_the_holder_fails_the_waiters_run_it, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
