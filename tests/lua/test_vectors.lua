@@ -1,4 +1,4 @@
--- The shared vectors, byte for byte: decode/encode/digest of every encoding,
+-- The shared vectors and the project's own, byte for byte: decode/encode/digest of every encoding,
 -- the same values built from native Lua values, the call digests, and every
 -- invalid input refused with an error.
 local quiver = H.quiver
@@ -23,6 +23,42 @@ describe("values.tsv", function()
         assert.are.equal(digest, quiver.digest(v))
       end)
     end
+  end
+end)
+
+-- The project's own vectors (tests/vectors, beside this spec's directory): the
+-- tags quiver gives meaning to for Python types decode as tagged values.
+local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+local function project_tsv()
+  local saved = H.vectors
+  H.vectors = here .. "/../vectors"
+  local rows = H.tsv("values.tsv")
+  H.vectors = saved
+  return rows
+end
+
+describe("the project's values.tsv", function()
+  local rows = project_tsv()
+  it("has a vector of every type", function()
+    assert.is_true(#rows >= 30)
+  end)
+  for _, row in ipairs(rows) do
+    local enc, digest, name = H.unhex(row[1]), row[2], row[3]
+    it("decodes, re-encodes and digests " .. name, function()
+      local v = quiver.decode(enc)
+      local head = enc:byte(1)
+      if head >= 0xc0 and head <= 0xdb then
+        local n = head & 0x1f
+        if n >= 24 then
+          n = 0
+          for b = 2, 1 + (1 << ((head & 0x1f) - 24)) do n = n << 8 | enc:byte(b) end
+        end
+        assert.are.equal("tag", quiver.kind(v))
+        assert.are.equal(n, v.tag)
+      end
+      assert.are.equal(H.hex(enc), H.hex(quiver.encode(v)))
+      assert.are.equal(digest, quiver.digest(v))
+    end)
   end
 end)
 
