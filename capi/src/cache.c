@@ -871,13 +871,16 @@ static int64_t record_duration(const uint8_t *rec, size_t len, size_t result_end
     return d;
 }
 
-qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata) {
-    return qv__cache_get_with(cache, key, cb, userdata, NULL);
-}
+/* Results this small are copied to the stack on a hit, larger ones to the heap. */
+#define HIT_STACK_BYTES 1024
 
-qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
-                             int64_t *duration_ns) {
-    if (QV_UNLIKELY(!cache || !key || !cb)) return qv__error(QV_EINVAL, "qv_cache_get_with: NULL argument");
+/* Find key's result and copy it out of the store: into buf when it fits in
+ * cap bytes, else into *heap (the caller frees it). The transaction ends
+ * before this returns, so whatever the caller runs next (a decoder that makes
+ * a memoized call of its own, which may store and grow the map) holds no
+ * transaction and no store lock. */
+static qv_status read_result(qv_cache *cache, const qv_digest *key, uint8_t *buf, size_t cap, const uint8_t **out,
+                             size_t *out_len, uint8_t **heap, int64_t *duration_ns) {
     qv_store *s = cache->store;
     qv_txn *txn;
     qv_status st = s->ops->read_begin(s, &txn);
@@ -906,32 +909,47 @@ qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb
         }
         data = v;
     }
-    st = cb(data, len, userdata);
+    uint8_t *copy = buf;
+    if (len > cap && !(copy = *heap = malloc(len))) {
+        s->ops->read_end(s, txn);
+        return qv__nomem();
+    }
+    memcpy(copy, data, len);
     s->ops->read_end(s, txn);
+    *out = copy;
+    *out_len = len;
     count(cache, QV_STAT_HITS, 1);
     if (cache->max_bytes) touch(cache, key);
-    return st;
+    return QV_OK;
 }
 
-typedef struct {
-    void *data;
-    size_t len;
-} copy_out;
+qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata) {
+    return qv__cache_get_with(cache, key, cb, userdata, NULL);
+}
 
-static qv_status copy_result(const void *data, size_t len, void *userdata) {
-    copy_out *o = userdata;
-    if (!(o->data = malloc(len ? len : 1))) return qv__nomem();
-    memcpy(o->data, data, len);
-    o->len = len;
-    return QV_OK;
+qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
+                             int64_t *duration_ns) {
+    if (QV_UNLIKELY(!cache || !key || !cb)) return qv__error(QV_EINVAL, "qv_cache_get_with: NULL argument");
+    uint8_t buf[HIT_STACK_BYTES], *heap = NULL;
+    const uint8_t *data;
+    size_t len;
+    qv_status st = read_result(cache, key, buf, sizeof buf, &data, &len, &heap, duration_ns);
+    if (st) return st;
+    st = cb(data, len, userdata);
+    free(heap);
+    return st;
 }
 
 qv_status qv_cache_get(qv_cache *cache, const qv_digest *key, void **data, size_t *len) {
     if (!data || !len) return qv__error(QV_EINVAL, "qv_cache_get: NULL output");
-    copy_out o = {NULL, 0};
-    qv_status st = qv_cache_get_with(cache, key, copy_result, &o);
-    *data = st ? NULL : o.data;
-    *len = st ? 0 : o.len;
+    *data = NULL;
+    *len = 0;
+    if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_get: NULL argument");
+    uint8_t *heap = NULL;
+    const uint8_t *p;
+    /* a result has at least one byte, so every hit lands in heap */
+    qv_status st = read_result(cache, key, NULL, 0, &p, len, &heap, NULL);
+    if (!st) *data = heap;
     return st;
 }
 

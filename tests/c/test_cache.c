@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -441,6 +442,47 @@ static void error_messages_are_per_thread(void **state) {
     free(theirs);
 }
 
+/* A decoder that makes a memoized call of its own: the hit's callback stores
+ * another call, and on LMDB that store must grow a small map. Both need the
+ * hit to have let go of its transaction and the store's lock before calling
+ * out; if it did not, the test hangs until the alarm kills it. */
+typedef struct {
+    qv_cache *c;
+    size_t big;
+    qv_status st;
+} nested_store;
+
+static qv_status store_from_callback(const void *data, size_t len, void *userdata) {
+    nested_store *n = userdata;
+    qv_value *args = int_args(2), *r = bytes_value(n->big, 7);
+    n->st = qv_cache_store_value(n->c, "t.inner", NULL, args, NULL, r, NULL);
+    qv_value_free(args);
+    qv_value_free(r);
+    return n->st;
+}
+
+static void callback_may_store_and_grow(void **state) {
+    fixture *f = *state;
+    if (f->lmdb) {
+        qv_cache_close(f->cache);
+        f->opts.map_size = (uint64_t)1 << 20;
+        QVT_OK(open_fixture(f));
+    }
+    store_int(f->cache, "t.outer", 1, 3);
+    qv_digest k = key_of("t.outer", 1);
+    nested_store n = {f->cache, (size_t)2 << 20, QV_EINVAL};
+    alarm(60);
+    QVT_OK(qv_cache_get_with(f->cache, &k, store_from_callback, &n));
+    alarm(0);
+    QVT_OK(n.st);
+    qv_value *args = int_args(2);
+    qv_digest inner;
+    QVT_OK(qv_call_digest(&inner, "t.inner", NULL, args, NULL));
+    qv_value_free(args);
+    QVT_OK(qv_cache_contains(f->cache, &inner));
+    if (f->lmdb) assert_true(stat_of(f->cache, QV_STAT_MAP_SIZE) > ((uint64_t)2 << 20));
+}
+
 #define BOTH(fn)                                                                                      \
     cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, NULL),                             \
         cmocka_unit_test_prestate_setup_teardown(fn, setup, teardown, (void *)1)
@@ -456,6 +498,7 @@ int main(void) {
         BOTH(size_limit_evicts_oldest),
         BOTH(gc_and_verify_agree_on_a_healthy_cache),
         BOTH(store_refuses_bad_input),
+        BOTH(callback_may_store_and_grow),
         cmocka_unit_test(options_are_versioned),
         cmocka_unit_test(readonly_handle_refuses_writes),
         cmocka_unit_test(same_path_shares_one_environment),
