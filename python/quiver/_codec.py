@@ -1,4 +1,13 @@
-"""The value mapping of DESIGN section 3 for what C does not encode natively."""
+"""The value mapping of DESIGN section 3 for what C does not encode natively.
+
+Everything here runs only for objects the C encoder does not know (the slow
+path): plain ints, floats, text, bytes, lists, tuples, dicts and sets never
+reach it. The tags are documented in docs/FORMAT.md section 3.3."""
+import dataclasses
+import datetime
+import enum
+import importlib
+import io
 import pickle
 import sys
 from collections import namedtuple
@@ -8,6 +17,23 @@ from . import _quiver
 PICKLE_TAG = 0x51560002
 REGISTERED_TAG = 0x51560004  # [type name, encoder(obj)]: a type the user registered
 NDARRAY_TAG = 40
+# Tags registered with IANA whose meaning fits a Python type exactly.
+DATETIME_TAG = 0        # RFC 8949 3.4.1: RFC 3339 text, with its UTC offset
+DECIMAL_TAG = 4         # RFC 8949 3.4.4: [exponent, mantissa]
+RATIONAL_TAG = 30       # [numerator, denominator > 0]
+UUID_TAG = 37           # 16 bytes
+DATE_TAG = 1004         # RFC 8943: full-date text
+# The project's own, for what no registered tag says exactly.
+DATACLASS_TAG = 0x51560005   # ["module:qualname", {field: value}]
+ENUM_TAG = 0x51560006        # ["module:qualname", member value]
+NAMEDTUPLE_TAG = 0x51560007  # ["module:qualname", [items]]
+PATH_TAG = 0x51560008        # ["module:qualname", text]
+LOCAL_DATETIME_TAG = 0x51560009  # naive datetime: ISO 8601 text without offset
+TIME_TAG = 0x5156000A        # naive time of day: ISO 8601 text
+TIMEDELTA_TAG = 0x5156000B   # [days, seconds, microseconds], normalized as Python does
+COMPLEX_TAG = 0x5156000C     # [real, imaginary], two floats
+DECIMAL_TEXT_TAG = 0x5156000D  # a Decimal tag 4 cannot hold (NaN, infinities, -0): its text
+
 _TYPED = {64: "u1", 69: "<u2", 70: "<u4", 71: "<u8", 72: "i1", 77: "<i2", 78: "<i4", 79: "<i8",
           84: "<f2", 85: "<f4", 86: "<f8"}
 _TYPED_BE = {65: ">u2", 66: ">u4", 67: ">u8", 73: ">i2", 74: ">i4", 75: ">i8", 80: ">f2", 81: ">f4", 82: ">f8"}
@@ -50,6 +76,112 @@ def _ndarray(obj):
     return None
 
 
+def _type_name(t):
+    return f"{t.__module__}:{t.__qualname__}"
+
+
+def _encode_datetime(obj):
+    if obj.fold:
+        return None  # fold changes nothing in UTC but is part of the value: pickle keeps it
+    tz = obj.tzinfo
+    if tz is None:
+        return Tag(LOCAL_DATETIME_TAG, obj.isoformat())
+    # Only a fixed offset, in whole minutes and without a name of its own, is
+    # exactly what RFC 3339 says; a zone (zoneinfo) changes its offset with
+    # the date, so it is pickled (by its key) instead.
+    if type(tz) is datetime.timezone:
+        off = tz.utcoffset(None)
+        if not off % datetime.timedelta(minutes=1) and tz == datetime.timezone(off) \
+                and tz.tzname(None) == datetime.timezone(off).tzname(None):
+            return Tag(DATETIME_TAG, obj.isoformat())
+    return None
+
+
+def _encode_time(obj):
+    if obj.tzinfo is None and not obj.fold:
+        return Tag(TIME_TAG, obj.isoformat())
+    return None
+
+
+def _encode_decimal(obj):
+    if obj.is_finite() and not (obj.is_zero() and obj.is_signed()):
+        sign, digits, exp = obj.as_tuple()
+        mantissa = int("".join(map(str, digits)))
+        return Tag(DECIMAL_TAG, [exp, -mantissa if sign else mantissa])
+    return Tag(DECIMAL_TEXT_TAG, str(obj))
+
+
+# By exact type: subclasses (pandas.Timestamp is a datetime) may hold more.
+_EXACT = {
+    complex: lambda c: Tag(COMPLEX_TAG, [c.real, c.imag]),
+    datetime.datetime: _encode_datetime,
+    datetime.date: lambda d: Tag(DATE_TAG, d.isoformat()),
+    datetime.time: _encode_time,
+    datetime.timedelta: lambda d: Tag(TIMEDELTA_TAG, [d.days, d.seconds, d.microseconds]),
+}
+# Types of modules quiver does not import: nothing can be one before its module is loaded.
+_LATER = {"uuid": ("UUID", lambda u: Tag(UUID_TAG, u.bytes)),
+          "decimal": ("Decimal", _encode_decimal),
+          "fractions": ("Fraction", lambda f: Tag(RATIONAL_TAG, [f.numerator, f.denominator]))}
+
+
+def _exact(t):
+    f = _EXACT.get(t)
+    if f is None and _LATER:
+        for mod in [m for m in _LATER if m in sys.modules]:
+            attr, fn = _LATER.pop(mod)
+            _EXACT[getattr(sys.modules[mod], attr)] = fn
+        f = _EXACT.get(t)
+    return f
+
+
+def _encode_object(obj):
+    """The tagged form of a dataclass, enum, named tuple or path, else None."""
+    t = type(obj)
+    if isinstance(obj, enum.Enum):
+        return Tag(ENUM_TAG, [_type_name(t), obj._value_])
+    fields = getattr(t, "__dataclass_fields__", None)
+    if fields is not None:
+        return Tag(DATACLASS_TAG, [_type_name(t), {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}])
+    if isinstance(obj, tuple) and hasattr(t, "_fields") and hasattr(t, "_make"):
+        return Tag(NAMEDTUPLE_TAG, [_type_name(t), list(obj)])
+    pathlib = sys.modules.get("pathlib")
+    if pathlib is not None and isinstance(obj, pathlib.PurePath):
+        return Tag(PATH_TAG, [_type_name(t), str(obj)])
+    return None
+
+
+class _CanonicalPickler(pickle._Pickler):
+    """A pickler whose bytes do not depend on PYTHONHASHSEED: sets and dicts
+    are written in the order of their elements' (keys') own canonical
+    pickles, not in hash or insertion order (which a set of strings decides).
+
+    The pure-Python pickler, because the C one writes sets and dicts without
+    asking any hook; it runs only for what has no native encoding."""
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def _sorted(self, items, key=lambda x: x):
+        return sorted(items, key=lambda x: _canonical_pickle(key(x)))
+
+    def save_set(self, obj):
+        self.save_reduce(type(obj), (self._sorted(obj),), obj=obj)
+
+    def save_dict(self, obj):
+        self.write(pickle.EMPTY_DICT)
+        self.memoize(obj)
+        self._batch_setitems(iter(self._sorted(obj.items(), key=lambda kv: kv[0])))
+
+    dispatch[set] = save_set
+    dispatch[frozenset] = save_set
+    dispatch[dict] = save_dict
+
+
+def _canonical_pickle(obj):
+    f = io.BytesIO()
+    _CanonicalPickler(f, protocol=5).dump(obj)
+    return f.getvalue()
+
+
 def _encode_hook(obj):
     """What to encode in place of obj, which has no native encoding."""
     entry = _by_type.get(type(obj))
@@ -61,10 +193,129 @@ def _encode_hook(obj):
     arr = _ndarray(obj)
     if arr is not None:
         return arr
+    f = _exact(type(obj))
     try:
-        return Tag(PICKLE_TAG, pickle.dumps(obj, protocol=5))
+        tagged = f(obj) if f is not None else _encode_object(obj)
+    except AttributeError:
+        tagged = None  # a dataclass field never set (init=False): pickle says what there is
+    if tagged is not None:
+        return tagged
+    try:
+        return Tag(PICKLE_TAG, _canonical_pickle(obj))
     except Exception as e:
         raise _quiver.EncodeError(f"cannot encode or pickle an object of type {type(obj).__qualname__}: {e}") from e
+
+
+def _class(name, trusted):
+    """The class named "module:qualname", or None. Modules are imported only
+    for a trusted cache: importing runs the module's code."""
+    module, _, qualname = name.partition(":")
+    m = sys.modules.get(module)
+    if m is None and trusted:
+        try:
+            m = importlib.import_module(module)
+        except Exception:
+            return None
+    obj = m
+    for part in qualname.split(".") if m is not None else ():
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) else None
+
+
+def _decode_object(tag, value, trusted):
+    if not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)):
+        return None
+    cls = _class(value[0], trusted)
+    if cls is None or _type_name(cls) != value[0]:
+        return None
+    content = value[1]
+    if tag == ENUM_TAG and issubclass(cls, enum.Enum):
+        return cls(content)
+    if tag == DATACLASS_TAG and dataclasses.is_dataclass(cls) and isinstance(content, dict):
+        if {f.name for f in dataclasses.fields(cls)} != set(content):
+            return None  # the class changed since: its fields are not these
+        # As pickle does: the stored state, without running __init__ or __post_init__.
+        obj = cls.__new__(cls)
+        for k, v in content.items():
+            object.__setattr__(obj, k, v)
+        return obj
+    if tag == NAMEDTUPLE_TAG and issubclass(cls, tuple) and hasattr(cls, "_make") and isinstance(content, list):
+        return cls._make(content)
+    if tag == PATH_TAG and isinstance(content, str):
+        pathlib = sys.modules.get("pathlib")
+        if pathlib is not None and issubclass(cls, pathlib.PurePath):
+            p = cls(content)
+            return p if str(p) == content else None
+    return None
+
+
+def _decode_iso(parse, value, aware):
+    if isinstance(value, str):
+        x = parse(value)
+        if x.isoformat() == value and (getattr(x, "tzinfo", None) is not None) == aware:
+            return x
+    return None
+
+
+def _decode_decimal(value):
+    import decimal
+    if isinstance(value, list) and len(value) == 2 and all(type(x) is int for x in value):
+        exp, mantissa = value
+        return decimal.Decimal((int(mantissa < 0), tuple(map(int, str(abs(mantissa)))), exp))
+    return None
+
+
+def _decode_decimal_text(value):
+    import decimal
+    if isinstance(value, str):
+        d = decimal.Decimal(value)
+        if str(d) == value and _encode_decimal(d).tag == DECIMAL_TEXT_TAG:
+            return d
+    return None
+
+
+def _decode_fraction(value):
+    if isinstance(value, list) and len(value) == 2 and all(type(x) is int for x in value) and value[1] > 0:
+        import fractions
+        f = fractions.Fraction(*value)
+        # Not in lowest terms: kept as the tag, so that it encodes back to these bytes.
+        return f if [f.numerator, f.denominator] == value else None
+    return None
+
+
+def _decode_uuid(value):
+    if isinstance(value, bytes) and len(value) == 16:
+        import uuid
+        return uuid.UUID(bytes=value)
+    return None
+
+
+def _decode_timedelta(value):
+    if isinstance(value, list) and len(value) == 3 and all(type(x) is int for x in value):
+        d = datetime.timedelta(*value)
+        return d if [d.days, d.seconds, d.microseconds] == value else None
+    return None
+
+
+def _decode_complex(value):
+    if isinstance(value, list) and len(value) == 2 and all(type(x) is float for x in value):
+        return complex(*value)
+    return None
+
+
+_DECODERS = {
+    DATETIME_TAG: lambda v: _decode_iso(datetime.datetime.fromisoformat, v, True),
+    LOCAL_DATETIME_TAG: lambda v: _decode_iso(datetime.datetime.fromisoformat, v, False),
+    DATE_TAG: lambda v: _decode_iso(datetime.date.fromisoformat, v, False),
+    TIME_TAG: lambda v: _decode_iso(datetime.time.fromisoformat, v, False),
+    TIMEDELTA_TAG: _decode_timedelta,
+    DECIMAL_TAG: _decode_decimal,
+    DECIMAL_TEXT_TAG: _decode_decimal_text,
+    RATIONAL_TAG: _decode_fraction,
+    UUID_TAG: _decode_uuid,
+    COMPLEX_TAG: _decode_complex,
+}
+_OBJECT_TAGS = frozenset((DATACLASS_TAG, ENUM_TAG, NAMEDTUPLE_TAG, PATH_TAG))
 
 
 def _tag_hook(tag, value, trusted):
@@ -78,7 +329,18 @@ def _tag_hook(tag, value, trusted):
         return pickle.loads(value)
     if tag == REGISTERED_TAG and isinstance(value, list) and len(value) == 2 and value[0] in _by_name:
         return _by_name[value[0]](value[1])
-    return Tag(tag, value)
+    # What does not make exactly the object that encodes back to these bytes
+    # (another version of the class, a value another language wrote
+    # differently) stays a Tag, which does.
+    try:
+        if tag in _OBJECT_TAGS:
+            obj = _decode_object(tag, value, trusted)
+        else:
+            dec = _DECODERS.get(tag)
+            obj = dec(value) if dec is not None else None
+    except (ValueError, TypeError, ArithmeticError, AttributeError):
+        obj = None
+    return Tag(tag, value) if obj is None else obj
 
 
 def _decode_ndarray(value):
