@@ -168,9 +168,13 @@ function Cache:query(t)
   local _, iter = core.qv_cache_query(handle(self), t.name)
   local cache = self
   return function()
+    if core.closed(iter) then return nil end
     while true do
       local more, hex = core.qv_iter_next(iter)
-      if not more then return nil end
+      if not more then
+        core.close(iter) -- the snapshot goes as soon as it is read
+        return nil
+      end
       local rec = cache:load(hex)
       if rec and matches(rec, t) then return rec end
     end
@@ -201,7 +205,7 @@ function Cache:close()
   local h = rawget(self, "_h")
   if h then
     self._h = false
-    core.qv_cache_close(h)
+    core.close(h)
   end
 end
 Cache.__close = Cache.close
@@ -214,40 +218,83 @@ end
 
 -- ---------------------------------------------------------------- contexts
 
--- Run fn after a context push, popping it however fn ends.
-local function run_pushed(fn, ...)
+-- The active cache and metadata belong to the running coroutine: each has a
+-- stack of its own (kept by quiver_core), so one that yields inside
+-- with_cache changes nothing for the others. A new coroutine starts from the
+-- base context, the one outside every with_cache of this Lua state (what a
+-- host program made active around it, else the default cache), never from
+-- the context of the coroutine that created or resumed it: quiver.bind(fn)
+-- carries a context into one.
+
+-- Run fn(...) with frame pushed, popping it however fn ends.
+local function run_pushed(frame, fn, ...)
   local r = table.pack(pcall(fn, ...))
-  core.qv_ctx_pop()
+  core.ctx_pop(frame)
   if not r[1] then error(r[2], 0) end
   return table.unpack(r, 2, r.n)
 end
 
 --- Run fn(...) with c as the active cache (memoized calls use it).
 function M.with_cache(c, fn, ...)
-  core.qv_ctx_push(handle(c), nil)
-  return run_pushed(fn, ...)
+  return run_pushed(core.ctx_push(handle(c), nil), fn, ...)
+end
+
+local function check_meta(t, who)
+  if type(t) ~= "table" then error(who .. ": expected a table, got " .. type(t), 3) end
 end
 
 --- Run fn(...) with t's keys merged over the active metadata, which is
 -- recorded with every call stored meanwhile.
 function M.with_meta(t, fn, ...)
-  if type(t) ~= "table" then error("quiver.with_meta: expected a table, got " .. type(t), 2) end
-  core.qv_ctx_push(nil, t)
-  return run_pushed(fn, ...)
+  check_meta(t, "quiver.with_meta")
+  return run_pushed(core.ctx_push(nil, t), fn, ...)
+end
+
+-- A scope: a context pushed on the coroutine that made it, until its close
+-- (by a to-be-closed variable, or called).
+local Scope = {}
+Scope.__index = Scope
+Scope.__name = "quiver.scope"
+
+--- Pop the scope's context (and any left pushed above it); closing again
+-- does nothing.
+function Scope:close()
+  local frame = self._frame
+  if frame then
+    self._frame = nil
+    core.ctx_pop(frame, self._co)
+  end
+end
+Scope.__close = Scope.close
+
+local function new_scope(frame)
+  return setmetatable({_frame = frame, _co = coroutine.running()}, Scope)
+end
+
+--- c active until the scope closes: local scope <close> = quiver.cache_scope(c)
+function M.cache_scope(c)
+  return new_scope(core.ctx_push(handle(c), nil))
+end
+
+--- t merged over the active metadata until the scope closes:
+-- local scope <close> = quiver.meta_scope{project = "p1"}
+function M.meta_scope(t)
+  check_meta(t, "quiver.meta_scope")
+  return new_scope(core.ctx_push(nil, t))
 end
 
 --- fn bound to the active cache and metadata: calling the result runs fn
--- under them, wherever and whenever it is called.
+-- under them, wherever and whenever it is called (in any coroutine).
 function M.bind(fn)
-  local _, ctx = core.qv_ctx_capture()
+  local captured = core.ctx_capture()
   return function(...)
-    core.qv_ctx_enter(ctx)
-    return run_pushed(fn, ...)
+    return run_pushed(core.ctx_enter(captured), fn, ...)
   end
 end
 
---- Contexts pushed on this thread (0 outside every with_cache/with_meta).
-function M.depth() return core.qv_ctx_depth() end
+--- Contexts pushed in the running coroutine (0 outside every
+-- with_cache/with_meta/scope).
+M.depth = core.ctx_depth
 
 -- ------------------------------------------------------------------- memos
 
@@ -336,13 +383,17 @@ end
 M.c_functions = core.c_functions
 
 function CFunction:__call(...)
-  local _, r = core.qv_fn_call(self._fn, table.pack(...))
+  local _, r = core.ctx_call(core.qv_fn_call, self._fn, table.pack(...))
   return r
 end
 
 function CFunction:digest(...)
   return (select(2, core.qv_fn_digest(self._fn, table.pack(...), nil)))
 end
+
+--- Release the function now (the collector would later); calling it after
+-- is the error QV_ECLOSED.
+function CFunction:close() core.close(self._fn) end
 
 function CFunction:stats()
   local s = {}
@@ -399,8 +450,15 @@ function Future:done() return core.qv_future_state(self._h) ~= core.QV_FUTURE_PE
 
 --- Cancel while pending: true, or false when it had already completed.
 function Future:cancel()
-  return pcall(core.qv_future_cancel, self._h) and true or false
+  local ok, err = pcall(core.qv_future_cancel, self._h)
+  if ok then return true end
+  if err:match("^QV_EMISUSE") then return false end
+  error(err, 2)
 end
+
+--- Release the future now (the collector would later); any use after is
+-- the error QV_ECLOSED. Callbacks registered with on_done still run.
+function Future:close() core.close(self._h) end
 
 --- Wait (at most timeout seconds; nil: forever) and return the result.
 -- Errors: QV_ETIMEOUT when it is not done in time; the failure's status when
@@ -434,20 +492,19 @@ Pool.__name = "quiver.pool"
 -- Only C functions run on it: Lua functions cannot (one Lua state, one thread).
 function M.pool(workers)
   local _, h = core.qv_pool_shared(workers or 0, 0)
-  local p = setmetatable({_h = h}, Pool)
-  p._ex = core.qv_pool_executor(h)
-  local _, wrapped = core.qv_executor_wrap(p._ex)
-  p._wrapped = wrapped
-  return p
+  return setmetatable({_h = h}, Pool)
 end
 
 --- Run cf(...) on a worker, memoized into the submitter's active cache; a
 -- hit is answered at once with a completed future and never reaches the pool.
 function Pool:submit(cf, ...)
   if getmetatable(cf) ~= CFunction then error("submit: expected a quiver.cfunction", 2) end
-  local _, f = core.qv_executor_submit_call(self._wrapped, cf._fn, table.pack(...), nil)
-  return new_future(f)
+  return new_future(core.pool_submit(self._h, cf._fn, table.pack(...)))
 end
+
+--- Drop this reference to the shared pool (queued work still runs); any
+-- use after is the error QV_ECLOSED.
+function Pool:close() core.close(self._h) end
 
 function Pool:stats()
   local s = {}
