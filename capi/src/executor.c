@@ -107,6 +107,7 @@ qv_status qv_executor_submit(qv_future **out, qv_executor *ex, qv_task_fn task, 
         if (destroy) destroy(userdata);
         return st;
     }
+    qv__future_of_task(f);
     *j = (job){qv_future_retain(f), task, userdata, destroy};
     /* plain tasks pass straight through a wrapper */
     if ((st = qv_executor_post(ex, run_job, j))) {

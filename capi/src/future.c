@@ -1,6 +1,12 @@
 /* Futures: one completion, any number of waiters and callbacks, each
  * callback run exactly once whether it was registered before or after the
- * completion (the registration and the completion meet under one lock). */
+ * completion (the registration and the completion meet under one lock).
+ *
+ * fork(): a child may inherit a future's lock held, or its condition with
+ * waiters, by threads that do not exist there; the first use in the child
+ * makes both anew. A task's future whose task was submitted before the fork
+ * is never completed in the child (the task is the parent's), so waiting on
+ * it there fails at once instead of hanging. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,7 +34,60 @@ struct qv_future {
     qv_status error;
     char *message;
     callback *callbacks; /* newest first; run oldest first */
+    _Atomic uint64_t lock_gen; /* the fork generation lock and done were made in */
+    int of_task;               /* completed by an executor's job ... */
+    uint64_t task_gen;         /* ... submitted in this fork generation */
 };
+
+static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void fix_prepare(void) {
+    pthread_mutex_lock(&fork_fix_lock);
+}
+static void fix_parent(void) {
+    pthread_mutex_unlock(&fork_fix_lock);
+}
+static void fix_child(void) {
+    pthread_mutex_init(&fork_fix_lock, NULL);
+}
+static void install_fork_handlers(void) {
+    pthread_atfork(fix_prepare, fix_parent, fix_child);
+}
+
+static void init_sync(qv_future *f) {
+    pthread_mutex_init(&f->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&f->done, &attr);
+    pthread_condattr_destroy(&attr);
+}
+
+/* Before taking f's lock. One load when no fork() happened since f was made. */
+static void after_fork(qv_future *f) {
+    uint64_t gen = qv__fork_generation();
+    if (QV_LIKELY(atomic_load_explicit(&f->lock_gen, memory_order_acquire) == gen)) return;
+    pthread_mutex_lock(&fork_fix_lock);
+    if (atomic_load_explicit(&f->lock_gen, memory_order_relaxed) != gen) {
+        init_sync(f);
+        atomic_store_explicit(&f->lock_gen, gen, memory_order_release);
+    }
+    pthread_mutex_unlock(&fork_fix_lock);
+}
+
+/* A pending future nobody in this process will complete. */
+static qv_status orphaned(const qv_future *f) {
+    if (f->of_task && f->task_gen != qv__fork_generation())
+        return qv__error(QV_EMISUSE, "the future's task was submitted before fork(): it runs in the parent "
+                                     "process, and this process will never see it complete");
+    return QV_OK;
+}
+
+void qv__future_of_task(qv_future *f) {
+    f->of_task = 1;
+    f->task_gen = qv__fork_generation();
+}
 
 qv_status qv_future_new(qv_future **out) {
     if (!out) return qv__error(QV_EINVAL, "qv_future_new: out is NULL");
@@ -39,12 +98,9 @@ qv_status qv_future_new(qv_future **out) {
     }
     atomic_init(&f->refs, 1);
     atomic_init(&f->state, QV_FUTURE_PENDING);
-    pthread_mutex_init(&f->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&f->done, &attr);
-    pthread_condattr_destroy(&attr);
+    pthread_once(&fork_once, install_fork_handlers);
+    atomic_init(&f->lock_gen, qv__fork_generation());
+    init_sync(f);
     *out = f;
     return QV_OK;
 }
@@ -90,6 +146,7 @@ static void run_callbacks(qv_future *f, callback *list) {
 /* Move f from pending to state; the caller has filled in the outcome fields
  * it owns only if this succeeds, so they are passed in. */
 static qv_status complete(qv_future *f, int state, uint8_t *result, size_t len, qv_status error, char *message) {
+    after_fork(f);
     pthread_mutex_lock(&f->lock);
     if (atomic_load(&f->state) != QV_FUTURE_PENDING) {
         pthread_mutex_unlock(&f->lock);
@@ -158,6 +215,9 @@ int qv_future_state(const qv_future *f) {
 qv_status qv_future_wait(qv_future *f, int64_t timeout_ns) {
     if (!f) return qv__error(QV_EINVAL, "qv_future_wait: future is NULL");
     if (atomic_load(&f->state) != QV_FUTURE_PENDING) return QV_OK;
+    qv_status st = orphaned(f);
+    if (st) return st;
+    after_fork(f);
     struct timespec deadline;
     if (timeout_ns >= 0) {
         clock_gettime(CLOCK_MONOTONIC, &deadline);
@@ -213,8 +273,15 @@ qv_status qv_future_on_done(qv_future *f, qv_future_cb cb, void *userdata, void 
     c->cb = cb;
     c->userdata = userdata;
     c->destroy = destroy;
+    after_fork(f);
     pthread_mutex_lock(&f->lock);
     if (atomic_load(&f->state) == QV_FUTURE_PENDING) {
+        if ((st = orphaned(f))) {
+            pthread_mutex_unlock(&f->lock);
+            free(c);
+            if (destroy) destroy(userdata);
+            return st;
+        }
         c->next = f->callbacks;
         f->callbacks = c;
         pthread_mutex_unlock(&f->lock);

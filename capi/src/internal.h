@@ -107,6 +107,9 @@ void qv__fn_set_check(qv_fn *fn, qv_fn_check check);
 void qv__fn_note_miss(qv_fn *fn);
 /* future.c: complete with an encoding the caller knows to be canonical. */
 qv_status qv__future_set_trusted(qv_future *f, const void *data, size_t len);
+/* future.c: f is completed by a job submitted now (it cannot complete in a
+ * child of fork()). */
+void qv__future_of_task(qv_future *f);
 /* cache.c: one more reference; qv_cache_close drops one. */
 qv_cache *qv__cache_retain(qv_cache *cache);
 

@@ -1,6 +1,11 @@
 /* quiver's thread pool: one locked ring of jobs, workers started on demand up
  * to the target, retiring after an idle timeout and coming back when work
- * arrives. Retired workers are joined by whoever next starts or stops one. */
+ * arrives. Retired workers are joined by whoever next starts or stops one.
+ *
+ * fork(): every pool's lock is held across it (pthread_atfork), so a child
+ * inherits each pool in a consistent state; the child then forgets the
+ * parent's workers (threads that do not exist there) and the parent's queued
+ * jobs (the parent runs them), and starts workers of its own on demand. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +32,7 @@ typedef struct worker {
 
 struct qv_pool {
     _Atomic int refs;
+    struct qv_pool *next_live, *prev_live; /* every pool, for fork() */
     pthread_mutex_t lock;
     pthread_cond_t work;  /* workers wait for jobs */
     pthread_cond_t space; /* submitters wait for room in a bounded queue */
@@ -41,7 +47,6 @@ struct qv_pool {
     void *userdata;
     void (*destroy)(void *);
     qv_executor *executor;
-    uint64_t fork_gen;
 };
 
 qv_status qv_pool_options_init(qv_pool_options *opts, uint32_t version) {
@@ -130,6 +135,69 @@ static qv_status spawn(qv_pool *p) {
     return QV_OK;
 }
 
+/* ------------------------------------------------------------------ fork */
+
+/* Lock order: shared_lock, live_lock, then each pool's lock. */
+static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
+static qv_pool *shared;
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static qv_pool *live;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void init_conds(qv_pool *p) {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->work, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_cond_init(&p->space, NULL);
+    pthread_cond_init(&p->gone, NULL);
+}
+
+static void fork_prepare(void) {
+    pthread_mutex_lock(&shared_lock);
+    pthread_mutex_lock(&live_lock);
+    for (qv_pool *p = live; p; p = p->next_live) pthread_mutex_lock(&p->lock);
+}
+
+static void fork_parent(void) {
+    for (qv_pool *p = live; p; p = p->next_live) pthread_mutex_unlock(&p->lock);
+    pthread_mutex_unlock(&live_lock);
+    pthread_mutex_unlock(&shared_lock);
+}
+
+/* The only thread of the child. Workers that were waiting are still counted
+ * in the condition variables, which would make the child's first signal wait
+ * for them: everything is made anew. Jobs queued or running at the fork are
+ * dropped without a call: their userdata belongs to the parent, which runs
+ * them (a future of such a job refuses to be waited on in the child). When a
+ * task forked, its thread goes on in the child as that pool's one worker. */
+static void fork_child(void) {
+    for (qv_pool *p = live; p; p = p->next_live) {
+        worker *self = NULL;
+        for (worker *w = p->workers, *next; w; w = next) {
+            next = w->next;
+            if (!w->exited && pthread_equal(w->thread, pthread_self())) self = w;
+            else free(w);
+        }
+        if (self) self->next = NULL;
+        p->workers = self;
+        p->alive = self ? 1 : 0;
+        p->idle = 0;
+        p->head = p->count = 0;
+        init_conds(p);
+        pthread_mutex_init(&p->lock, NULL);
+    }
+    pthread_mutex_init(&live_lock, NULL);
+    pthread_mutex_init(&shared_lock, NULL);
+}
+
+static void install_fork_handlers(void) {
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ------------------------------------------------------------------ pool */
+
 static qv_status grow_ring(qv_pool *p) {
     size_t cap = p->cap ? p->cap * 2 : 1024;
     slot *r = malloc(cap * sizeof *r);
@@ -184,20 +252,19 @@ qv_status qv_pool_new(qv_pool **out, const qv_pool_options *opts) {
     }
     atomic_init(&p->refs, 1);
     pthread_mutex_init(&p->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->work, &attr);
-    pthread_condattr_destroy(&attr);
-    pthread_cond_init(&p->space, NULL);
-    pthread_cond_init(&p->gone, NULL);
+    init_conds(p);
     p->target = o.workers ? o.workers : cpus();
     p->idle_ms = o.idle_timeout_ms ? o.idle_timeout_ms : DEFAULT_IDLE_MS;
     p->queue_bound = o.queue_bound;
     p->initializer = o.initializer;
     p->userdata = o.userdata;
     p->destroy = o.destroy;
-    p->fork_gen = qv__fork_generation();
+    pthread_once(&fork_once, install_fork_handlers);
+    pthread_mutex_lock(&live_lock);
+    p->next_live = live;
+    if (live) live->prev_live = p;
+    live = p;
+    pthread_mutex_unlock(&live_lock);
     qv_status st = qv_executor_new(&p->executor, pool_submit, p, NULL);
     if (st) {
         p->destroy = NULL;
@@ -275,7 +342,12 @@ qv_status qv_pool_shutdown(qv_pool *pool, int cancel_pending) {
 
 void qv_pool_free(qv_pool *pool) {
     if (!pool || atomic_fetch_sub_explicit(&pool->refs, 1, memory_order_acq_rel) != 1) return;
-    if (pool->fork_gen == qv__fork_generation()) qv_pool_shutdown(pool, 0);
+    pthread_mutex_lock(&live_lock);
+    if (pool->prev_live) pool->prev_live->next_live = pool->next_live;
+    else live = pool->next_live;
+    if (pool->next_live) pool->next_live->prev_live = pool->prev_live;
+    pthread_mutex_unlock(&live_lock);
+    qv_pool_shutdown(pool, 0);
     if (pool->destroy) pool->destroy(pool->userdata);
     qv_executor_free(pool->executor);
     pthread_mutex_destroy(&pool->lock);
@@ -288,18 +360,15 @@ void qv_pool_free(qv_pool *pool) {
 
 /* ------------------------------------------------------- the shared pool */
 
-static pthread_mutex_t shared_lock = PTHREAD_MUTEX_INITIALIZER;
-static qv_pool *shared;
-
 qv_status qv_pool_shared(qv_pool **out, uint32_t workers, int restart) {
     if (!out) return qv__error(QV_EINVAL, "qv_pool_shared: out is NULL");
     *out = NULL;
+    pthread_once(&fork_once, install_fork_handlers);
     pthread_mutex_lock(&shared_lock);
     qv_status st = QV_OK;
-    /* a forked child has none of its parent's workers: never reuse that pool */
-    if (shared && shared->fork_gen != qv__fork_generation()) shared = NULL;
+    qv_pool *replaced = NULL;
     if (shared && restart) {
-        qv_pool_free(shared); /* current holders keep it until they let go */
+        replaced = shared; /* current holders keep it until they let go */
         shared = NULL;
     }
     if (!shared) {
@@ -311,5 +380,8 @@ qv_status qv_pool_shared(qv_pool **out, uint32_t workers, int restart) {
     }
     if (!st) *out = qv_pool_retain(shared);
     pthread_mutex_unlock(&shared_lock);
+    /* Outside the lock: the last reference waits for the queued work, whose
+     * tasks may fork (fork_prepare takes shared_lock) or ask for the pool. */
+    qv_pool_free(replaced);
     return st;
 }
