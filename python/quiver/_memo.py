@@ -81,14 +81,15 @@ class Memo(_quiver.MemoBase):
             if n not in sig.parameters:
                 raise ValueError(f"{fn.__qualname__} has no parameter {n!r}")
         if name is None:
-            qualname = getattr(fn, "__qualname__", "")
+            qualname = getattr(fn, "__qualname__", None)
             # Every lambda, and every closure a factory makes, has one qualname:
             # the default name would hand one function's results to another.
-            if "<lambda>" in qualname or "<locals>" in qualname:
-                raise TypeError(f"memo: {fn.__module__}.{qualname} is not a unique name (every lambda, and every "
-                                f"function defined inside another function, shares it with others, so their "
-                                f"results would mix): pass name=, e.g. memo(name=\"{fn.__module__}.my_function\"); "
-                                f"for a closure, put what it captures in the name, e.g. name=f\"mymodule.add_{{n}}\"")
+            if not isinstance(qualname, str) or "<lambda>" in qualname or "<locals>" in qualname:
+                what = f"{fn.__module__}.{qualname}" if isinstance(qualname, str) else f"{fn!r} (no __qualname__)"
+                raise TypeError(f"memo: {what} is not a unique name (every lambda, and every function defined "
+                                f"inside another function, shares it with others, so their results would mix): "
+                                f"pass name=, e.g. memo(name=\"mymodule.my_function\"); for a closure, put what "
+                                f"it captures in the name, e.g. name=f\"mymodule.add_{{n}}\"")
             name = f"{fn.__module__}.{qualname}"
         if version is not None:
             version = str(version)
