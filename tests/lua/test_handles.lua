@@ -85,6 +85,17 @@ describe("raw handles", function()
     core.close(fn)
   end)
 
+  it("frees a handle once whatever order the collector finalizes in", function()
+    for i = 1, 20 do
+      -- marked for finalization before its handle, so finalized after it
+      local holder = setmetatable({}, {__gc = function(self) core.close(self.h) end})
+      holder.h = select(2, core.qv_cache_open_memory())
+      if i % 2 == 0 then core.close(holder.h) end
+    end
+    collectgarbage()
+    collectgarbage()
+  end)
+
   it("refuses what is not a handle", function()
     for _, v in ipairs {{}, "x", quiver.memo("t.h.m", print), io.stdout} do
       local ok, err = pcall(core.close, v)
