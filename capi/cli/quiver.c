@@ -1,27 +1,72 @@
 /* quiver: look inside a cache from the shell. */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "quiver.h"
 
+/* Exit statuses, frozen like status codes: scripts test them. */
+#define EXIT_FAILED 1  /* the command failed, or verify found bad entries */
+#define EXIT_USAGE 2   /* unknown command or wrong arguments */
+#define EXIT_NOCACHE 3 /* PATH is not an existing cache */
+
 static int usage(void) {
     fputs("usage: quiver COMMAND PATH [ARGS]\n"
-          "  stats PATH            counts and sizes\n"
+          "  stats PATH [--json]   counts and sizes\n"
           "  ls PATH [NAME]        stored calls (of one function)\n"
           "  show PATH DIGEST      one call record\n"
           "  evict PATH DIGEST     remove one call\n"
           "  gc PATH               remove values no call uses\n"
           "  verify PATH [--repair] check every entry (and remove bad ones)\n"
-          "  version               the library's version\n",
+          "  version               the library's version\n"
+          "PATH is an existing cache: a directory holding data.mdb. Nothing is ever created.\n"
+          "exit status: 0 done, 1 failed (verify: bad entries found), 2 usage, 3 PATH is not a cache\n",
           stderr);
-    return 2;
+    return EXIT_USAGE;
 }
 
 static int fail(const char *what) {
     fprintf(stderr, "quiver: %s: %s\n", what, qv_errmsg());
-    return 1;
+    return EXIT_FAILED;
+}
+
+/* Every command reads or maintains a cache that exists. Opening creates a
+ * missing cache (and its parent directories), so a mistyped path would
+ * otherwise become a new empty cache: check first. */
+static int is_cache(const char *path) {
+    const char *why = NULL;
+    struct stat st;
+    if (strstr(path, "://") || !strcmp(path, ":memory:")) {
+        why = "the quiver tool opens cache directories only";
+    } else if (stat(path, &st) != 0) {
+        why = strerror(errno);
+    } else if (!S_ISDIR(st.st_mode)) {
+        why = "not a directory";
+    } else {
+        size_t n = strlen(path) + sizeof "/data.mdb";
+        char *data = malloc(n);
+        if (!data) {
+            why = strerror(ENOMEM);
+        } else {
+            snprintf(data, n, "%s/data.mdb", path);
+            if (stat(data, &st) != 0 || !S_ISREG(st.st_mode)) why = "no data.mdb in this directory";
+            free(data);
+        }
+    }
+    if (why) fprintf(stderr, "quiver: %s: not a quiver cache (%s); nothing was created\n", path, why);
+    return !why;
+}
+
+static int known_command(const char *cmd, int nargs, const char *arg) {
+    if (!strcmp(cmd, "stats")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--json"));
+    if (!strcmp(cmd, "ls")) return nargs <= 1;
+    if (!strcmp(cmd, "show") || !strcmp(cmd, "evict")) return nargs == 1;
+    if (!strcmp(cmd, "gc")) return nargs == 0;
+    if (!strcmp(cmd, "verify")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--repair"));
+    return 0;
 }
 
 /* CBOR diagnostic notation (RFC 8949 section 8). */
@@ -128,15 +173,32 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (argc < 3) return usage();
-    const char *cmd = argv[1], *path = argv[2];
-    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && argc > 3);
+    const char *cmd = argv[1], *path = argv[2], *arg = argc > 3 ? argv[3] : NULL;
+    if (!known_command(cmd, argc - 3, arg)) return usage();
+    if (!is_cache(path)) return EXIT_NOCACHE;
+    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
     if (!writes) opts.flags |= QV_CACHE_READONLY;
     qv_cache *c;
     if (qv_cache_open(&c, path, &opts)) return fail(path);
     int rc = 0;
     qv_digest d;
-    if (!strcmp(cmd, "stats")) {
+    if (!strcmp(cmd, "stats") && arg) {
+        /* the path is printed as a JSON string: escape what JSON requires */
+        fputs("{\"path\": \"", stdout);
+        for (const char *p = qv_cache_path(c); *p; p++) {
+            unsigned char ch = (unsigned char)*p;
+            if (ch == '"' || ch == '\\') printf("\\%c", ch);
+            else if (ch < 0x20) printf("\\u%04x", ch);
+            else putchar(ch);
+        }
+        putchar('"');
+        for (int i = 0; i < QV_STAT_COUNT; i++) {
+            uint64_t v;
+            if (qv_cache_stat(c, i, &v) == QV_OK) printf(", \"%s\": %" PRIu64, qv_stat_name(i), v);
+        }
+        puts("}");
+    } else if (!strcmp(cmd, "stats")) {
         printf("path: %s\n", qv_cache_path(c));
         for (int i = 0; i < QV_STAT_COUNT; i++) {
             uint64_t v;
@@ -164,33 +226,30 @@ int main(int argc, char **argv) {
             }
             qv_iter_free(it);
         }
-    } else if (!strcmp(cmd, "show") && argc > 3) {
+    } else if (!strcmp(cmd, "show")) {
         qv_value *rec;
-        if (!parse_digest(&d, argv[3])) rc = 2;
-        else if (qv_cache_load(c, &d, &rec)) rc = fail(argv[3]);
+        if (!parse_digest(&d, arg)) rc = EXIT_USAGE;
+        else if (qv_cache_load(c, &d, &rec)) rc = fail(arg);
         else {
             diag(stdout, rec);
             fputc('\n', stdout);
             qv_value_free(rec);
         }
-    } else if (!strcmp(cmd, "evict") && argc > 3) {
-        if (!parse_digest(&d, argv[3])) rc = 2;
-        else if (qv_cache_evict(c, &d)) rc = fail(argv[3]);
+    } else if (!strcmp(cmd, "evict")) {
+        if (!parse_digest(&d, arg)) rc = EXIT_USAGE;
+        else if (qv_cache_evict(c, &d)) rc = fail(arg);
     } else if (!strcmp(cmd, "gc")) {
         uint64_t freed;
         if (qv_cache_gc(c, &freed)) rc = fail("gc");
         else printf("values freed: %" PRIu64 "\n", freed);
     } else if (!strcmp(cmd, "verify")) {
         uint64_t bad;
-        int repair = argc > 3 && !strcmp(argv[3], "--repair");
-        if (argc > 3 && !repair) rc = usage();
-        else if (qv_cache_verify(c, repair, &bad)) rc = fail("verify");
+        int repair = arg != NULL;
+        if (qv_cache_verify(c, repair, &bad)) rc = fail("verify");
         else {
             printf("bad entries: %" PRIu64 "%s\n", bad, repair && bad ? " (removed)" : "");
-            rc = bad && !repair ? 1 : 0;
+            rc = bad && !repair ? EXIT_FAILED : 0;
         }
-    } else {
-        rc = usage();
     }
     qv_cache_close(c);
     return rc;

@@ -1,0 +1,50 @@
+/* A cache for the CLI tests: two stored calls, one with a result large
+ * enough to live in the values store. Prints the large call's digest.
+ * Usage: make_cache CACHE_DIR */
+#include <stdio.h>
+#include <string.h>
+
+#include "quiver.h"
+
+static int fail(const char *what, qv_status st) {
+    fprintf(stderr, "make_cache: %s: %s: %s\n", what, qv_status_name(st), qv_errmsg());
+    return 1;
+}
+
+/* Store name(x) = result; the caller's result is consumed. */
+static qv_status store(qv_cache *cache, const char *name, int64_t x, qv_value *result, qv_digest *key) {
+    qv_value *args = NULL, *item = NULL;
+    qv_status st;
+    if (!(st = qv_value_new_list(&args)) && !(st = qv_value_new_int(&item, x)) &&
+        !(st = qv_value_list_append(args, item)) &&
+        !(st = qv_cache_store_value(cache, name, "1", args, NULL, result, NULL)))
+        st = qv_call_digest(key, name, "1", args, NULL);
+    qv_value_free(args);
+    qv_value_free(result);
+    return st;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 2) {
+        fputs("usage: make_cache CACHE_DIR\n", stderr);
+        return 2;
+    }
+    qv_cache *cache;
+    qv_status st = qv_cache_open(&cache, argv[1], NULL);
+    if (st) return fail(argv[1], st);
+    static uint8_t big[4096];
+    memset(big, 0xab, sizeof big);
+    qv_value *small_result, *big_result;
+    qv_digest small_key, big_key;
+    if ((st = qv_value_new_int(&small_result, 2)) || (st = store(cache, "cli.small", 1, small_result, &small_key)) ||
+        (st = qv_value_new_bytes(&big_result, big, sizeof big)) ||
+        (st = store(cache, "cli.big", 7, big_result, &big_key))) {
+        qv_cache_close(cache);
+        return fail("store", st);
+    }
+    char hex[33];
+    qv_digest_hex(&big_key, hex);
+    puts(hex);
+    qv_cache_close(cache);
+    return 0;
+}
