@@ -96,6 +96,15 @@ describe("raw handles", function()
     collectgarbage()
   end)
 
+  it("hides the finalizer of the context a scope holds", function()
+    local c = quiver.memory()
+    local scope <close> = quiver.cache_scope(c)
+    assert.are.equal("quiver.context", getmetatable(scope._frame))
+    local m = quiver.memo("t.h.frame", function(x) return x end)
+    m(1)
+    assert.is_true(c:contains(m:digest(1)))
+  end)
+
   it("refuses what is not a handle", function()
     for _, v in ipairs {{}, "x", quiver.memo("t.h.m", print), io.stdout} do
       local ok, err = pcall(core.close, v)
