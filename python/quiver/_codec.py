@@ -153,14 +153,19 @@ def _encode_object(obj):
 
 class _CanonicalPickler(pickle._Pickler):
     """A pickler whose bytes do not depend on PYTHONHASHSEED: sets and dicts
-    are written in the order of their elements' (keys') own canonical
-    pickles, not in hash or insertion order (which a set of strings decides).
+    are written sorted (elements, or keys, of one type among str, bytes and
+    int by value; others by their own canonical pickles), not in hash or
+    insertion order (which a set of strings decides).
 
     The pure-Python pickler, because the C one writes sets and dicts without
     asking any hook; it runs only for what has no native encoding."""
     dispatch = dict(pickle._Pickler.dispatch)
 
     def _sorted(self, items, key=lambda x: x):
+        items = list(items)
+        kind = type(key(items[0])) if items else None
+        if kind in (str, bytes, int) and all(type(key(x)) is kind for x in items):
+            return sorted(items, key=key)  # the usual case, without a pickle per key
         return sorted(items, key=lambda x: _canonical_pickle(key(x)))
 
     def save_set(self, obj):
@@ -182,8 +187,10 @@ def _canonical_pickle(obj):
     return f.getvalue()
 
 
-def _encode_hook(obj):
-    """What to encode in place of obj, which has no native encoding."""
+def _encode_hook(obj, keyed=True):
+    """What to encode in place of obj, which has no native encoding. keyed:
+    its bytes must be the same in every process (an argument, or anything a
+    digest is asked of); a stored result need not be, and pickles faster."""
     entry = _by_type.get(type(obj))
     if entry is not None:
         name, encoder = entry
@@ -201,7 +208,7 @@ def _encode_hook(obj):
     if tagged is not None:
         return tagged
     try:
-        return Tag(PICKLE_TAG, _canonical_pickle(obj))
+        return Tag(PICKLE_TAG, _canonical_pickle(obj) if keyed else pickle.dumps(obj, protocol=5))
     except Exception as e:
         raise _quiver.EncodeError(f"cannot encode or pickle an object of type {type(obj).__qualname__}: {e}") from e
 
