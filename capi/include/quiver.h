@@ -477,6 +477,57 @@ QV_EXPORT const char *qv_fn_signature(const qv_fn *fn);
 #define QV_FN_STAT_COUNT    3
 QV_EXPORT qv_status qv_fn_stat(const qv_fn *fn, int which, uint64_t *out);
 
+/* ---------------------------------------------------------- the call runtime */
+
+/* Every memoized call in every language goes through qv_call_run, which holds
+ * the one policy of DESIGN section 12: a hit returns the stored result; on a
+ * miss the caller takes the call's lease (others missing the same call, in
+ * any thread or process on the cache, wait for it and then read its result),
+ * runs the function, stores the result and releases; a function that fails
+ * stores nothing and lets the waiters run it themselves; a result that cannot
+ * be kept (read-only cache, full disk, unencodable) is still returned. A
+ * binding only turns its values into the call's encoding and runs its own
+ * function in body; no lock or transaction is held while hit or body run. */
+
+/* Run the function and set *result to the canonical encoding of its result,
+ * borrowed until qv_call_run returns. Return QV_OK; QV_EENCODE when the
+ * function returned a result that has no encoding (it is returned, not
+ * stored); or the function's failure, best with a message (qv_error_set). */
+typedef qv_status (*qv_call_body)(const void **result, size_t *len, void *userdata);
+
+#define QV_CALL_NO_DEDUP 0x1u /* run on a miss even while another caller runs the same call */
+#define QV_CALL_MISSED   0x2u /* the caller has just looked the call up and missed */
+#define QV_CALL_RERUN    0x4u /* run and store even when stored */
+
+typedef struct qv_call_options {
+    uint32_t version;         /* QV_CALL_OPTIONS_VERSION */
+    uint32_t flags;           /* QV_CALL_* */
+    int64_t wait_timeout_ns;  /* the longest wait for another caller's run, then it runs here
+                               * too; 0: 10 minutes; < 0: never wait */
+    const char *lang;         /* recorded with the call; NULL: "c" */
+    const void *meta;         /* canonical encoding of a map of metadata recorded with the call, or NULL */
+    uint64_t meta_len;
+} qv_call_options;
+#define QV_CALL_OPTIONS_VERSION 1
+#define QV_CALL_OPTIONS_INIT { QV_CALL_OPTIONS_VERSION, 0, 0, NULL, NULL, 0 }
+QV_EXPORT qv_status qv_call_options_init(qv_call_options *opts, uint32_t version);
+
+/* What qv_call_run did (*outcome): */
+#define QV_CALL_HIT    0 /* hit was called with the stored result; the function did not run */
+#define QV_CALL_STORED 1 /* the function ran here and its result is stored */
+/* ...or the negative status of the store that failed (QV_EREADONLY, QV_EFULL,
+ * QV_EENCODE, ...): the function ran and its result is the call's result,
+ * not kept; qv_errmsg() says why, for the binding's warning. */
+
+/* call is the call's canonical encoding (as qv_cache_store takes it) and key
+ * its digest. hit receives a stored result; it may return QV_NOTFOUND to
+ * have an entry it cannot use (say, a value its host cannot decode) treated
+ * as a miss. Returns QV_OK, the status of a failed lookup, or body's failure
+ * (nothing stored). opts NULL: defaults. */
+QV_EXPORT qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const void *call,
+                                size_t call_len, const qv_call_options *opts, qv_result_cb hit, qv_call_body body,
+                                void *userdata);
+
 /* ----------------------------------------------------------------- futures */
 
 /* A result that may not exist yet: pending, then done (a value), failed (a

@@ -328,12 +328,6 @@ static qv_status decode_c_result(const void *data, size_t len, void *userdata) {
 
 /* ------------------------------------------------------------- closure */
 
-static int64_t clock_ns(clockid_t clock) {
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Hand a C result the caller can rely on: str and bytes in the thread's
  * buffer, like a hit. The result may already point into that buffer (a
  * function returning part of an argument that an earlier memoized call
@@ -358,6 +352,33 @@ static void settle_result(native *n, void *ret, void **args) {
     }
 }
 
+/* The original function, as the call runtime runs it on a miss. */
+typedef struct {
+    native *n;
+    void *ret;
+    void **args;
+    qv_encoder *enc;
+    hit_ctx hit;
+} c_run;
+
+static qv_status c_body(const void **result, size_t *len, void *userdata) {
+    c_run *r = userdata;
+    native *n = r->n;
+    qv__fn_note_miss(n->fn);
+    ffi_call(&n->cif, n->target, r->ret, r->args);
+    uint64_t bytes_len = 0;
+    if (n->ret == T_BYTES && *(uint64_t **)r->args[n->cargs - 1]) bytes_len = **(uint64_t **)r->args[n->cargs - 1];
+    /* the original may have made memoized calls of its own on this encoder */
+    qv_encoder_reset(r->enc);
+    if (encode_c_result(n, r->enc, r->ret, bytes_len) || qv_encoder_finish(r->enc, result, len)) return QV_EENCODE;
+    return QV_OK;
+}
+
+static qv_status c_hit(const void *data, size_t len, void *userdata) {
+    c_run *r = userdata;
+    return decode_c_result(data, len, &r->hit);
+}
+
 static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) {
     native *n = userdata;
     qv_cache *cache;
@@ -372,8 +393,8 @@ static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) 
     qv_encoder_reset(enc);
     if (encode_c_call(n, enc, args) || qv_encoder_finish(enc, &call, &call_len)) goto direct;
     qv_digest_bytes(&key, call, call_len);
-    hit_ctx h = {n, ret, args};
-    qv_status st = qv__fn_lookup_with(n->fn, cache, &key, decode_c_result, &h);
+    c_run run = {n, ret, args, enc, {n, ret, args}};
+    qv_status st = qv__fn_lookup_with(n->fn, cache, &key, decode_c_result, &run.hit);
     if (st == QV_OK) return;
     if (st != QV_NOTFOUND) goto direct;
 
@@ -381,24 +402,21 @@ static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) 
     uint8_t *call_copy = malloc(call_len);
     if (!call_copy) goto direct;
     memcpy(call_copy, call, call_len);
-    qv__fn_note_miss(n->fn);
-    qv_store_info info = QV_STORE_INFO_INIT;
-    info.start_ns = clock_ns(CLOCK_REALTIME);
-    int64_t t0 = clock_ns(CLOCK_MONOTONIC);
-    ffi_call(&n->cif, n->target, ret, args);
-    info.duration_ns = clock_ns(CLOCK_MONOTONIC) - t0;
-    info.meta = meta;
-    info.meta_len = meta_len;
-    uint64_t bytes_len = 0;
-    if (n->ret == T_BYTES && *(uint64_t **)args[n->cargs - 1]) bytes_len = **(uint64_t **)args[n->cargs - 1];
-    const void *res;
-    size_t res_len;
-    qv_encoder_reset(enc);
-    if (!encode_c_result(n, enc, ret, bytes_len) && !qv_encoder_finish(enc, &res, &res_len))
-        qv_cache_store(cache, &key, call_copy, call_len, res, res_len, &info);
+    qv_call_options opts = QV_CALL_OPTIONS_INIT;
+    opts.flags = QV_CALL_MISSED;
+    opts.meta = meta;
+    opts.meta_len = meta_len;
+    int outcome;
+    st = qv_call_run(&outcome, cache, &key, call_copy, call_len, &opts, c_hit, c_body, &run);
     free(call_copy);
-    settle_result(n, ret, args);
-    return;
+    if (st == QV_OK && outcome == QV_CALL_HIT) { /* another caller's run, decoded into ret */
+        qv__fn_note_hit(n->fn);
+        return;
+    }
+    if (st == QV_OK) {
+        settle_result(n, ret, args);
+        return;
+    }
 direct:
     ffi_call(&n->cif, n->target, ret, args);
     settle_result(n, ret, args);

@@ -5,10 +5,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "internal.h"
-#include "lease.h"
 
 struct qv_fn {
     _Atomic int refs;
@@ -33,10 +31,8 @@ void qv__fn_note_miss(qv_fn *fn) {
     atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_MISSES], 1, memory_order_relaxed);
 }
 
-static int64_t clock_ns(clockid_t clock) {
-    struct timespec ts;
-    clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+void qv__fn_note_hit(qv_fn *fn) {
+    atomic_fetch_add_explicit(&fn->stats[QV_FN_STAT_HITS], 1, memory_order_relaxed);
 }
 
 qv_status qv_fn_new(qv_fn **out, const char *name, const char *version, qv_fn_callback body, void *userdata,
@@ -141,44 +137,36 @@ qv_status qv__fn_lookup_with(qv_fn *fn, qv_cache *cache, const qv_digest *key, q
     return st;
 }
 
-static qv_status run_and_store(qv_fn *fn, qv_cache *cache, const void *meta, size_t meta_len, const void *call,
-                               size_t call_len, const qv_digest *key, const qv_value *args, const qv_value *kwargs,
-                               qv_value **result) {
+/* The body of a C-level qv_fn, as the call runtime runs it: the result as a
+ * tree for the caller, and its encoding to store. */
+typedef struct {
+    qv_fn *fn;
+    const qv_value *args, *kwargs;
+    qv_value *result;
+    void *encoding;
+    qv_value **out; /* where a hit decodes to */
+} fn_run;
+
+static qv_status fn_body(const void **result, size_t *len, void *userdata) {
+    fn_run *r = userdata;
+    qv_fn *fn = r->fn;
     qv__fn_note_miss(fn);
-    qv_store_info info = QV_STORE_INFO_INIT;
-    info.start_ns = clock_ns(CLOCK_REALTIME);
-    int64_t t0 = clock_ns(CLOCK_MONOTONIC);
-    qv_value *r = NULL, *empty = NULL;
+    qv_value *empty = NULL;
     qv_status st = QV_OK;
-    if (!kwargs && (st = qv_value_new_map(&empty))) return st;
-    /* cleared, so a body that fails without a word can be told apart */
-    qv_error_set(QV_OK, NULL);
-    st = fn->body(&r, args, kwargs ? kwargs : empty, fn->userdata);
-    info.duration_ns = clock_ns(CLOCK_MONOTONIC) - t0;
+    if (!r->kwargs && (st = qv_value_new_map(&empty))) return st;
+    st = fn->body(&r->result, r->args, r->kwargs ? r->kwargs : empty, fn->userdata);
     qv_value_free(empty);
-    if (st == QV_OK && !r) st = qv__error(QV_EFAILED, "%s: the body returned no result", fn->name);
+    if (st == QV_OK && !r->result) st = qv__error(QV_EFAILED, "%s: the body returned no result", fn->name);
     if (st) {
         if (!qv__error_is_set()) qv__error(st, "%s: the body failed with %s", fn->name, qv_status_name(st));
-        qv_value_free(r);
         return st;
     }
-    void *enc;
-    size_t enc_len;
-    info.meta = meta;
-    info.meta_len = meta_len;
-    if ((st = qv_value_encode(r, &enc, &enc_len))) {
-        qv_value_free(r);
-        return st;
-    }
-    st = qv_cache_store(cache, key, call, call_len, enc, enc_len, &info);
-    qv_free(enc);
-    /* a read-only cache still answers: the call ran, it just is not kept */
-    if (st && st != QV_EREADONLY) {
-        qv_value_free(r);
-        return st;
-    }
-    *result = r;
-    return QV_OK;
+    return qv_value_encode(r->result, &r->encoding, len) ? QV_EENCODE : (*result = r->encoding, QV_OK);
+}
+
+static qv_status fn_hit(const void *data, size_t len, void *userdata) {
+    fn_run *r = userdata;
+    return qv_value_decode(r->out, data, len);
 }
 
 qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs, qv_value **result) {
@@ -205,20 +193,27 @@ qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs,
     void *copy = malloc(call_len);
     if (!copy) return qv__nomem();
     memcpy(copy, call, call_len);
-    /* Compute once: whoever holds the key's lease runs the call; the others
-     * wait, then find its result (DESIGN section 12). */
-    qv_leases *leases = qv__leases_of(cache);
-    qv_lease lease;
-    int outcome = QV_LEASE_TIMEOUT;
-    if (leases && qv__lease_acquire(leases, &key, -1, &outcome, &lease)) outcome = QV_LEASE_TIMEOUT;
-    st = QV_NOTFOUND;
-    if (outcome != QV_LEASE_TIMEOUT) /* stored while we took the lease, or while we waited */
-        st = qv__fn_lookup(fn, cache, &key, result);
-    /* not there after a release: its holder failed, and we run it ourselves */
-    if (st == QV_NOTFOUND) st = run_and_store(fn, cache, meta, meta_len, copy, call_len, &key, args, kwargs, result);
-    if (outcome == QV_LEASE_HELD) qv__lease_release(leases, &key, &lease);
+    qv_call_options opts = QV_CALL_OPTIONS_INIT;
+    opts.flags = QV_CALL_MISSED;
+    opts.meta = meta;
+    opts.meta_len = meta_len;
+    fn_run run = {fn, args, kwargs, NULL, NULL, result};
+    int outcome;
+    st = qv_call_run(&outcome, cache, &key, copy, call_len, &opts, fn_hit, fn_body, &run);
     free(copy);
-    return st;
+    qv_free(run.encoding);
+    if (st == QV_OK && outcome == QV_CALL_HIT) {
+        qv__fn_note_hit(fn);
+        qv_value_free(run.result); /* a body that ran and then failed to encode never gets here */
+        return QV_OK;
+    }
+    if (st) {
+        qv_value_free(run.result);
+        return st;
+    }
+    /* ran here: stored, or not kept (read-only, full): either way the result */
+    *result = run.result;
+    return QV_OK;
 }
 
 qv_status qv_fn_call(qv_fn *fn, const qv_value *args, qv_value **result) {

@@ -105,6 +105,7 @@ typedef qv_status (*qv_fn_check)(const qv_value *args, const qv_value *kwargs, v
 void *qv__fn_userdata(const qv_fn *fn, qv_fn_callback body); /* NULL unless fn has that body */
 void qv__fn_set_check(qv_fn *fn, qv_fn_check check);
 void qv__fn_note_miss(qv_fn *fn);
+void qv__fn_note_hit(qv_fn *fn); /* a hit found through the call runtime */
 /* future.c: complete with an encoding the caller knows to be canonical. */
 qv_status qv__future_set_trusted(qv_future *f, const void *data, size_t len);
 /* future.c: f is completed by a job submitted now (it cannot complete in a

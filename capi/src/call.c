@@ -1,0 +1,89 @@
+/* The one call runtime (DESIGN section 12): lookup, lease, run, store,
+ * release. fn.c, ffi.c and the bindings differ only in how they encode the
+ * call and run the function; what happens around it is decided here. */
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+#include "lease.h"
+
+qv_status qv_call_options_init(qv_call_options *opts, uint32_t version) {
+    if (!opts || version == 0 || version > QV_CALL_OPTIONS_VERSION)
+        return qv__error(QV_EINVAL, "qv_call_options_init: unsupported version %u", version);
+    qv_call_options d = QV_CALL_OPTIONS_INIT;
+    *opts = d;
+    opts->version = version;
+    return QV_OK;
+}
+
+static int64_t clock_ns(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A hit; QV_NOTFOUND for a miss or an entry the host cannot use. */
+static qv_status lookup(qv_cache *cache, const qv_digest *key, qv_result_cb hit, void *userdata) {
+    return qv_cache_get_with(cache, key, hit, userdata);
+}
+
+static qv_status run_and_store(int *outcome, qv_cache *cache, const qv_digest *key, const void *call,
+                               size_t call_len, const qv_call_options *o, qv_call_body body, void *userdata) {
+    qv_store_info info = QV_STORE_INFO_INIT;
+    info.start_ns = clock_ns(CLOCK_REALTIME);
+    info.lang = o->lang;
+    info.meta = o->meta;
+    info.meta_len = o->meta_len;
+    const void *result = NULL;
+    size_t len = 0;
+    int64_t t0 = clock_ns(CLOCK_MONOTONIC);
+    qv_error_set(QV_OK, NULL); /* so a body that fails without a word can be told apart */
+    qv_status st = body(&result, &len, userdata);
+    info.duration_ns = clock_ns(CLOCK_MONOTONIC) - t0;
+    if (st == QV_OK && !result) st = qv__error(QV_EFAILED, "the function gave no result");
+    if (st == QV_EENCODE) {
+        if (!qv__error_is_set()) qv__error(st, "the result cannot be encoded, so it is not stored");
+        *outcome = QV_EENCODE;
+        return QV_OK;
+    }
+    if (st) {
+        if (!qv__error_is_set()) qv__error(st, "the function failed with %s", qv_status_name(st));
+        return st;
+    }
+    st = qv_cache_store(cache, key, call, call_len, result, len, &info);
+    *outcome = st ? st : QV_CALL_STORED;
+    return QV_OK;
+}
+
+qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const void *call, size_t call_len,
+                      const qv_call_options *opts, qv_result_cb hit, qv_call_body body, void *userdata) {
+    if (!outcome || !cache || !key || !call || !hit || !body)
+        return qv__error(QV_EINVAL, "qv_call_run: outcome, cache, key, call, hit and body are required");
+    qv_call_options o = QV_CALL_OPTIONS_INIT;
+    if (opts) {
+        if (opts->version == 0 || opts->version > QV_CALL_OPTIONS_VERSION)
+            return qv__error(QV_EINVAL, "qv_call_run: unsupported options version %u", opts->version);
+        o = *opts;
+    }
+    *outcome = QV_CALL_HIT;
+    qv_status st;
+    if (!(o.flags & (QV_CALL_MISSED | QV_CALL_RERUN)) && (st = lookup(cache, key, hit, userdata)) != QV_NOTFOUND)
+        return st;
+
+    qv_leases *leases = o.flags & QV_CALL_NO_DEDUP ? NULL : qv__leases_of(cache);
+    qv_lease lease;
+    int taken = QV_LEASE_TIMEOUT;
+    int64_t wait = o.wait_timeout_ns == 0 ? -1 : o.wait_timeout_ns < 0 ? 0 : o.wait_timeout_ns;
+    if (leases && qv__lease_acquire(leases, key, wait, &taken, &lease)) taken = QV_LEASE_TIMEOUT;
+    /* Stored while we took the lease, or by the holder we waited for. Not
+     * there after a release: the holder failed, and we run it ourselves. */
+    st = QV_NOTFOUND;
+    if (taken != QV_LEASE_TIMEOUT && !(taken == QV_LEASE_HELD && (o.flags & QV_CALL_RERUN))) {
+        /* asked first, so this second look counts no second miss */
+        st = qv_cache_contains(cache, key);
+        if (st == QV_OK) st = lookup(cache, key, hit, userdata);
+    }
+    if (st == QV_NOTFOUND) st = run_and_store(outcome, cache, key, call, call_len, &o, body, userdata);
+    if (taken == QV_LEASE_HELD) qv__lease_release(leases, key, &lease);
+    return st;
+}
