@@ -49,6 +49,10 @@ class Memo(_quiver.MemoBase):
     in the active cache; a hit returns the stored result without running the
     function, a miss runs it and stores the result.
 
+    A function that returns a concurrent.futures.Future gives its caller
+    another Future, which completes with the same outcome once the result is
+    stored (a call made as soon as it is done is a hit).
+
     Without name=, a lambda or a function defined inside another function
     (its __qualname__ holds <lambda> or <locals>) raises TypeError: such
     functions share their qualified name with others, and so would share
