@@ -235,7 +235,10 @@ static qv_status pool_submit(qv_job_fn run, void *job, void *userdata) {
 }
 
 qv_status qv_pool_new(qv_pool **out, const qv_pool_options *opts) {
-    if (!out) return qv__error(QV_EINVAL, "qv_pool_new: out is NULL");
+    if (!out) {
+        if (opts && opts->destroy) opts->destroy(opts->userdata); /* a failed registration still releases */
+        return qv__error(QV_EINVAL, "qv_pool_new: out is NULL");
+    }
     *out = NULL;
     qv_pool_options o = QV_POOL_OPTIONS_INIT;
     if (opts) {

@@ -157,6 +157,13 @@ static void initializer_runs_once_per_worker(void **state) {
     assert_int_equal(atomic_load(&inits), (int)started);
     assert_true(atomic_load(&inits) <= 3);
     assert_int_equal(atomic_load(&destroyed), 1);
+    /* a failed construction still releases the userdata, once */
+    assert_int_equal(qv_pool_new(NULL, &o), QV_EINVAL);
+    assert_int_equal(atomic_load(&destroyed), 2);
+    o.version = 99;
+    assert_int_equal(qv_pool_new(&p, &o), QV_EINVAL);
+    assert_null(p);
+    assert_int_equal(atomic_load(&destroyed), 3);
     pthread_key_delete(marked);
 }
 
