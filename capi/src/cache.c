@@ -974,8 +974,16 @@ qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call
     if (st) return qv__error(st, "the result is not one canonical item: %s", qv_errmsg());
     pending p;
     memset(&p, 0, sizeof p);
-    if (key) p.key = *key;
-    else qv_digest_bytes(&p.key, call, call_len);
+    /* A key that is not the call's digest would file the result under
+     * another call: every language would get it for that call. Hashing the
+     * call again costs little next to a commit (docs/DECISIONS.md). */
+    qv_digest_bytes(&p.key, call, call_len);
+    if (key && memcmp(key->bytes, p.key.bytes, 16) != 0) {
+        char given[33], actual[33];
+        qv_digest_hex(key, given);
+        qv_digest_hex(&p.key, actual);
+        return qv__error(QV_EINVAL, "qv_cache_store: key %s is not the digest of the call encoding (%s)", given, actual);
+    }
     qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     if (!enc) return qv__nomem();
     record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
@@ -1233,6 +1241,7 @@ qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
 typedef struct {
     qv_cache *c;
     qv_txn *txn;
+    qv_hasher *h;
     key_list bad_calls, bad_values;
     int ok;
 } verify_ctx;
@@ -1261,11 +1270,72 @@ static int verify_value(const void *key, size_t klen, const void *val, size_t vl
     return 0;
 }
 
+static void hash_head(qv_hasher *h, int major, uint64_t n) {
+    uint8_t b[9];
+    size_t len = qv__encode_uint(b, n);
+    b[0] |= (uint8_t)(major << 5);
+    qv__hasher_update(h, b, len);
+}
+
+/* An argument as it was in the call: a value reference resolved. */
+static qv_status hash_item(verify_ctx *v, const uint8_t *item, size_t len) {
+    if (is_ref(item, len)) {
+        const void *val;
+        qv_status st = v->c->store->ops->get(v->c->store, v->txn, T_VALUES, item + 6, 16, &val, &len);
+        if (st) return st;
+        item = val;
+    }
+    qv__hasher_update(v->h, item, len);
+    return QV_OK;
+}
+
+/* The digest of the call a record says it holds, rebuilt from its name,
+ * version, args and kwargs (fields R_NAME..R_KWARGS, in that order). */
+static qv_status record_call_digest(verify_ctx *v, const uint8_t *rec, size_t len, qv_digest *out) {
+    static const uint8_t head[] = {0x85, 0x6e, 'q', 'u', 'i', 'v', 'e', 'r', '/', 'c', 'a', 'l', 'l', '/', 'v', '1'};
+    qv_decoder dec;
+    qv_decoder_reset(&dec, rec, len);
+    qv_type t;
+    uint64_t n, inner;
+    size_t s, e;
+    int want = R_NAME;
+    qv__hasher_reset(v->h);
+    qv__hasher_update(v->h, head, sizeof head);
+    if (qv_decoder_next(&dec, &t) || t != QV_TYPE_MAP) return QV_ECORRUPT;
+    qv_decoder_get_count(&dec, &n);
+    for (uint64_t i = 0; i < n; i++) {
+        int64_t k;
+        if (qv_decoder_next(&dec, &t) || t != QV_TYPE_INT || qv_decoder_get_int(&dec, &k)) return QV_ECORRUPT;
+        if (k >= R_NAME && k <= R_KWARGS && k != want++) return QV_ECORRUPT;
+        if (k == R_ARGS || k == R_KWARGS) {
+            if (qv_decoder_next(&dec, &t) || t != (k == R_ARGS ? QV_TYPE_LIST : QV_TYPE_MAP)) return QV_ECORRUPT;
+            qv_decoder_get_count(&dec, &inner);
+            hash_head(v->h, k == R_ARGS ? 4 : 5, inner);
+            for (uint64_t j = 0; j < inner; j++) {
+                if (k == R_KWARGS) {
+                    if (qv__decoder_item_span(&dec, &s, &e)) return QV_ECORRUPT;
+                    qv__hasher_update(v->h, rec + s, e - s);
+                }
+                if (qv__decoder_item_span(&dec, &s, &e) || hash_item(v, rec + s, e - s)) return QV_ECORRUPT;
+            }
+        } else {
+            if (qv__decoder_item_span(&dec, &s, &e)) return QV_ECORRUPT;
+            if (k == R_NAME || k == R_VERSION) qv__hasher_update(v->h, rec + s, e - s);
+        }
+    }
+    if (want != R_KWARGS + 1) return QV_ECORRUPT;
+    qv__hasher_digest(v->h, out);
+    return QV_OK;
+}
+
 static int verify_call(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
     verify_ctx *v = userdata;
     size_t s, e;
+    qv_digest call;
     v->ok = klen == 16 && qv_validate(val, vlen) == QV_OK && record_result(val, vlen, &s, &e) == QV_OK;
     if (v->ok && record_walk(val, vlen, verify_visit, v) != QV_OK) v->ok = 0;
+    /* a record filed under a key that is not its call's digest answers the wrong call */
+    if (v->ok && (record_call_digest(v, val, vlen, &call) || memcmp(call.bytes, key, 16))) v->ok = 0;
     if (!v->ok) return collect_key(key, 16, NULL, 0, &v->bad_calls);
     return 0;
 }
@@ -1275,9 +1345,14 @@ qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_verify: cache is NULL");
     qv_store *s = cache->store;
     wctx w = {cache, NULL, 0};
+    qv_hasher *h = qv__hasher_new();
+    if (!h) return qv__nomem();
     qv_status st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
-    if (st) return st;
-    verify_ctx v = {cache, w.txn, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, 1};
+    if (st) {
+        qv__hasher_free(h);
+        return st;
+    }
+    verify_ctx v = {cache, w.txn, h, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, 1};
     if (!(st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, verify_value, &v)))
         st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, verify_call, &v);
     if (!st && (v.bad_calls.failed || v.bad_values.failed)) st = qv__nomem();
@@ -1292,6 +1367,7 @@ qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
     } else {
         s->ops->read_end(s, w.txn);
     }
+    qv__hasher_free(h);
     free(v.bad_calls.keys);
     free(v.bad_values.keys);
     if (st) return st;

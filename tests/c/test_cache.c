@@ -442,6 +442,42 @@ static void error_messages_are_per_thread(void **state) {
     free(theirs);
 }
 
+/* A caller's key must be the digest of the call it stores: otherwise the
+ * result would be filed under another call, for every language to read. */
+static void store_refuses_a_key_that_is_not_the_calls_digest(void **state) {
+    fixture *f = *state;
+    qv_value *args = int_args(1);
+    qv_encoder *enc;
+    QVT_OK(qv_encoder_new(&enc));
+    QVT_OK(qv_encoder_list(enc, 5));
+    QVT_OK(qv_encoder_text(enc, "quiver/call/v1", 14));
+    QVT_OK(qv_encoder_text(enc, "t.key", 5));
+    QVT_OK(qv_encoder_null(enc));
+    QVT_OK(qv_encoder_value(enc, args));
+    QVT_OK(qv_encoder_map_begin(enc));
+    QVT_OK(qv_encoder_map_end(enc));
+    const void *call;
+    size_t call_len;
+    QVT_OK(qv_encoder_finish(enc, &call, &call_len));
+    qv_digest right, wrong;
+    QVT_OK(qv_call_digest(&right, "t.key", NULL, args, NULL));
+    wrong = right;
+    wrong.bytes[15] ^= 1;
+    static const uint8_t result[] = {0x07};
+    assert_int_equal(qv_cache_store(f->cache, &wrong, call, call_len, result, 1, NULL), QV_EINVAL);
+    if (!strstr(qv_errmsg(), "not the digest")) fail_msg("message: %s", qv_errmsg());
+    assert_int_equal(qv_cache_contains(f->cache, &wrong), QV_NOTFOUND);
+    assert_int_equal(qv_cache_contains(f->cache, &right), QV_NOTFOUND);
+    assert_int_equal(stat_of(f->cache, QV_STAT_ENTRIES), 0);
+    QVT_OK(qv_cache_store(f->cache, &right, call, call_len, result, 1, NULL));
+    QVT_OK(qv_cache_contains(f->cache, &right));
+    uint64_t bad;
+    QVT_OK(qv_cache_verify(f->cache, 0, &bad));
+    assert_int_equal(bad, 0);
+    qv_encoder_free(enc);
+    qv_value_free(args);
+}
+
 /* A decoder that makes a memoized call of its own: the hit's callback stores
  * another call, and on LMDB that store must grow a small map. Both need the
  * hit to have let go of its transaction and the store's lock before calling
@@ -499,6 +535,7 @@ int main(void) {
         BOTH(gc_and_verify_agree_on_a_healthy_cache),
         BOTH(store_refuses_bad_input),
         BOTH(callback_may_store_and_grow),
+        BOTH(store_refuses_a_key_that_is_not_the_calls_digest),
         cmocka_unit_test(options_are_versioned),
         cmocka_unit_test(readonly_handle_refuses_writes),
         cmocka_unit_test(same_path_shares_one_environment),

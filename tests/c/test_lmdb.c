@@ -902,6 +902,34 @@ static void corrupt_entries_read_as_misses_and_repair(void **state) {
     free(dir);
 }
 
+/* A record filed under a key that is not its call's digest (written by a
+ * foreign writer, or by a quiver that trusted a caller's key) answers the
+ * wrong call, though every byte of it is well-formed: verify reports it and
+ * repair removes it. */
+static void record_under_a_wrong_key_is_found_by_verify(void **state) {
+    char *dir = corrupt_fixture();
+    qv_digest good = key_of(K_GOOD), other = key_of(K_JUNK);
+    size_t len;
+    uint8_t *rec = raw_get(dir, "calls", good.bytes, 16, &len);
+    raw_put(dir, "calls", other.bytes, 16, rec, len);
+    free(rec);
+
+    qv_cache *c = open_cache(dir, NULL);
+    uint64_t bad = 0;
+    QVT_OK(qv_cache_verify(c, 0, &bad));
+    assert_int_equal(bad, 1);
+    QVT_OK(qv_cache_verify(c, 1, &bad));
+    assert_int_equal(bad, 1);
+    assert_int_equal(qv_cache_contains(c, &other), QV_NOTFOUND);
+    assert_int_equal(check_int(c, K_GOOD), CHK_OK);
+    assert_int_equal(check_blob(c, K_GOODBIG, BIG), CHK_OK); /* records holding values pass too */
+    QVT_OK(qv_cache_verify(c, 0, &bad));
+    assert_int_equal(bad, 0);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 /* qv_cache_load of a corrupt entry: an error naming the corruption (or a
  * miss), never a record, whichever part is broken. */
 static void corrupt_entries_fail_to_load_clearly(void **state) {
@@ -1251,6 +1279,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(corrupt_entries_read_as_misses_and_repair),
         cmocka_unit_test(corrupt_entries_fail_to_load_clearly),
         cmocka_unit_test(flipped_bit_in_a_value_is_found_by_verify),
+        cmocka_unit_test(record_under_a_wrong_key_is_found_by_verify),
         cmocka_unit_test(readonly_directory_gives_a_clear_error),
         cmocka_unit_test(readonly_handle_refuses_writes),
     };
