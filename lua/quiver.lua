@@ -383,7 +383,7 @@ end
 M.c_functions = core.c_functions
 
 function CFunction:__call(...)
-  local _, r = core.ctx_call(core.qv_fn_call, self._fn, table.pack(...))
+  local _, r = core.qv_fn_call(self._fn, table.pack(...))
   return r
 end
 
