@@ -9,5 +9,6 @@ tasks=200000
 eval "$(python3 "$QUIVER_SOURCE/bench/tpe.py" "$tasks")"
 export QV_TPE_ROUNDTRIP_NS QV_TPE_TASK_NS
 "$QUIVER_BUILD/bin/bench_core" "$@"
+"$QUIVER_BUILD/bin/bench_lease" "$@"
 python3 "$QUIVER_SOURCE/bench/bench_python.py" "$@"
 lua5.4 "$QUIVER_SOURCE/bench/bench_lua.lua" "$@"

@@ -33,6 +33,7 @@
 #define BEAT_NS 1000000000ll         /* how often a holder's process proves it lives */
 #define BEAT_STALE_NS 5000000000ll   /* silence that makes a holder dead when its pid cannot be checked */
 #define DEFAULT_WAIT_NS 600000000000ll
+#define RECHECK_NS 1000000000ll        /* how often a directory's lease file is looked at again */
 
 enum { SLOT_FREE = 0, SLOT_HELD = 1, SLOT_GONE = 2 /* a tombstone: probing goes on past it */ };
 
@@ -91,6 +92,7 @@ typedef struct table_entry {
     qv_leases *table; /* NULL: the directory would not take a lease file */
     dev_t dev;        /* the file mapped: a directory removed and made */
     ino_t ino;        /* again is another table */
+    int64_t checked_ns; /* when the file was last compared with it */
     char path[];
 } table_entry;
 
@@ -142,19 +144,38 @@ static uint64_t pid_namespace(void) {
     return stat("/proc/self/ns/pid", &st) == 0 ? (uint64_t)st.st_ino : 0;
 }
 
-/* Read once per process: a child after fork() is a new process. */
+/* Read once per process: a child after fork() is a new process, which the
+ * fork generation tells without a system call. */
+static _Atomic uint64_t self_gen = UINT64_MAX;
+
 static identity me(void) {
-    int32_t pid = (int32_t)getpid();
+    uint64_t gen = qv__fork_generation();
     pthread_mutex_lock(&self_lock);
-    if (self_cache.pid != pid) {
+    if (atomic_load(&self_gen) != gen) {
+        int32_t pid = (int32_t)getpid();
         self_cache.pid = pid;
         self_cache.start = process_start(pid);
         self_cache.boot = boot_id();
         self_cache.pidns = pid_namespace();
+        atomic_store(&self_gen, gen);
     }
     identity id = self_cache;
     pthread_mutex_unlock(&self_lock);
     return id;
+}
+
+/* gettid() is a system call; a thread keeps its id, except the thread that
+ * called fork(), which is another thread in the child. */
+static _Thread_local int32_t tid_cached;
+static _Thread_local uint64_t tid_gen = UINT64_MAX;
+
+static int32_t my_tid(void) {
+    uint64_t gen = qv__fork_generation();
+    if (tid_gen != gen) {
+        tid_cached = (int32_t)gettid();
+        tid_gen = gen;
+    }
+    return tid_cached;
 }
 
 static int64_t now_ns(clockid_t clock) {
@@ -224,7 +245,7 @@ static void take(slot *s, const qv_digest *key, const identity *id) {
     memcpy(s->key, key->bytes, 16);
     s->state = SLOT_HELD;
     s->pid = id->pid;
-    s->tid = (int32_t)gettid();
+    s->tid = my_tid();
     s->pid_start = id->start;
     s->boot = id->boot;
     s->pidns = id->pidns;
@@ -446,7 +467,7 @@ qv_status qv__lease_acquire(qv_leases *t, const qv_digest *key, int64_t wait_ns,
         }
         slot *s = &t->slots[found];
         int64_t left = deadline - now_ns(CLOCK_MONOTONIC);
-        if ((s->pid == id.pid && s->tid == (int32_t)gettid()) || left <= 0) {
+        if ((s->pid == id.pid && s->tid == my_tid()) || left <= 0) {
             table_unlock(t); /* our own thread holds it (a call inside itself): waiting would never end */
             *outcome = QV_LEASE_TIMEOUT;
             return QV_OK;
@@ -491,37 +512,48 @@ qv_leases *qv__leases_of(qv_cache *cache) {
     pthread_once(&fork_once, install_fork_handler);
     const char *path = qv_cache_path(cache);
     if (!path) return NULL;
-    int memory = strcmp(path, ":memory:") == 0;
     qv_leases *found = NULL;
     pthread_mutex_lock(&tables_lock);
-    if (memory) {
+    if (strcmp(path, ":memory:") == 0) {
         if (!private_table && qv__leases_open(&private_table, NULL)) private_table = NULL;
         found = private_table;
-    } else {
+        pthread_mutex_unlock(&tables_lock);
+        return found;
+    }
+    /* The newest entry for path comes first. A file is looked at again once
+     * a second, not on every miss (a stat costs a microsecond): a table
+     * found stale a moment late only shares fewer leases, and a waiter
+     * always looks the call up again, so no answer is ever wrong. */
+    table_entry *e = tables;
+    while (e && strcmp(e->path, path)) e = e->next;
+    int64_t now = now_ns(CLOCK_MONOTONIC);
+    if (!e || now - e->checked_ns >= RECHECK_NS) {
         char file[4096];
         struct stat sb;
         snprintf(file, sizeof file, "%s/quiver.leases", path);
         int have = stat(file, &sb) == 0;
-        table_entry *e = tables;
-        /* no file and no table: a directory that will not take one, asked again */
-        while (e && (strcmp(e->path, path) ||
-                     (e->table ? !have || e->dev != sb.st_dev || e->ino != sb.st_ino : have)))
-            e = e->next;
-        /* A replaced file leaves its old entry behind: another thread may
-         * still wait in it, and a mapping is cheap. */
-        if (!e && (e = malloc(sizeof *e + strlen(path) + 1))) {
-            strcpy(e->path, path);
-            if (qv__leases_open(&e->table, path) || stat(file, &sb) != 0) {
-                qv__leases_close(e->table);
-                e->table = NULL;
+        /* the same file, or still none in a directory that takes none */
+        int same = e && (e->table ? have && e->dev == sb.st_dev && e->ino == sb.st_ino : !have);
+        if (!same) {
+            /* A replaced file leaves its old entry behind: another thread
+             * may still wait in it, and a mapping is cheap. */
+            table_entry *fresh = malloc(sizeof *fresh + strlen(path) + 1);
+            if (fresh) {
+                strcpy(fresh->path, path);
+                if (qv__leases_open(&fresh->table, path) || stat(file, &sb) != 0) {
+                    qv__leases_close(fresh->table);
+                    fresh->table = NULL;
+                }
+                fresh->dev = fresh->table ? sb.st_dev : 0;
+                fresh->ino = fresh->table ? sb.st_ino : 0;
+                fresh->next = tables;
+                tables = fresh;
             }
-            e->dev = e->table ? sb.st_dev : 0;
-            e->ino = e->table ? sb.st_ino : 0;
-            e->next = tables;
-            tables = e;
+            e = fresh;
         }
-        found = e ? e->table : NULL;
+        if (e) e->checked_ns = now;
     }
+    found = e ? e->table : NULL;
     pthread_mutex_unlock(&tables_lock);
     return found;
 }
