@@ -105,6 +105,22 @@ describe("raw handles", function()
     assert.is_true(c:contains(m:digest(1)))
   end)
 
+  it("refuses a handle closed by Lua code that ran while the arguments were converted", function()
+    local _, fn = core.qv_fn_new_c("t.h.late", "1", "add", "i64(i64,i64)")
+    -- the argument list's length is read through its __index, which closes fn
+    local args = setmetatable({1, 2}, {__index = function(_, k) if k == "n" then core.close(fn) end end})
+    local ok, err = pcall(core.qv_fn_call, fn, args)
+    assert.is_false(ok)
+    assert.matches("^QV_ECLOSED: qv_fn_call: the qv_fn handle is closed", err)
+    local _, p = core.qv_pool_shared(0, 0)
+    local _, fn2 = core.qv_fn_new_c("t.h.late2", "1", "add", "i64(i64,i64)")
+    args = setmetatable({1, 2}, {__index = function(_, k) if k == "n" then core.close(fn2) end end})
+    ok, err = pcall(core.pool_submit, p, fn2, args)
+    assert.is_false(ok)
+    assert.matches("^QV_ECLOSED: pool_submit: the qv_fn handle is closed", err)
+    core.close(p)
+  end)
+
   it("refuses what is not a handle", function()
     for _, v in ipairs {{}, "x", quiver.memo("t.h.m", print), io.stdout} do
       local ok, err = pcall(core.close, v)
