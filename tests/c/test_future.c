@@ -5,7 +5,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -192,6 +194,53 @@ static void pass_through_stores_on_completion(void **state) {
     qv_cache_close(c);
 }
 
+/* fork(): a future made by the program (not a task's) stays usable in the
+ * child, even when a parent thread was waiting on it at the fork; the child
+ * may complete it and wait on it. */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+const char *__tsan_default_options(void) { return "die_after_fork=0"; }
+#endif
+#endif
+
+static void *wait_forever(void *p) {
+    qv_future_wait(p, -1);
+    return NULL;
+}
+
+static void on_done_count(qv_future *f, void *userdata) {
+    atomic_fetch_add((_Atomic int *)userdata, 1);
+}
+
+static void plain_futures_work_in_a_child(void **state) {
+    qv_future *f;
+    QVT_OK(qv_future_new(&f));
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, wait_forever, f), 0);
+    struct timespec ts = {0, 20 * 1000000};
+    nanosleep(&ts, NULL); /* the waiter is inside qv_future_wait */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(20);
+        static _Atomic int called;
+        int code = qv_future_on_done(f, on_done_count, (void *)&called, NULL) ? 1
+                   : qv_future_set_result(f, "\x01", 1)                      ? 2
+                   : qv_future_wait(f, -1)                                    ? 3
+                   : atomic_load(&called) != 1                                ? 4
+                                                                              : 0;
+        _exit(code);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (WIFSIGNALED(status)) fail_msg("the child died of signal %d (SIGALRM: it hung)", WTERMSIG(status));
+    if (WEXITSTATUS(status)) fail_msg("the child failed check %d", WEXITSTATUS(status));
+    assert_int_equal(qv_future_state(f), QV_FUTURE_PENDING); /* the child's completion stayed there */
+    QVT_OK(qv_future_set_result(f, "\x02", 1));
+    pthread_join(t, NULL);
+    qv_future_free(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(callbacks_exactly_once_under_races),
@@ -200,6 +249,7 @@ int main(void) {
         cmocka_unit_test(waits_and_timeouts),
         cmocka_unit_test(last_reference_inside_a_callback),
         cmocka_unit_test(pass_through_stores_on_completion),
+        cmocka_unit_test(plain_futures_work_in_a_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
