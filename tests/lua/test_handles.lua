@@ -121,6 +121,21 @@ describe("raw handles", function()
     core.close(p)
   end)
 
+  it("frees the arguments converted before one that cannot be", function()
+    local _, fn = core.qv_fn_new_c("t.h.args", "1", "add", "i64(i64,i64)")
+    for _ = 1, 3 do
+      -- args becomes a tree, then kwargs fails: the leak check (asan) sees the rest
+      local ok, err = pcall(core.qv_fn_digest, fn, {1, 2}, {f = print})
+      assert.is_false(ok)
+      assert.matches("^QV_EENCODE: cannot encode a Lua function", err)
+      ok, err = pcall(core.qv_fn_call_kw, fn, {1, 2}, {f = print})
+      assert.is_false(ok)
+      assert.matches("^QV_EENCODE", err)
+    end
+    assert.are.equal(3, select(2, core.qv_fn_call(fn, {1, 2})))
+    core.close(fn)
+  end)
+
   it("refuses what is not a handle", function()
     for _, v in ipairs {{}, "x", quiver.memo("t.h.m", print), io.stdout} do
       local ok, err = pcall(core.close, v)
