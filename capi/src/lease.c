@@ -112,7 +112,8 @@ static void install_fork_handler(void) {
     pthread_atfork(NULL, NULL, reset_locks_in_child);
 }
 
-/* Field 22 of /proc/PID/stat, the process's start time; 0 when it is gone. */
+/* Field 22 of /proc/PID/stat, the process's start time; 0 when it is gone,
+ * or a zombie: dead, though its parent has not reaped it yet. */
 static uint64_t process_start(int32_t pid) {
     char path[64], buf[1024];
     snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
@@ -124,7 +125,7 @@ static uint64_t process_start(int32_t pid) {
     buf[n] = 0;
     /* the command name may hold spaces and parentheses: count from the last ')' */
     char *p = strrchr(buf, ')');
-    if (!p) return 0;
+    if (!p || !p[1] || !p[2] || p[2] == 'Z' || p[2] == 'X') return 0; /* field 3, the state */
     int field = 2;
     for (; *p && field < 22; p++)
         if (*p == ' ') field++;

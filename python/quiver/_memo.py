@@ -58,7 +58,8 @@ class Memo(_quiver.MemoBase):
     functions share their qualified name with others, and so would share
     entries."""
 
-    def __init__(self, fn, name=None, version=None, ignore=(), require=None, isolate=False, meta=None):
+    def __init__(self, fn, name=None, version=None, ignore=(), require=None, isolate=False, meta=None,
+                 dedup=True, wait_timeout=None):
         if not callable(fn):
             raise TypeError(f"memo needs a callable, not {type(fn).__name__}")
         sig = inspect.signature(fn)
@@ -105,6 +106,11 @@ class Memo(_quiver.MemoBase):
         self.__doc__ = fn.__doc__
         self.__signature__ = sig
         self._isolate = isolate
+        self._flags = _CALL_MISSED | (0 if dedup else _CALL_NO_DEDUP)
+        if wait_timeout is not None and wait_timeout < 0:
+            raise ValueError("wait_timeout must be >= 0 seconds (or None for the default, 10 minutes)")
+        # 0 for the C default; a wait of 0 s is "never wait", which C spells -1
+        self._wait_ns = 0 if wait_timeout is None else max(int(wait_timeout * 1e9), 0) or -1
         self._static_meta = dict(meta or {})
         kept = [n for n in pos if n not in ignore]
         self._positions = {n: i for i, n in enumerate(kept)}
@@ -153,25 +159,25 @@ class Memo(_quiver.MemoBase):
             m = {**self._static_meta, **m}
         return encode(m) if m else None
 
-    def _compute(self, cache, args, kwargs, store_in=None):
-        start = time.time_ns()
-        t0 = time.perf_counter_ns()
-        result = self._run(args, kwargs)
-        duration = time.perf_counter_ns() - t0
+    def _compute(self, cache, args, kwargs, store_in=None, rerun=False):
+        """A miss through the call runtime (DESIGN section 12): run once across
+        threads and processes, store, and return the result; a result that
+        cannot be kept is returned all the same, with a warning."""
         target = store_in if store_in is not None else cache
         while target._stack:  # a stack writes to its first cache
             target = target._layers[0]
-        if isinstance(result, concurrent.futures.Future):
+        start, t0 = time.time_ns(), time.perf_counter_ns()
+        flags = self._flags | (_CALL_RERUN if rerun else 0)
+        done = self._run_call(target, args, kwargs, self._run, self._meta_bytes(), flags, self._wait_ns,
+                              concurrent.futures.Future)
+        if done is None:  # the call does not bind: let the function say why
+            return self._run(args, kwargs)
+        outcome, result, why = done
+        if isinstance(result, concurrent.futures.Future) and outcome < 0:
             return self._store_when_done(target, args, kwargs, result, start, t0)
-        self._store_result(target, args, kwargs, result, start, duration)
+        if outcome < 0:
+            _warn_unstored(self.name, target, outcome, why)
         return result
-
-    def _store_result(self, cache, args, kwargs, result, start, duration):
-        try:
-            self._store(cache, args, kwargs, result, start, duration, self._meta_bytes())
-        except _quiver.EncodeError as e:
-            warnings.warn(f"{self.name}: the result was not stored, it cannot be encoded: {e}", QuiverWarning,
-                          stacklevel=4)
 
     def _store_when_done(self, cache, args, kwargs, future, start, t0):
         """A future that completes with future, once its result is stored.
@@ -295,11 +301,7 @@ class Memo(_quiver.MemoBase):
     def rerun(self, *args, **kwargs):
         """Run the call even when stored, and store the new result over the old."""
         cache = current_cache()
-        if cache._stack:
-            return self._compute(cache, args, kwargs, store_in=cache._layers[0])
-        if self._call(args, kwargs) is None:
-            return self._run(args, kwargs)
-        return self._compute(cache, args, kwargs)
+        return self._compute(cache, args, kwargs, store_in=cache._layers[0] if cache._stack else None, rerun=True)
 
     def bind(self, *args, **kwargs):
         """A picklable callable that carries the active cache and metadata into
@@ -309,12 +311,30 @@ class Memo(_quiver.MemoBase):
         return functools.partial(b, *args, **kwargs) if args or kwargs else b
 
 
+_CALL_NO_DEDUP, _CALL_MISSED, _CALL_RERUN = 0x1, 0x2, 0x4  # quiver.h's QV_CALL_*
+_READONLY = -8  # QV_EREADONLY
+_warned_readonly = weakref.WeakSet()
+
+
+def _warn_unstored(name, cache, outcome, why):
+    # A read-only cache is said once per cache; anything else (a full disk,
+    # an unencodable result) every time, since it can change.
+    if outcome == _READONLY:
+        if cache in _warned_readonly:
+            return
+        _warned_readonly.add(cache)
+        why = (f"the cache {cache.path} is read-only: results are computed but not stored "
+               f"(this warning is given once per cache)")
+    warnings.warn(f"{name}: the result was returned but not stored: {why}", QuiverWarning, stacklevel=4)
+
+
 def _show(args, kwargs):
     parts = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items()]
     return "(" + ", ".join(parts) + ")"
 
 
-def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=False, meta=None):
+def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=False, meta=None, dedup=True,
+         wait_timeout=None):
     """Memoize fn into the active cache: @memo, or @memo(name=, version=,
     ignore=, require=, isolate=, meta=).
 
@@ -324,7 +344,11 @@ def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=F
     ignore: parameters left out of the call's identity; require: parameters
     that must be passed explicitly for the call to be cached; isolate: run
     each call in a fresh temporary working directory; meta: metadata stored
-    with every call."""
+    with every call; dedup: when several threads or processes miss the same
+    call at once, one runs it and the others wait for its result (False: each
+    runs it); wait_timeout: the longest such wait in seconds (None: 10
+    minutes), after which the waiter runs the call itself."""
     def wrap(f):
-        return Memo(f, name=name, version=version, ignore=ignore, require=require, isolate=isolate, meta=meta)
+        return Memo(f, name=name, version=version, ignore=ignore, require=require, isolate=isolate, meta=meta,
+                    dedup=dedup, wait_timeout=wait_timeout)
     return wrap if fn is None else wrap(fn)

@@ -327,14 +327,20 @@ def test_stacks_write_first_read_all_promote(tmpdir_path):
     shared.close()
 
 
-def test_readonly_refuses_writes_clearly(tmpdir_path):
+def test_readonly_computes_unstored_and_warns_once(tmpdir_path):
+    # DESIGN section 12: a miss on a read-only cache runs and returns its
+    # result, unstored, with one warning per cache; writes asked for refuse.
     path = os.path.join(tmpdir_path, "ro")
     with Cache.open(path) as c, cache(c):
         workers.square(2)
     with Cache.open(path, readonly=True) as ro, cache(ro):
         assert workers.square(2) == 4
-        with pytest.raises(quiver.ReadOnlyError, match="read-only"):
-            workers.square(3)
+        with pytest.warns(quiver.QuiverWarning, match="read-only"):
+            assert workers.square(3) == 9
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert workers.square(4) == 16  # said once for this cache
+        assert not ro.contains(workers.square.digest(3))
         with pytest.raises(quiver.ReadOnlyError):
             ro.evict(workers.square.digest(2))
 
