@@ -20,6 +20,10 @@ static const char *const table_names[T_COUNT] = {"meta", "values", "refs", "call
 
 #define FORMAT_VERSION 1
 #define DEFAULT_INLINE_LIMIT 512
+/* A memory cache without a limit of its own keeps this much: it lives in the
+ * process's memory, and a long-running process must not grow without bound
+ * (docs/DECISIONS.md). */
+#define DEFAULT_MEMORY_MAX_BYTES ((uint64_t)256 << 20)
 #define TOUCH_RING 256
 #define MAX_FULL_RETRIES 16
 
@@ -757,7 +761,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     c->durability = o.durability;
     c->flags = o.flags;
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
-    c->max_bytes = o.max_bytes;
+    c->max_bytes = o.max_bytes ? o.max_bytes : memory ? DEFAULT_MEMORY_MAX_BYTES : 0;
     pthread_mutex_init(&c->qlock, NULL);
     pthread_mutex_init(&c->touch_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());

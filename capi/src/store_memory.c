@@ -1,229 +1,424 @@
-/* The in-process store: per table a sorted array of entries under one
- * reader-writer lock. Lookups are binary searches; inserts move memory, which
- * stays cheap at the sizes a process-private cache reaches. A write
- * transaction applies changes at once and keeps an undo log for abort. */
+/* The in-process store: per table a hash table of entries, so a lookup or a
+ * store costs the same at ten thousand entries as at a million.
+ *
+ * A write transaction builds its changes privately (an overlay: one hash
+ * table per table of new entries and deletion marks) and commit publishes
+ * them in a short exclusive section: it raises a flag, waits for the lookups
+ * in flight to finish, applies the overlay and lowers the flag. Readers never
+ * wait for a write transaction, only for the publication of one, and never
+ * write to a cache line another thread's readers use: each registers in its
+ * thread shard's counter (as the LMDB store does for remaps). Read
+ * transactions hold nothing a caller's code could wait on, because the cache
+ * copies a hit's bytes out before calling anyone (DESIGN section 4).
+ *
+ * Ordered scans (queries, eviction, gc: rare) sort at scan time, and only as
+ * far as the caller reads: the smallest 64 entries are selected and sorted,
+ * then the next 128, and so on.
+ *
+ * fork(): a child gets the tables as the last publication left them. Every
+ * memory store is in a registry whose pthread_atfork handlers hold each
+ * store's publication lock across fork(), so no child inherits a half-applied
+ * commit; the child then forgets the readers and writer of threads it does
+ * not have. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "store.h"
 
-typedef struct {
-    uint8_t *key; /* key and value share one allocation */
-    size_t klen;
-    uint8_t *val;
-    size_t vlen;
+typedef struct mentry {
+    uint64_t hash;
+    size_t klen, vlen;
+    int dead;      /* in an overlay: the key is deleted */
+    uint8_t kv[];  /* key, then value */
 } mentry;
 
-typedef struct {
-    mentry *e;
-    size_t n, cap;
-} mtable;
+/* Open addressing with linear probing; a slot is empty, a tombstone, or an entry. */
+#define TOMB ((mentry *)1)
 
 typedef struct {
-    int table;
-    mentry old; /* the entry before the change; key NULL when there was none */
-    uint8_t *key;
-    size_t klen;
-} undo;
+    mentry **slot;
+    size_t cap;  /* a power of two, or 0 */
+    size_t n;    /* entries */
+    size_t used; /* entries and tombstones */
+} htab;
 
 typedef struct {
+    _Atomic uint32_t active; /* read transactions of this shard's threads in flight */
+} __attribute__((aligned(64))) reader_shard;
+
+typedef struct mem_store {
     qv_store base;
-    pthread_rwlock_t lock;
+    struct mem_store *next, *prev; /* the fork registry */
     int ntables;
-    mtable t[QV_STORE_MAX_TABLES];
-    undo *log;
-    size_t nlog, logcap;
-    _Atomic uint64_t fork_gen;
+    htab t[QV_STORE_MAX_TABLES];
+    /* the write transaction: one at a time, under wlock */
+    pthread_mutex_t wlock;
+    htab overlay[QV_STORE_MAX_TABLES];
+    int64_t delta[QV_STORE_MAX_TABLES]; /* entries the overlay adds (or removes) */
+    /* publication */
+    pthread_mutex_t publish_lock;
+    _Atomic int publishing;
+    reader_shard shards[QV_SHARDS];
 } mem_store;
 
-/* The transaction handle carries nothing: the lock is the transaction. */
-static qv_txn *const TXN = (qv_txn *)1;
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static mem_store *registry;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
 
-static int cmp_key(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen) {
-    int c = memcmp(a, b, alen < blen ? alen : blen);
-    return c ? c : (alen > blen) - (alen < blen);
+static uint64_t hash_key(const void *key, size_t klen) {
+    return qv__hash64(key, klen);
 }
 
-/* Index of the first entry >= key; *found when equal. */
-static size_t lower_bound(const mtable *t, const void *key, size_t klen, int *found) {
-    size_t lo = 0, hi = t->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cmp_key(t->e[mid].key, t->e[mid].klen, key, klen) < 0) lo = mid + 1;
-        else hi = mid;
+static int same_key(const mentry *e, uint64_t h, const void *key, size_t klen) {
+    return e->hash == h && e->klen == klen && memcmp(e->kv, key, klen) == 0;
+}
+
+/* The slot holding key, or NULL. */
+static mentry **find(const htab *t, uint64_t h, const void *key, size_t klen) {
+    if (!t->cap) return NULL;
+    for (size_t i = h & (t->cap - 1);; i = (i + 1) & (t->cap - 1)) {
+        mentry *e = t->slot[i];
+        if (!e) return NULL;
+        if (e != TOMB && same_key(e, h, key, klen)) return &t->slot[i];
     }
-    *found = lo < t->n && cmp_key(t->e[lo].key, t->e[lo].klen, key, klen) == 0;
-    return lo;
 }
 
-/* After fork() another thread's lock state is meaningless: start afresh. */
-static void after_fork(mem_store *m) {
-    uint64_t gen = qv__fork_generation();
-    if (QV_LIKELY(atomic_load_explicit(&m->fork_gen, memory_order_relaxed) == gen)) return;
-    pthread_rwlock_init(&m->lock, NULL);
-    atomic_store(&m->fork_gen, gen);
+/* A table of cap slots holding t's entries; t's own array is left alone,
+ * since readers may still be using it. */
+static qv_status rehash(const htab *t, size_t cap, htab *out) {
+    mentry **slot = calloc(cap, sizeof *slot);
+    if (!slot) return qv__nomem();
+    for (size_t i = 0; i < t->cap; i++) {
+        mentry *e = t->slot[i];
+        if (!e || e == TOMB) continue;
+        size_t j = e->hash & (cap - 1);
+        while (slot[j]) j = (j + 1) & (cap - 1);
+        slot[j] = e;
+    }
+    *out = (htab){slot, cap, t->n, t->n};
+    return QV_OK;
 }
+
+/* A table with room for `more` new keys at a load of at most 3/4, made
+ * privately when t lacks it. *out is t itself when it has room. */
+static qv_status with_room(const htab *t, size_t more, htab *out) {
+    if (t->cap && (t->used + more) * 4 <= t->cap * 3) {
+        *out = *t;
+        return QV_OK;
+    }
+    size_t cap = 16;
+    while ((t->n + more) * 2 > cap) cap *= 2;
+    return rehash(t, cap, out);
+}
+
+/* Insert e, whose key t lacks; t has room. */
+static void insert_new(htab *t, mentry *e) {
+    size_t i = e->hash & (t->cap - 1);
+    while (t->slot[i] && t->slot[i] != TOMB) i = (i + 1) & (t->cap - 1);
+    if (!t->slot[i]) t->used++;
+    t->slot[i] = e;
+    t->n++;
+}
+
+static void free_entries(htab *t) {
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slot[i] && t->slot[i] != TOMB) free(t->slot[i]);
+    free(t->slot);
+    *t = (htab){NULL, 0, 0, 0};
+}
+
+static mentry *new_entry(uint64_t h, const void *key, size_t klen, const void *val, size_t vlen, int dead) {
+    mentry *e = malloc(sizeof *e + klen + vlen);
+    if (!e) return NULL;
+    e->hash = h;
+    e->klen = klen;
+    e->vlen = vlen;
+    e->dead = dead;
+    memcpy(e->kv, key, klen);
+    if (vlen) memcpy(e->kv + klen, val, vlen);
+    return e;
+}
+
+/* ------------------------------------------------------------- fork */
+
+static void fork_prepare(void) {
+    pthread_mutex_lock(&registry_lock);
+    for (mem_store *m = registry; m; m = m->next) pthread_mutex_lock(&m->publish_lock);
+}
+
+static void fork_parent(void) {
+    for (mem_store *m = registry; m; m = m->next) pthread_mutex_unlock(&m->publish_lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* The child has one thread: the readers counted are its parent's other
+ * threads, and a write transaction open in one of them never ends here (its
+ * overlay is abandoned, not freed: that thread may have been changing it). */
+static void fork_child(void) {
+    for (mem_store *m = registry; m; m = m->next) {
+        pthread_mutex_unlock(&m->publish_lock);
+        pthread_mutex_init(&m->wlock, NULL);
+        for (int i = 0; i < QV_SHARDS; i++) atomic_store(&m->shards[i].active, 0);
+        for (int k = 0; k < m->ntables; k++) {
+            m->overlay[k] = (htab){NULL, 0, 0, 0};
+            m->delta[k] = 0;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void install_fork_handlers(void) {
+    pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
+/* ------------------------------------------------------- transactions */
 
 static qv_status mem_read_begin(qv_store *s, qv_txn **txn) {
     mem_store *m = (mem_store *)s;
-    after_fork(m);
-    pthread_rwlock_rdlock(&m->lock);
-    *txn = TXN;
+    reader_shard *sh = &m->shards[qv__thread_shard()];
+    for (;;) {
+        atomic_fetch_add(&sh->active, 1);
+        if (QV_LIKELY(!atomic_load(&m->publishing))) break;
+        atomic_fetch_sub(&sh->active, 1);
+        pthread_mutex_lock(&m->publish_lock); /* held until the publication is done */
+        pthread_mutex_unlock(&m->publish_lock);
+    }
+    *txn = (qv_txn *)sh;
     return QV_OK;
 }
 
 static void mem_read_end(qv_store *s, qv_txn *txn) {
-    pthread_rwlock_unlock(&((mem_store *)s)->lock);
+    atomic_fetch_sub_explicit(&((reader_shard *)txn)->active, 1, memory_order_release);
+}
+
+static int is_write(mem_store *m, qv_txn *txn) {
+    return txn == (qv_txn *)&m->wlock;
 }
 
 static qv_status mem_write_begin(qv_store *s, qv_txn **txn) {
     mem_store *m = (mem_store *)s;
-    after_fork(m);
-    pthread_rwlock_wrlock(&m->lock);
-    m->nlog = 0;
-    *txn = TXN;
+    pthread_mutex_lock(&m->wlock);
+    *txn = (qv_txn *)&m->wlock;
     return QV_OK;
 }
 
-static qv_status log_change(mem_store *m, int table, const mentry *old, const void *key, size_t klen) {
-    if (m->nlog == m->logcap) {
-        size_t cap = m->logcap ? m->logcap * 2 : 64;
-        undo *l = realloc(m->log, cap * sizeof *l);
-        if (!l) return qv__nomem();
-        m->log = l;
-        m->logcap = cap;
+static void drop_overlay(mem_store *m) {
+    for (int k = 0; k < m->ntables; k++) {
+        free_entries(&m->overlay[k]);
+        m->delta[k] = 0;
     }
-    undo *u = &m->log[m->nlog];
-    u->table = table;
-    u->old = old ? *old : (mentry){0};
-    u->key = NULL;
-    if (!old) {
-        if (!(u->key = malloc(klen ? klen : 1))) return qv__nomem();
-        memcpy(u->key, key, klen);
-        u->klen = klen;
-    }
-    m->nlog++;
-    return QV_OK;
-}
-
-static qv_status mem_commit(qv_store *s, qv_txn *txn) {
-    mem_store *m = (mem_store *)s;
-    for (size_t i = 0; i < m->nlog; i++) {
-        free(m->log[i].old.key);
-        free(m->log[i].key);
-    }
-    m->nlog = 0;
-    pthread_rwlock_unlock(&m->lock);
-    return QV_OK;
-}
-
-static void remove_at(mtable *t, size_t i) {
-    memmove(t->e + i, t->e + i + 1, (t->n - i - 1) * sizeof(mentry));
-    t->n--;
-}
-
-static qv_status insert_at(mtable *t, size_t i, mentry e) {
-    if (t->n == t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 64;
-        mentry *ne = realloc(t->e, cap * sizeof *ne);
-        if (!ne) return qv__nomem();
-        t->e = ne;
-        t->cap = cap;
-    }
-    memmove(t->e + i + 1, t->e + i, (t->n - i) * sizeof(mentry));
-    t->e[i] = e;
-    t->n++;
-    return QV_OK;
 }
 
 static void mem_abort(qv_store *s, qv_txn *txn) {
     mem_store *m = (mem_store *)s;
-    /* Undo in reverse: each step restores the entry one change replaced. */
-    for (size_t k = m->nlog; k-- > 0;) {
-        undo *u = &m->log[k];
-        mtable *t = &m->t[u->table];
-        const uint8_t *key = u->old.key ? u->old.key : u->key;
-        size_t klen = u->old.key ? u->old.klen : u->klen;
-        int found;
-        size_t i = lower_bound(t, key, klen, &found);
-        if (found) {
-            free(t->e[i].key);
-            if (u->old.key) t->e[i] = u->old;
-            else remove_at(t, i);
-        } else if (u->old.key) {
-            /* room for it was there before the change, so this cannot fail */
-            insert_at(t, i, u->old);
+    drop_overlay(m);
+    pthread_mutex_unlock(&m->wlock);
+}
+
+static qv_status mem_commit(qv_store *s, qv_txn *txn) {
+    mem_store *m = (mem_store *)s;
+    htab next[QV_STORE_MAX_TABLES];
+    int k;
+    /* Make room first, outside the exclusive section: new tables are built
+     * beside the ones readers use and swapped in when publishing. */
+    for (k = 0; k < m->ntables; k++) {
+        qv_status st = with_room(&m->t[k], m->overlay[k].n, &next[k]);
+        if (st) {
+            while (k-- > 0)
+                if (next[k].slot != m->t[k].slot) free(next[k].slot);
+            mem_abort(s, txn);
+            return st;
         }
-        free(u->key);
     }
-    m->nlog = 0;
-    pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_lock(&m->publish_lock);
+    atomic_store(&m->publishing, 1);
+    for (int i = 0; i < QV_SHARDS; i++)
+        while (atomic_load(&m->shards[i].active)) sched_yield();
+    mentry **old_slots[QV_STORE_MAX_TABLES];
+    for (k = 0; k < m->ntables; k++) {
+        htab *t = &m->t[k], *o = &m->overlay[k];
+        old_slots[k] = next[k].slot != t->slot ? t->slot : NULL;
+        *t = next[k];
+        /* each overlay slot ends up holding the entry its change replaced,
+         * to be freed once readers are back */
+        for (size_t i = 0; i < o->cap; i++) {
+            mentry *e = o->slot[i];
+            if (!e) continue;
+            mentry **at = find(t, e->hash, e->kv, e->klen);
+            mentry *gone = at ? *at : NULL;
+            if (e->dead) {
+                if (at) {
+                    *at = TOMB;
+                    t->n--;
+                }
+                o->slot[i] = gone;
+                free(e);
+            } else {
+                if (at) *at = e;
+                else insert_new(t, e);
+                o->slot[i] = gone;
+            }
+        }
+    }
+    atomic_store(&m->publishing, 0);
+    pthread_mutex_unlock(&m->publish_lock);
+    for (k = 0; k < m->ntables; k++) {
+        free(old_slots[k]);
+        free_entries(&m->overlay[k]);
+        m->delta[k] = 0;
+    }
+    pthread_mutex_unlock(&m->wlock);
+    return QV_OK;
+}
+
+/* ------------------------------------------------------------ access */
+
+/* The entry for key as txn sees it, or NULL. */
+static const mentry *lookup(mem_store *m, qv_txn *txn, int table, const void *key, size_t klen) {
+    uint64_t h = hash_key(key, klen);
+    if (is_write(m, txn)) {
+        mentry **o = find(&m->overlay[table], h, key, klen);
+        if (o) return (*o)->dead ? NULL : *o;
+    }
+    mentry **e = find(&m->t[table], h, key, klen);
+    return e ? *e : NULL;
 }
 
 static qv_status mem_get(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void **val,
                          size_t *vlen) {
-    mem_store *m = (mem_store *)s;
-    mtable *t = &m->t[table];
-    int found;
-    size_t i = lower_bound(t, key, klen, &found);
-    if (!found) return QV_NOTFOUND;
-    *val = t->e[i].val;
-    *vlen = t->e[i].vlen;
+    const mentry *e = lookup((mem_store *)s, txn, table, key, klen);
+    if (!e) return QV_NOTFOUND;
+    *val = e->kv + e->klen;
+    *vlen = e->vlen;
+    return QV_OK;
+}
+
+/* Record e (a new value or a deletion mark) in the overlay. */
+static qv_status overlay_set(mem_store *m, int table, mentry *e) {
+    htab *o = &m->overlay[table];
+    mentry **at = find(o, e->hash, e->kv, e->klen);
+    int present = at ? !(*at)->dead : find(&m->t[table], e->hash, e->kv, e->klen) != NULL;
+    if (at) {
+        free(*at);
+        *at = e;
+    } else {
+        htab bigger;
+        qv_status st = with_room(o, 1, &bigger);
+        if (st) {
+            free(e);
+            return st;
+        }
+        if (bigger.slot != o->slot) free(o->slot);
+        *o = bigger;
+        insert_new(o, e);
+    }
+    m->delta[table] += (e->dead ? 0 : 1) - present;
     return QV_OK;
 }
 
 static qv_status mem_put(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
                          size_t vlen) {
-    mem_store *m = (mem_store *)s;
-    mtable *t = &m->t[table];
-    uint8_t *mem = malloc(klen + vlen + 1);
-    if (!mem) return qv__nomem();
-    memcpy(mem, key, klen);
-    if (vlen) memcpy(mem + klen, val, vlen);
-    mentry e = {mem, klen, mem + klen, vlen};
-    int found;
-    size_t i = lower_bound(t, key, klen, &found);
-    qv_status st = log_change(m, table, found ? &t->e[i] : NULL, key, klen);
-    if (!st && found) {
-        t->e[i] = e; /* the old allocation now belongs to the undo log */
-        return QV_OK;
-    }
-    if (!st && (st = insert_at(t, i, e))) {
-        free(m->log[--m->nlog].key);
-    }
-    if (st) free(mem);
-    return st;
+    mentry *e = new_entry(hash_key(key, klen), key, klen, val, vlen, 0);
+    return e ? overlay_set((mem_store *)s, table, e) : qv__nomem();
 }
 
 static qv_status mem_del(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen) {
     mem_store *m = (mem_store *)s;
-    mtable *t = &m->t[table];
-    int found;
-    size_t i = lower_bound(t, key, klen, &found);
-    if (!found) return QV_NOTFOUND;
-    qv_status st = log_change(m, table, &t->e[i], key, klen);
-    if (st) return st;
-    remove_at(t, i);
+    if (!lookup(m, txn, table, key, klen)) return QV_NOTFOUND;
+    mentry *e = new_entry(hash_key(key, klen), key, klen, NULL, 0, 1);
+    return e ? overlay_set(m, table, e) : qv__nomem();
+}
+
+static qv_status mem_count(qv_store *s, qv_txn *txn, int table, uint64_t *n) {
+    mem_store *m = (mem_store *)s;
+    *n = m->t[table].n + (is_write(m, txn) ? (uint64_t)m->delta[table] : 0);
+    return QV_OK;
+}
+
+/* ------------------------------------------------------------- scans */
+
+static int cmp_entry(const mentry *a, const mentry *b) {
+    size_t n = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->kv, b->kv, n);
+    return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+static int cmp_entry_ptr(const void *a, const void *b) {
+    return cmp_entry(*(mentry *const *)a, *(mentry *const *)b);
+}
+
+static int before(const mentry *e, const void *from, size_t flen) {
+    size_t n = e->klen < flen ? e->klen : flen;
+    int c = memcmp(e->kv, from, n);
+    return c < 0 || (c == 0 && e->klen < flen);
+}
+
+static void swap(mentry **a, mentry **b) {
+    mentry *t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Move the k smallest of v[0..n) to its front, in no particular order. */
+static void select_smallest(mentry **v, size_t n, size_t k, uint64_t *rng) {
+    size_t lo = 0, hi = n;
+    while (hi - lo > 16) {
+        *rng ^= *rng << 13;
+        *rng ^= *rng >> 7;
+        *rng ^= *rng << 17;
+        mentry *pivot = v[lo + *rng % (hi - lo)];
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            int c = cmp_entry(v[i], pivot);
+            if (c < 0) swap(&v[lt++], &v[i++]);
+            else if (c > 0) swap(&v[i], &v[--gt]);
+            else i++;
+        }
+        if (k < lt) hi = lt;
+        else if (k > gt) lo = gt;
+        else return;
+    }
+    qsort(v + lo, hi - lo, sizeof *v, cmp_entry_ptr);
+}
+
+static qv_status scan_list(mentry **v, size_t n, qv_scan_cb cb, void *userdata) {
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
+    for (size_t done = 0, chunk = 64; done < n; done += chunk, chunk *= 2) {
+        if (chunk > n - done) chunk = n - done;
+        else select_smallest(v + done, n - done, chunk, &rng);
+        qsort(v + done, chunk, sizeof *v, cmp_entry_ptr);
+        for (size_t i = done; i < done + chunk; i++)
+            if (cb(v[i]->kv, v[i]->klen, v[i]->kv + v[i]->klen, v[i]->vlen, userdata)) return QV_OK;
+    }
     return QV_OK;
 }
 
 static qv_status mem_scan(qv_store *s, qv_txn *txn, int table, const void *from, size_t flen, qv_scan_cb cb,
                           void *userdata) {
     mem_store *m = (mem_store *)s;
-    mtable *t = &m->t[table];
-    int found;
-    size_t i = from ? lower_bound(t, from, flen, &found) : 0;
-    for (; i < t->n; i++)
-        if (cb(t->e[i].key, t->e[i].klen, t->e[i].val, t->e[i].vlen, userdata)) break;
-    return QV_OK;
+    const htab *t = &m->t[table], *o = is_write(m, txn) ? &m->overlay[table] : NULL;
+    size_t cap = t->n + (o ? o->n : 0), n = 0;
+    mentry **v = malloc((cap ? cap : 1) * sizeof *v);
+    if (!v) return qv__nomem();
+    for (size_t i = 0; i < t->cap; i++) {
+        mentry *e = t->slot[i];
+        if (!e || e == TOMB || (from && before(e, from, flen))) continue;
+        if (o && find(o, e->hash, e->kv, e->klen)) continue; /* the overlay's version counts */
+        v[n++] = e;
+    }
+    for (size_t i = 0; o && i < o->cap; i++) {
+        mentry *e = o->slot[i];
+        if (e && !e->dead && !(from && before(e, from, flen))) v[n++] = e;
+    }
+    qv_status st = scan_list(v, n, cb, userdata);
+    free(v);
+    return st;
 }
 
-static qv_status mem_count(qv_store *s, qv_txn *txn, int table, uint64_t *n) {
-    *n = ((mem_store *)s)->t[table].n;
-    return QV_OK;
-}
+/* ------------------------------------------------------------- misc */
 
 static qv_status mem_grow(qv_store *s) {
     return qv__error(QV_EFULL, "memory store is full");
@@ -239,12 +434,17 @@ static uint64_t mem_map_size(qv_store *s) {
 
 static void mem_close(qv_store *s) {
     mem_store *m = (mem_store *)s;
+    pthread_mutex_lock(&registry_lock);
+    if (m->prev) m->prev->next = m->next;
+    else registry = m->next;
+    if (m->next) m->next->prev = m->prev;
+    pthread_mutex_unlock(&registry_lock);
     for (int k = 0; k < m->ntables; k++) {
-        for (size_t i = 0; i < m->t[k].n; i++) free(m->t[k].e[i].key);
-        free(m->t[k].e);
+        free_entries(&m->t[k]);
+        free_entries(&m->overlay[k]);
     }
-    free(m->log);
-    pthread_rwlock_destroy(&m->lock);
+    pthread_mutex_destroy(&m->wlock);
+    pthread_mutex_destroy(&m->publish_lock);
     free(m);
 }
 
@@ -256,12 +456,21 @@ static const qv_store_ops memory_ops = {
 qv_status qv__store_memory_open(qv_store **out, const qv_store_config *cfg) {
     *out = NULL;
     if (cfg->ntables > QV_STORE_MAX_TABLES) return qv__error(QV_EINVAL, "too many tables");
-    mem_store *m = calloc(1, sizeof *m);
+    mem_store *m = aligned_alloc(64, (sizeof *m + 63) & ~(size_t)63);
     if (!m) return qv__nomem();
+    memset(m, 0, sizeof *m);
     m->base.ops = &memory_ops;
     m->ntables = cfg->ntables;
-    pthread_rwlock_init(&m->lock, NULL);
-    atomic_init(&m->fork_gen, qv__fork_generation());
+    pthread_mutex_init(&m->wlock, NULL);
+    pthread_mutex_init(&m->publish_lock, NULL);
+    for (int i = 0; i < QV_SHARDS; i++) atomic_init(&m->shards[i].active, 0);
+    atomic_init(&m->publishing, 0);
+    pthread_once(&fork_once, install_fork_handlers);
+    pthread_mutex_lock(&registry_lock);
+    m->next = registry;
+    if (registry) registry->prev = m;
+    registry = m;
+    pthread_mutex_unlock(&registry_lock);
     *out = &m->base;
     return QV_OK;
 }
