@@ -351,9 +351,13 @@ end
 
 --- A memoized fn: calls with equal arguments (by canonical encoding) are
 -- answered from the active cache. opts: version (text), ignore (parameter
--- names or positions left out of the key). Lua passes positional arguments
--- and an empty kwargs map, so add(1, 2) shares an entry with Python's
--- add(1, 2) of the same name and version.
+-- names or positions left out of the key), dedup (default true: when several
+-- threads or processes miss the same call at once, one runs it and the
+-- others wait for its result; false: each runs it), wait_timeout (the
+-- longest such wait in seconds, then the waiter runs it; default 10
+-- minutes). Lua passes positional arguments and an empty kwargs map, so
+-- add(1, 2) shares an entry with Python's add(1, 2) of the same name and
+-- version.
 function M.memo(name, fn, opts)
   if type(name) ~= "string" then error("quiver.memo: expected a name, got " .. type(name), 2) end
   if type(fn) ~= "function" then error("quiver.memo: expected a function, got " .. type(fn), 2) end
@@ -361,7 +365,10 @@ function M.memo(name, fn, opts)
   if opts.version ~= nil and type(opts.version) ~= "string" then
     error("quiver.memo: version must be a string", 2)
   end
-  return core.memo_new(name, opts.version, fn, skip_mask(fn, opts.ignore))
+  if opts.wait_timeout ~= nil and type(opts.wait_timeout) ~= "number" then
+    error("quiver.memo: wait_timeout must be a number of seconds", 2)
+  end
+  return core.memo_new(name, opts.version, fn, skip_mask(fn, opts.ignore), opts.dedup ~= false, opts.wait_timeout)
 end
 
 -- ------------------------------------------------------------- C functions
