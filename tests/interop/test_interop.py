@@ -101,8 +101,8 @@ def test_five_processes_of_three_languages_fill_one_cache(tmp_path):
         res = json.loads(out.strip().splitlines()[-1])
         assert res["sum"] == expected_sum(a, b), lang
         total_runs += res["runs"]
-    # every key ran at least once; racing workers may both compute one
-    assert last + 1 <= total_runs <= sum(b - a + 1 for _, a, b, _ in plan)
+    # every key ran exactly once: a worker missing a key another runs waits for it
+    assert total_runs == last + 1
 
     # afterwards every language reads every result, and nothing is wrong
     for lang in ("c", "python", "lua"):
@@ -111,3 +111,26 @@ def test_five_processes_of_three_languages_fill_one_cache(tmp_path):
     with quiver.Cache.open(d, readonly=True) as c:
         assert c.stats()["entries"] == last + 1
         assert c.verify() == 0
+
+
+def test_eight_processes_of_three_languages_run_each_key_once(tmp_path):
+    # DESIGN section 12: whoever misses first computes; the others, in any
+    # language, wait for its result. 100 slow keys, 8 processes, each in its
+    # own order, all at once.
+    d, log = tmp_path / "cache", tmp_path / "runs.log"
+    plan = [("python", 1), ("python", 2), ("python", 3), ("lua", 4), ("lua", 5), ("lua", 6), ("c", None), ("c", None)]
+    env = {**env_for(d), "QV_INTEROP_LOG": str(log), "QV_INTEROP_SLEEP_MS": "5"}
+    procs = [subprocess.Popen(command(lang, "compute", 0, 99, seed), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for lang, seed in plan]
+    for (lang, _), p in zip(plan, procs):
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, f"{lang}: {err}"
+        assert json.loads(out.strip().splitlines()[-1])["sum"] == expected_sum(0, 99), lang  # every result
+    ran = [line.split() for line in log.read_text().splitlines()]
+    per_key = {}
+    for lang, n in ran:
+        per_key.setdefault(int(n), []).append(lang)
+    assert sorted(per_key) == list(range(100))
+    twice = {n: langs for n, langs in per_key.items() if len(langs) > 1}
+    assert not twice, f"keys computed more than once: {twice}"
+    assert {lang for lang, _ in ran} <= {"python", "lua", "c"}

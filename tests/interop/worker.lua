@@ -2,7 +2,9 @@
 --
 --   lua5.4 worker.lua compute|hits FIRST LAST [SEED]
 --
--- The cache is QUIVER_CACHE's. SEED shuffles the order of the calls.
+-- The cache is QUIVER_CACHE's. SEED shuffles the order of the calls. With
+-- QV_INTEROP_LOG each run of the body appends "lua N" to that file;
+-- QV_INTEROP_SLEEP_MS makes it slow (Lua has no sleep: it spins on os.clock).
 local quiver = require "quiver"
 
 local mode, first, last, seed = arg[1], math.tointeger(tonumber(arg[2])), math.tointeger(tonumber(arg[3])), arg[4]
@@ -17,6 +19,17 @@ local square = quiver.memo("interop.square", function(n, tag)
   if mode == "hits" then
     io.stderr:write(("worker.lua: the body ran for (%d, %q) in hits mode\n"):format(n, tag))
     os.exit(3)
+  end
+  local ms = tonumber(os.getenv("QV_INTEROP_SLEEP_MS") or "")
+  if ms then
+    local until_ = os.clock() + ms / 1000
+    repeat until os.clock() >= until_
+  end
+  local log = os.getenv("QV_INTEROP_LOG")
+  if log then
+    local f = assert(io.open(log, "a"))
+    f:write(("lua %d\n"):format(n))
+    f:close()
   end
   return n * n + #tag
 end, {version = "1"})

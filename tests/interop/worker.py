@@ -3,10 +3,13 @@
     python worker.py compute|hits FIRST LAST [SEED]
 
 The cache is QUIVER_CACHE's. SEED shuffles the order of the calls, so that
-concurrent workers meet on different keys."""
+concurrent workers meet on different keys. With QV_INTEROP_LOG each run of
+the body appends "python N" to that file; QV_INTEROP_SLEEP_MS makes it slow."""
 import json
+import os
 import random
 import sys
+import time
 
 import quiver
 
@@ -20,7 +23,16 @@ def square(n, tag):
     runs += 1
     if hits_only:
         sys.exit(f"worker.py: the body ran for ({n}, {tag!r}) in hits mode")
+    _log(n)
     return n * n + len(tag)
+
+
+def _log(n):
+    if os.environ.get("QV_INTEROP_SLEEP_MS"):
+        time.sleep(int(os.environ["QV_INTEROP_SLEEP_MS"]) / 1000)
+    if os.environ.get("QV_INTEROP_LOG"):
+        with open(os.environ["QV_INTEROP_LOG"], "a") as f:
+            f.write(f"python {n}\n")
 
 
 def main(mode, first, last, seed=None):

@@ -5,12 +5,15 @@
  *
  * MODE "compute" runs the body on misses; "hits" makes every run of the body
  * a failure, so the calls must all be answered from what others stored.
- * Prints one JSON line: lang, runs, sum, and the digest of (FIRST, "alpha"). */
+ * Prints one JSON line: lang, runs, sum, and the digest of (FIRST, "alpha").
+ * With QV_INTEROP_LOG each run of the body appends "c N" to that file;
+ * QV_INTEROP_SLEEP_MS makes it slow. */
 #include <inttypes.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "quiver.h"
 
@@ -22,6 +25,17 @@ static int64_t square(int64_t n, const char *tag) {
     if (hits_only) {
         fprintf(stderr, "worker_c: the body ran for (%" PRId64 ", \"%s\") in hits mode\n", n, tag);
         exit(3);
+    }
+    const char *ms = getenv("QV_INTEROP_SLEEP_MS"), *log = getenv("QV_INTEROP_LOG");
+    if (ms) {
+        long v = atol(ms);
+        struct timespec ts = {v / 1000, (v % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    FILE *f = log ? fopen(log, "a") : NULL;
+    if (f) {
+        fprintf(f, "c %" PRId64 "\n", n);
+        fclose(f);
     }
     return n * n + (int64_t)strlen(tag);
 }
