@@ -24,7 +24,10 @@ static const char *const table_names[T_COUNT] = {"meta", "values", "refs", "call
  * process's memory, and a long-running process must not grow without bound
  * (docs/DECISIONS.md). */
 #define DEFAULT_MEMORY_MAX_BYTES ((uint64_t)256 << 20)
-#define TOUCH_RING 256
+#define TOUCH_SLOTS 1024 /* a power of two */
+/* How often, at most, hits write their access times on their own when no
+ * store does it for them; QUIVER_LRU_FLUSH_MS, read at open, overrides. */
+#define TOUCH_FLUSH_NS ((int64_t)5000 * 1000000)
 #define MAX_FULL_RETRIES 16
 
 /* Keys of a call record, a CBOR map with small integer keys. The result and
@@ -57,6 +60,10 @@ typedef struct pending {
     pthread_cond_t wake; /* its owner sleeps on its own condition */
 } pending;
 
+typedef struct {
+    _Atomic uint64_t w[2]; /* a digest's two halves; w[0] == 0: empty */
+} touch_slot;
+
 struct qv_cache {
     _Atomic int refs; /* the host's handle, plus every context and future using it */
     qv_store *store;
@@ -76,10 +83,16 @@ struct qv_cache {
     pending *gatherer; /* a leader waiting for its batch to fill */
     size_t gather_target;
     _Atomic uint64_t fork_gen;
-    /* recently hit keys, for approximate LRU (only with a size limit) */
-    pthread_mutex_t touch_lock;
-    qv_digest touched[TOUCH_RING];
-    _Atomic size_t ntouched; /* written under touch_lock; read without it as a hint */
+    /* Recently hit keys, for approximate LRU (only with a size limit and
+     * writes allowed). A key goes into the slot its digest picks, as two
+     * words written without a lock: a hit on a key already in its slot only
+     * reads, so a hot key keeps the line shared between cores. A torn or
+     * overwritten slot loses a touch, or names a key that does not exist and
+     * is skipped: approximate either way, never wrong. */
+    int track_lru;
+    int64_t touch_period_ns;
+    _Atomic int64_t touch_since; /* monotonic time of the oldest unwritten touch; 0: none */
+    touch_slot touched[TOUCH_SLOTS];
 };
 
 static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -101,13 +114,11 @@ static void after_fork(qv_cache *c) {
     pthread_mutex_lock(&fork_fix_lock);
     if (atomic_load(&c->fork_gen) != gen) {
         pthread_mutex_init(&c->qlock, NULL);
-        pthread_mutex_init(&c->touch_lock, NULL);
         c->head = c->tail = NULL;
         c->queued = 0;
         c->gatherer = NULL;
         c->gather_target = 0;
         c->writer_busy = 0;
-        c->ntouched = 0;
         atomic_store(&c->fork_gen, gen);
     }
     pthread_mutex_unlock(&fork_fix_lock);
@@ -424,6 +435,7 @@ static qv_status remove_call(wctx *w, const qv_digest *key) {
 }
 
 static qv_status apply(wctx *w, pending *p, uint64_t now) {
+    if (!p->record) return QV_OK; /* a request to write the touches only */
     qv_store *s = w->c->store;
     const void *v;
     size_t len;
@@ -445,17 +457,18 @@ static qv_status apply(wctx *w, pending *p, uint64_t now) {
 
 static qv_status flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
-    qv_digest keys[TOUCH_RING];
-    pthread_mutex_lock(&c->touch_lock);
-    size_t n = atomic_load_explicit(&c->ntouched, memory_order_relaxed);
-    memcpy(keys, c->touched, n * sizeof(qv_digest));
-    atomic_store_explicit(&c->ntouched, 0, memory_order_relaxed);
-    pthread_mutex_unlock(&c->touch_lock);
-    for (size_t i = 0; i < n; i++) {
+    if (!c->track_lru || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
+    for (size_t i = 0; i < TOUCH_SLOTS; i++) {
+        if (!atomic_load_explicit(&c->touched[i].w[0], memory_order_relaxed)) continue;
+        uint64_t a = atomic_exchange_explicit(&c->touched[i].w[0], 0, memory_order_relaxed);
+        uint64_t b = atomic_exchange_explicit(&c->touched[i].w[1], 0, memory_order_relaxed);
+        qv_digest key;
+        memcpy(key.bytes, &a, 8);
+        memcpy(key.bytes + 8, &b, 8);
         uint64_t t;
-        qv_status st = get_count(w, T_ATIME, &keys[i], &t);
+        qv_status st = get_count(w, T_ATIME, &key, &t);
         if (st == QV_NOTFOUND || (st == QV_OK && t + ATIME_RESOLUTION_NS > now)) continue;
-        if (st || (st = set_atime(w, &keys[i], now))) return st;
+        if (st || (st = set_atime(w, &key, now))) return st;
     }
     return QV_OK;
 }
@@ -574,7 +587,7 @@ static void commit_batch(qv_cache *c, pending *batch) {
         for (pending *p = batch; p; p = p->next) set_status(p, st);
     }
     for (pending *p = batch; p; p = p->next)
-        if (!p->status) count(c, QV_STAT_STORES, 1);
+        if (!p->status && p->record) count(c, QV_STAT_STORES, 1);
     if (c->max_bytes && bytes > c->max_bytes) {
         uint64_t evicted;
         evict_to(c, c->max_bytes - c->max_bytes / 10, &evicted);
@@ -762,8 +775,10 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     c->flags = o.flags;
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
     c->max_bytes = o.max_bytes ? o.max_bytes : memory ? DEFAULT_MEMORY_MAX_BYTES : 0;
+    c->track_lru = c->max_bytes && !(o.flags & QV_CACHE_READONLY);
+    const char *period = getenv("QUIVER_LRU_FLUSH_MS");
+    c->touch_period_ns = period && *period ? (int64_t)strtoll(period, NULL, 10) * 1000000 : TOUCH_FLUSH_NS;
     pthread_mutex_init(&c->qlock, NULL);
-    pthread_mutex_init(&c->touch_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
     qv_store_config cfg = {table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
     qv_status st;
@@ -805,7 +820,7 @@ const char *qv_cache_path(const qv_cache *cache) {
 }
 
 static void flush_pending_touches(qv_cache *c) {
-    if (!c->max_bytes || !atomic_load_explicit(&c->ntouched, memory_order_relaxed) || (c->flags & QV_CACHE_READONLY)) return;
+    if (!c->track_lru || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (flush_touches(&w, (uint64_t)now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
@@ -827,7 +842,6 @@ void qv_cache_close(qv_cache *cache) {
         cache->store->ops->close(cache->store);
     }
     pthread_mutex_destroy(&cache->qlock);
-    pthread_mutex_destroy(&cache->touch_lock);
     free(cache->path);
     free(cache);
 }
@@ -844,14 +858,36 @@ qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
     return st;
 }
 
+static int64_t coarse_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Note a hit for LRU. Touches are written by the next commit, and by a hit
+ * that finds the oldest of them older than touch_period_ns: it joins the
+ * group commit with nothing to store but the touches, so a read-mostly
+ * handle keeps its hot keys from being evicted by another handle or process
+ * that stores. One hit per period pays for it, and no thread is needed. */
 static void touch(qv_cache *c, const qv_digest *key) {
-    pthread_mutex_lock(&c->touch_lock);
-    size_t n = atomic_load_explicit(&c->ntouched, memory_order_relaxed);
-    if (n < TOUCH_RING) {
-        c->touched[n] = *key;
-        atomic_store_explicit(&c->ntouched, n + 1, memory_order_relaxed);
+    uint64_t a, b;
+    memcpy(&a, key->bytes, 8);
+    memcpy(&b, key->bytes + 8, 8);
+    if (QV_UNLIKELY(!a)) a = 1; /* 0 marks an empty slot; such a key is skipped when written */
+    touch_slot *slot = &c->touched[a & (TOUCH_SLOTS - 1)];
+    if (atomic_load_explicit(&slot->w[0], memory_order_relaxed) != a ||
+        atomic_load_explicit(&slot->w[1], memory_order_relaxed) != b) {
+        atomic_store_explicit(&slot->w[1], b, memory_order_relaxed);
+        atomic_store_explicit(&slot->w[0], a, memory_order_relaxed);
     }
-    pthread_mutex_unlock(&c->touch_lock);
+    int64_t now = coarse_ns(), since = atomic_load_explicit(&c->touch_since, memory_order_relaxed);
+    if (!since) {
+        atomic_compare_exchange_strong(&c->touch_since, &since, now);
+    } else if (now - since >= c->touch_period_ns && atomic_compare_exchange_strong(&c->touch_since, &since, now)) {
+        pending p;
+        memset(&p, 0, sizeof p);
+        group_commit(c, &p); /* a failure costs these touches, nothing else */
+    }
 }
 
 static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
@@ -923,7 +959,7 @@ static qv_status read_result(qv_cache *cache, const qv_digest *key, uint8_t *buf
     *out = copy;
     *out_len = len;
     count(cache, QV_STAT_HITS, 1);
-    if (cache->max_bytes) touch(cache, key);
+    if (cache->track_lru) touch(cache, key);
     return QV_OK;
 }
 

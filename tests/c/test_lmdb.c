@@ -739,6 +739,37 @@ static void full_map_with_limit_evicts_oldest(void **state) {
     free(dir);
 }
 
+/* ------------------------------------------------------------ LRU */
+
+#define LRU_BLOB 2000
+/* A handle that only reads writes its hits' access times on its own once
+ * QUIVER_LRU_FLUSH_MS has passed, so another handle (another process alike)
+ * that stores and evicts sees which of its keys are hot. */
+static void hot_key_of_a_reading_handle_survives_eviction(void **state) {
+    setenv("QUIVER_LRU_FLUSH_MS", "50", 1);
+    char *dir = qvt_tempdir("lmdb-lru");
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.max_bytes = 64 * 1024;
+    qv_cache *writer = open_cache(dir, &o), *reader = open_cache(dir, &o);
+    unsetenv("QUIVER_LRU_FLUSH_MS");
+    QVT_OK(store_blob(writer, 0, LRU_BLOB)); /* the hot key, stored first: the oldest */
+    for (int k = 1; k <= 20; k++) QVT_OK(store_blob(writer, k, LRU_BLOB));
+    assert_int_equal(stat_of(writer, QV_STAT_EVICTIONS), 0);
+    sleep_us(1100 * 1000); /* access times move in steps of a second */
+    for (int i = 0; i < 30; i++) {
+        assert_int_equal(check_blob(reader, 0, LRU_BLOB), CHK_OK);
+        sleep_us(10 * 1000);
+    }
+    for (int k = 21; k <= 40; k++) QVT_OK(store_blob(writer, k, LRU_BLOB));
+    assert_true(stat_of(writer, QV_STAT_EVICTIONS) > 0);
+    assert_int_equal(check_blob(writer, 1, LRU_BLOB), CHK_MISSING); /* the oldest of the rest went */
+    assert_int_equal(check_blob(writer, 0, LRU_BLOB), CHK_OK);
+    qv_cache_close(reader);
+    qv_cache_close(writer);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------- corrupt entries */
 
 static void raw_put(const char *dir, const char *db, const void *key, size_t klen, const void *val, size_t vlen) {
@@ -1280,6 +1311,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(corrupt_entries_fail_to_load_clearly),
         cmocka_unit_test(flipped_bit_in_a_value_is_found_by_verify),
         cmocka_unit_test(record_under_a_wrong_key_is_found_by_verify),
+        cmocka_unit_test(hot_key_of_a_reading_handle_survives_eviction),
         cmocka_unit_test(readonly_directory_gives_a_clear_error),
         cmocka_unit_test(readonly_handle_refuses_writes),
     };
