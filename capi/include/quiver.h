@@ -410,6 +410,22 @@ QV_EXPORT void qv_ctx_free(qv_ctx *ctx);
 QV_EXPORT qv_status qv_ctx_enter(qv_ctx *ctx);
 /* Run fn under ctx, then restore what the thread had; returns fn's status. */
 QV_EXPORT qv_status qv_ctx_run(qv_ctx *ctx, qv_status (*fn)(void *userdata), void *userdata);
+/* A context from parts: cache (the context holds a reference) and meta, the
+ * canonical encoding of a map or NULL (copied). How a binding hands its own
+ * notion of the active context to C. */
+QV_EXPORT qv_status qv_ctx_new(qv_ctx **out, qv_cache *cache, const void *meta, size_t meta_len);
+/* A binding's own active context (Python's contextvars, a Lua coroutine's):
+ * returns a new reference (qv_ctx_new), or NULL for none. Runs on the
+ * thread that asks, which may hold no host lock (a C function pointer called
+ * through ctypes): a provider takes what it needs (Python: the GIL). */
+typedef qv_ctx *(*qv_ctx_provider)(void *userdata);
+/* Memoized calls from C (qv_fn_call, qv_fn_pointer's functions) on a thread
+ * with nothing pushed, and qv_ctx_capture there, ask the provider before
+ * falling back to the default cache: so a C function pointer called from
+ * Python inside `with quiver.cache(c)` memoizes into c. One provider per
+ * process: set it once, before other threads make calls; a new one (or
+ * NULL) replaces it, and destroy(userdata) runs for the old. */
+QV_EXPORT qv_status qv_ctx_set_provider(qv_ctx_provider provider, void *userdata, void (*destroy)(void *userdata));
 /* The default cache, created on first use; borrowed, lives until exit. */
 QV_EXPORT qv_status qv_cache_default(qv_cache **out);
 

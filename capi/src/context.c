@@ -176,6 +176,65 @@ int qv_ctx_depth(void) {
     return s ? s->depth : 0;
 }
 
+/* ------------------------------------------------- a binding's own context */
+
+typedef struct {
+    qv_ctx_provider fn;
+    void *userdata;
+    void (*destroy)(void *userdata);
+} provider;
+
+static _Atomic(provider *) the_provider;
+
+qv_status qv_ctx_set_provider(qv_ctx_provider fn, void *userdata, void (*destroy)(void *userdata)) {
+    provider *p = NULL;
+    if (fn && !(p = malloc(sizeof *p))) {
+        if (destroy) destroy(userdata);
+        return qv__nomem();
+    }
+    if (p) *p = (provider){fn, userdata, destroy};
+    provider *old = atomic_exchange(&the_provider, p);
+    if (old && old->destroy) old->destroy(old->userdata);
+    free(old);
+    return QV_OK;
+}
+
+/* What the binding running this thread says is active, as a new reference;
+ * NULL when there is no provider or it says "none". */
+static qv_ctx *provided(void) {
+    provider *p = atomic_load_explicit(&the_provider, memory_order_acquire);
+    return p ? p->fn(p->userdata) : NULL;
+}
+
+qv_status qv_ctx_new(qv_ctx **out, qv_cache *cache, const void *meta, size_t meta_len) {
+    if (!out) return qv__error(QV_EINVAL, "qv_ctx_new: out is NULL");
+    *out = NULL;
+    if (!cache) return qv__error(QV_EINVAL, "qv_ctx_new: cache is NULL");
+    if (meta) {
+        qv_decoder dec;
+        qv_type t;
+        qv_decoder_reset(&dec, meta, meta_len);
+        qv_status st = qv_validate(meta, meta_len);
+        if (!st && (st = qv_decoder_next(&dec, &t)) == QV_OK && t != QV_TYPE_MAP) st = QV_ETYPE;
+        if (st) return qv__error(st == QV_ETYPE ? QV_ETYPE : QV_EDECODE, "qv_ctx_new: meta must be the canonical encoding of a map");
+    }
+    return new_ctx(out, cache, meta, meta_len);
+}
+
+qv_status qv__ctx_hold(qv_ctx **held, qv_cache **cache, const void **meta, size_t *meta_len) {
+    *held = NULL;
+    qv_ctx *ctx = top();
+    if (!ctx && (*held = ctx = provided()) == NULL) {
+        *meta = NULL;
+        *meta_len = 0;
+        return qv_cache_default(cache);
+    }
+    *cache = ctx->cache;
+    *meta = ctx->meta;
+    *meta_len = ctx->meta_len;
+    return QV_OK;
+}
+
 qv_status qv_ctx_current(qv_cache **cache, const void **meta, size_t *meta_len) {
     qv_ctx *ctx = top();
     if (meta) *meta = ctx ? ctx->meta : NULL;
@@ -196,6 +255,7 @@ qv_status qv_ctx_capture(qv_ctx **out) {
         *out = qv_ctx_retain(ctx);
         return QV_OK;
     }
+    if ((*out = provided())) return QV_OK;
     qv_cache *cache;
     qv_status st = qv_cache_default(&cache);
     return st ? st : new_ctx(out, cache, NULL, 0);

@@ -379,28 +379,25 @@ static qv_status c_hit(const void *data, size_t len, void *userdata) {
     return decode_c_result(data, len, &r->hit);
 }
 
-static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) {
-    native *n = userdata;
-    qv_cache *cache;
-    const void *meta;
-    size_t meta_len;
+/* The memoized call under cache and meta; QV_OK when ret holds the result
+ * (a hit, or the original ran and its result is settled). */
+static qv_status memoized(native *n, qv_cache *cache, const void *meta, size_t meta_len, void *ret, void **args) {
     qv_encoder *enc = qv__thread_encoder();
     const void *call;
     size_t call_len;
     qv_digest key;
-    /* Memoizing must never break the caller: any failure calls through. */
-    if (!enc || qv_ctx_current(&cache, &meta, &meta_len)) goto direct;
+    if (!enc) return QV_ENOMEM;
     qv_encoder_reset(enc);
-    if (encode_c_call(n, enc, args) || qv_encoder_finish(enc, &call, &call_len)) goto direct;
+    qv_status st;
+    if ((st = encode_c_call(n, enc, args)) || (st = qv_encoder_finish(enc, &call, &call_len))) return st;
     qv_digest_bytes(&key, call, call_len);
     c_run run = {n, ret, args, enc, {n, ret, args}};
-    qv_status st = qv__fn_lookup_with(n->fn, cache, &key, decode_c_result, &run.hit);
-    if (st == QV_OK) return;
-    if (st != QV_NOTFOUND) goto direct;
+    st = qv__fn_lookup_with(n->fn, cache, &key, decode_c_result, &run.hit);
+    if (st != QV_NOTFOUND) return st;
 
     /* The original may memoize calls of its own on this thread's encoder. */
     uint8_t *call_copy = malloc(call_len);
-    if (!call_copy) goto direct;
+    if (!call_copy) return QV_ENOMEM;
     memcpy(call_copy, call, call_len);
     qv_call_options opts = QV_CALL_OPTIONS_INIT;
     opts.flags = QV_CALL_MISSED;
@@ -409,17 +406,26 @@ static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) 
     int outcome;
     st = qv_call_run(&outcome, cache, &key, call_copy, call_len, &opts, c_hit, c_body, &run);
     free(call_copy);
-    if (st == QV_OK && outcome == QV_CALL_HIT) { /* another caller's run, decoded into ret */
-        qv__fn_note_hit(n->fn);
-        return;
-    }
-    if (st == QV_OK) {
+    if (st) return st;
+    if (outcome == QV_CALL_HIT) qv__fn_note_hit(n->fn); /* another caller's run, decoded into ret */
+    else settle_result(n, ret, args);
+    return QV_OK;
+}
+
+static void closure_entry(ffi_cif *cif, void *ret, void **args, void *userdata) {
+    native *n = userdata;
+    qv_ctx *held;
+    qv_cache *cache;
+    const void *meta;
+    size_t meta_len;
+    /* Memoizing must never break the caller: any failure calls through. */
+    qv_status st = qv__ctx_hold(&held, &cache, &meta, &meta_len);
+    if (!st) st = memoized(n, cache, meta, meta_len, ret, args);
+    qv_ctx_free(held);
+    if (st) {
+        ffi_call(&n->cif, n->target, ret, args);
         settle_result(n, ret, args);
-        return;
     }
-direct:
-    ffi_call(&n->cif, n->target, ret, args);
-    settle_result(n, ret, args);
 }
 
 /* ------------------------------------------------------ trees to C values */

@@ -169,16 +169,9 @@ static qv_status fn_hit(const void *data, size_t len, void *userdata) {
     return qv_value_decode(r->out, data, len);
 }
 
-qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs, qv_value **result) {
-    if (!result) return qv__error(QV_EINVAL, "qv_fn_call: result is NULL");
-    *result = NULL;
-    if (!fn) return qv__error(QV_EINVAL, "qv_fn_call: fn is NULL");
-    qv_status st = check_args(fn, args, kwargs);
-    if (st) return st;
-    qv_cache *cache;
-    const void *meta;
-    size_t meta_len;
-    if ((st = qv_ctx_current(&cache, &meta, &meta_len))) return st;
+/* The call under the context of cache and meta. */
+static qv_status call_in(qv_fn *fn, qv_cache *cache, const void *meta, size_t meta_len, const qv_value *args,
+                         const qv_value *kwargs, qv_value **result) {
     /* Encode into the thread's encoder; the hit path allocates nothing. */
     qv_encoder *enc = qv__thread_encoder();
     if (!enc) return qv__nomem();
@@ -186,6 +179,7 @@ qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs,
     const void *call;
     size_t call_len;
     qv_digest key;
+    qv_status st;
     if ((st = encode_call(enc, fn, args, kwargs)) || (st = qv_encoder_finish(enc, &call, &call_len))) return st;
     qv_digest_bytes(&key, call, call_len);
     if ((st = qv__fn_lookup(fn, cache, &key, result)) != QV_NOTFOUND) return st;
@@ -214,6 +208,22 @@ qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs,
     /* ran here: stored, or not kept (read-only, full): either way the result */
     *result = run.result;
     return QV_OK;
+}
+
+qv_status qv_fn_call_kw(qv_fn *fn, const qv_value *args, const qv_value *kwargs, qv_value **result) {
+    if (!result) return qv__error(QV_EINVAL, "qv_fn_call: result is NULL");
+    *result = NULL;
+    if (!fn) return qv__error(QV_EINVAL, "qv_fn_call: fn is NULL");
+    qv_status st = check_args(fn, args, kwargs);
+    if (st) return st;
+    qv_ctx *held;
+    qv_cache *cache;
+    const void *meta;
+    size_t meta_len;
+    if ((st = qv__ctx_hold(&held, &cache, &meta, &meta_len))) return st;
+    st = call_in(fn, cache, meta, meta_len, args, kwargs, result);
+    qv_ctx_free(held);
+    return st;
 }
 
 qv_status qv_fn_call(qv_fn *fn, const qv_value *args, qv_value **result) {

@@ -111,6 +111,10 @@ qv_status qv__future_set_trusted(qv_future *f, const void *data, size_t len);
 /* future.c: f is completed by a job submitted now (it cannot complete in a
  * child of fork()). */
 void qv__future_of_task(qv_future *f);
+/* context.c: the context a call on this thread runs under: the top of the
+ * thread's stack (borrowed), else what the binding's provider says (*held,
+ * a reference the caller frees with qv_ctx_free), else the default cache. */
+qv_status qv__ctx_hold(qv_ctx **held, qv_cache **cache, const void **meta, size_t *meta_len);
 /* cache.c: one more reference; qv_cache_close drops one. */
 qv_cache *qv__cache_retain(qv_cache *cache);
 

@@ -31,9 +31,14 @@ _UNCACHED = _Signal("uncached")
 _SLOW = _Signal("stack")
 _NODEFAULT = _Signal("no default")
 
+def _active_meta_bytes():
+    m = current_meta()
+    return encode(m) if m else None
+
+
 _quiver.set_hooks(encode=_encode_hook, tag=_tag_hook, tag_type=Tag, default=_quiver_default, active=_active,
                   miss=_MISS, uncached=_UNCACHED, slow=_SLOW, nodefault=_NODEFAULT, warning=QuiverWarning,
-                  handle_class=Cache)
+                  handle_class=Cache, meta=_active_meta_bytes)
 
 # name -> Memo, so that Cache.query can filter positional arguments by name.
 _registry = weakref.WeakValueDictionary()

@@ -272,6 +272,111 @@ static void test_bad_arguments(void **state) {
     assert_int_equal(o.flags, 0);
 }
 
+/* ------------------------------------------------------ the provider */
+
+typedef struct {
+    qv_cache *cache;
+    int asked, destroyed;
+} provider_state;
+
+static qv_ctx *provide(void *userdata) {
+    provider_state *p = userdata;
+    p->asked++;
+    qv_ctx *ctx = NULL;
+    static const uint8_t meta[] = {0xa1, 0x61, 0x70, 0x01}; /* {"p": 1} */
+    return qv_ctx_new(&ctx, p->cache, meta, sizeof meta) ? NULL : ctx;
+}
+
+static void provider_gone(void *userdata) {
+    ((provider_state *)userdata)->destroyed++;
+}
+
+static qv_status twice(qv_value **result, const qv_value *args, const qv_value *kwargs, void *userdata) {
+    int64_t x;
+    qv_status st = qv_value_get_int(qv_value_list_get(args, 0), &x);
+    return st ? st : qv_value_new_int(result, 2 * x);
+}
+
+static void call_twice(qv_fn *fn, int64_t x) {
+    qv_value *args, *arg, *r = NULL;
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&arg, x));
+    QVT_OK(qv_value_list_append(args, arg));
+    QVT_OK(qv_fn_call(fn, args, &r));
+    qv_value_free(r);
+    qv_value_free(args);
+}
+
+static qv_digest twice_key(qv_fn *fn, int64_t x) {
+    qv_value *args, *arg;
+    qv_digest d;
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&arg, x));
+    QVT_OK(qv_value_list_append(args, arg));
+    QVT_OK(qv_fn_digest(&d, fn, args, NULL));
+    qv_value_free(args);
+    return d;
+}
+
+static void test_a_binding_supplies_the_active_context(void **state) {
+    fixture *f = *state;
+    qv_cache *mine;
+    QVT_OK(qv_cache_open_memory(&mine));
+    provider_state p = {mine, 0, 0};
+    QVT_OK(qv_ctx_set_provider(provide, &p, provider_gone));
+    qv_fn *fn;
+    QVT_OK(qv_fn_new(&fn, "call.twice", NULL, twice, NULL, NULL));
+    /* nothing pushed: the provider's cache, with its metadata */
+    call_twice(fn, 1);
+    qv_digest k1 = twice_key(fn, 1);
+    assert_int_equal(qv_cache_contains(mine, &k1), QV_OK);
+    assert_true(p.asked >= 1);
+    qv_value *rec;
+    QVT_OK(qv_cache_load(mine, &k1, &rec));
+    const qv_value *meta = qv_value_map_find(rec, "meta");
+    assert_non_null(meta);
+    assert_non_null(qv_value_map_find(meta, "p"));
+    qv_value_free(rec);
+    /* a push on the thread wins over the provider */
+    QVT_OK(qv_ctx_push(f->cache, NULL));
+    call_twice(fn, 2);
+    QVT_OK(qv_ctx_pop());
+    qv_digest k2 = twice_key(fn, 2);
+    assert_int_equal(qv_cache_contains(f->cache, &k2), QV_OK);
+    assert_int_equal(qv_cache_contains(mine, &k2), QV_NOTFOUND);
+    /* a capture takes the provider's context too */
+    qv_ctx *cap;
+    QVT_OK(qv_ctx_capture(&cap));
+    QVT_OK(qv_ctx_enter(cap));
+    qv_cache *now;
+    QVT_OK(qv_ctx_current(&now, NULL, NULL));
+    assert_ptr_equal(now, mine);
+    QVT_OK(qv_ctx_pop());
+    qv_ctx_free(cap);
+    /* removed: the default cache again, and destroy ran once */
+    QVT_OK(qv_ctx_set_provider(NULL, NULL, NULL));
+    assert_int_equal(p.destroyed, 1);
+    int asked = p.asked;
+    call_twice(fn, 3);
+    assert_int_equal(p.asked, asked);
+    qv_digest k3 = twice_key(fn, 3);
+    assert_int_equal(qv_cache_contains(mine, &k3), QV_NOTFOUND);
+    qv_fn_free(fn);
+    qv_cache_close(mine);
+}
+
+static void test_ctx_new_checks_its_metadata(void **state) {
+    fixture *f = *state;
+    qv_ctx *ctx = (qv_ctx *)1;
+    static const uint8_t list[] = {0x80}, bad[] = {0xa1, 0x01};
+    assert_int_equal(qv_ctx_new(&ctx, f->cache, list, sizeof list), QV_ETYPE);
+    assert_null(ctx);
+    assert_int_equal(qv_ctx_new(&ctx, f->cache, bad, sizeof bad), QV_EDECODE);
+    assert_int_equal(qv_ctx_new(&ctx, NULL, NULL, 0), QV_EINVAL);
+    QVT_OK(qv_ctx_new(&ctx, f->cache, NULL, 0));
+    qv_ctx_free(ctx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_miss_runs_once_then_hits, setup, teardown),
@@ -284,6 +389,8 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_no_dedup_runs_each, setup, teardown),
         cmocka_unit_test_setup_teardown(test_waiters_stop_waiting_after_their_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_binding_supplies_the_active_context, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ctx_new_checks_its_metadata, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

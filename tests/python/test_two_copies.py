@@ -115,3 +115,37 @@ def test_lua_module_links_the_shared_library():
     out = subprocess.run(["readelf", "-d", module], capture_output=True, text=True, check=True).stdout
     needed = [line.split("[")[1].rstrip("]") for line in out.splitlines() if "(NEEDED)" in line]
     assert any(n.startswith("libquiver.so") for n in needed), needed
+
+
+def test_a_c_function_pointer_memoizes_into_the_python_context(libquiver, tmpdir_path):
+    # DESIGN section 12: one notion of the active cache. libc's labs, made a
+    # memoized function pointer through the C ABI and called through ctypes,
+    # lands in the cache Python has active (contextvars), with its metadata.
+    libquiver.qv_fn_new_c.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_char_p, ctypes.c_char_p,
+                                      ctypes.c_void_p, ctypes.c_char_p]
+    libquiver.qv_fn_pointer.argtypes = [ctypes.c_void_p]
+    libquiver.qv_fn_pointer.restype = ctypes.c_void_p
+    libquiver.qv_fn_free.argtypes = [ctypes.c_void_p]
+    labs = ctypes.cast(ctypes.CDLL(None).labs, ctypes.c_void_p)
+    fn = ctypes.c_void_p()
+    assert libquiver.qv_fn_new_c(ctypes.byref(fn), b"two_copies.labs", None, labs, b"i64(i64)") == 0
+    memo_labs = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64)(libquiver.qv_fn_pointer(fn))
+    try:
+        mine = quiver.Cache.open(os.path.join(tmpdir_path, "mine"))
+        other = quiver.Cache.memory()
+        key = quiver.call_digest("two_copies.labs", None, [-5], {})
+        with quiver.cache(mine), quiver.meta(who="ctypes"):
+            assert memo_labs(-5) == 5
+        assert mine.contains(key) and not other.contains(key)
+        assert mine.load(key).metadata == {"who": "ctypes"}
+        with quiver.cache(other):
+            assert memo_labs(-5) == 5
+        assert other.contains(key)
+        # each call asks again: a new key lands in the cache active now
+        with quiver.cache(mine):
+            assert memo_labs(-7) == 7
+        assert mine.contains(quiver.call_digest("two_copies.labs", None, [-7], {}))
+        mine.close()
+        other.close()
+    finally:
+        libquiver.qv_fn_free(fn)
