@@ -174,8 +174,7 @@ static double misses(qv_cache *c, qv_encoder *enc, int64_t k0, int n, uint32_t f
         size_t len;
         qv_digest key;
         qv_encoder_reset(enc);
-        if (qv_encoder_list(enc, 5) || qv_encoder_text(enc, "quiver/call/v1", 14) ||
-            qv_encoder_text(enc, "bench.miss", 10) || qv_encoder_null(enc) || qv_encoder_list(enc, 1) ||
+        if (qv_encoder_call_head(enc, "bench.miss", 10, NULL, 0) || qv_encoder_list(enc, 1) ||
             qv_encoder_int(enc, k0 + i) || qv_encoder_map_begin(enc) || qv_encoder_map_end(enc) ||
             qv_encoder_finish(enc, &call, &len))
             die("encode");

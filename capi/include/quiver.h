@@ -176,7 +176,11 @@ QV_EXPORT qv_status qv_value_decode(qv_value **out, const void *data, size_t len
 /* XXH3-128 of the canonical encoding. */
 QV_EXPORT qv_status qv_value_digest(const qv_value *v, qv_digest *out);
 
-/* The call digest: XXH3-128 of ["quiver/call/v1", name, version, args, kwargs].
+/* The marker every call's encoding begins with (DESIGN section 3): the one
+ * place it is written. */
+#define QV_CALL_MARKER "quiver/call/v1"
+
+/* The call digest: XXH3-128 of [QV_CALL_MARKER, name, version, args, kwargs].
  * version may be NULL (encoded as null); args must be a list; kwargs a map or
  * NULL (an empty map). */
 QV_EXPORT qv_status qv_call_digest(qv_digest *out, const char *name, const char *version,
@@ -231,6 +235,12 @@ QV_EXPORT qv_status qv_encoder_set_end(qv_encoder *enc);
 /* A tag; the next item is its content. */
 QV_EXPORT qv_status qv_encoder_tag(qv_encoder *enc, uint64_t tag);
 QV_EXPORT qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v);
+/* Begin a call's encoding, [QV_CALL_MARKER, name, version, args, kwargs]:
+ * the 5-item list, the marker, name and version (NULL: null), both UTF-8;
+ * the caller then writes args (a list) and kwargs (a map). Every binding
+ * starts its calls here, so the call layout lives in one place. */
+QV_EXPORT qv_status qv_encoder_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
+                                         size_t version_len);
 /* One item already in canonical form (for example a stored encoding); it is
  * validated, so the output stays canonical. */
 QV_EXPORT qv_status qv_encoder_encoded(qv_encoder *enc, const void *data, size_t len);

@@ -209,7 +209,7 @@ static qv_status emit_item(record_builder *b, const uint8_t *p, size_t len) {
 }
 
 static qv_status bad_call(const char *why) {
-    return qv__error(QV_EINVAL, "call encoding is not [\"quiver/call/v1\", name, version, args, kwargs]: %s", why);
+    return qv__error(QV_EINVAL, "call encoding is not [\"" QV_CALL_MARKER "\", name, version, args, kwargs]: %s", why);
 }
 
 static qv_status build_record(record_builder *b, pending *p, const uint8_t *call, size_t call_len,
@@ -224,8 +224,9 @@ static qv_status build_record(record_builder *b, pending *p, const uint8_t *call
     if ((st = qv_decoder_next(&dec, &t))) return st;
     if (t != QV_TYPE_LIST || (qv_decoder_get_count(&dec, &n), n != 5)) return bad_call("not a 5-item list");
     if ((st = qv_decoder_next(&dec, &t))) return st;
-    if (t != QV_TYPE_TEXT || (qv_decoder_get_data(&dec, &s, &len), len != 14 || memcmp(s, "quiver/call/v1", 14)))
-        return bad_call("the first item is not \"quiver/call/v1\"");
+    if (t != QV_TYPE_TEXT ||
+        (qv_decoder_get_data(&dec, &s, &len), len != sizeof QV_CALL_MARKER - 1 || memcmp(s, QV_CALL_MARKER, len)))
+        return bad_call("the first item is not \"" QV_CALL_MARKER "\"");
     if ((st = qv__decoder_item_span(&dec, &ns, &ne))) return st;
     if (call[ns] >> 5 != 3) return bad_call("the name is not text");
     if ((st = qv__decoder_item_span(&dec, &vs, &ve))) return st;
@@ -1055,7 +1056,7 @@ qv_status qv_cache_store_value(qv_cache *cache, const char *name, const char *ve
     qv_status st = qv_encoder_new(&enc);
     if (st) return st;
     const void *p;
-    if (!(st = qv__encode_call_head(enc, name, strlen(name), version, version ? strlen(version) : 0)) &&
+    if (!(st = qv_encoder_call_head(enc, name, strlen(name), version, version ? strlen(version) : 0)) &&
         !(st = qv_encoder_value(enc, args))) {
         if (kwargs) st = qv_encoder_value(enc, kwargs);
         else if (!(st = qv_encoder_map_begin(enc))) st = qv_encoder_map_end(enc);

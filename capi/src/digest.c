@@ -128,8 +128,10 @@ qv_status qv_value_digest(const qv_value *v, qv_digest *out) {
     return st;
 }
 
-qv_status qv__encode_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version, size_t version_len) {
-    static const char marker[] = "quiver/call/v1";
+qv_status qv_encoder_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
+                               size_t version_len) {
+    static const char marker[] = QV_CALL_MARKER;
+    if (!enc || !name) return qv__error(QV_EINVAL, "qv_encoder_call_head: enc and name are required");
     qv_status st;
     if ((st = qv_encoder_list(enc, 5))) return st;
     if ((st = qv_encoder_text_trusted(enc, marker, sizeof marker - 1))) return st;
@@ -145,7 +147,7 @@ qv_status qv_call_digest(qv_digest *out, const char *name, const char *version, 
     qv_encoder *enc = qv__thread_encoder();
     if (!enc) return qv__nomem();
     qv_encoder_reset_for_digest(enc);
-    qv_status st = qv__encode_call_head(enc, name, strlen(name), version, version ? strlen(version) : 0);
+    qv_status st = qv_encoder_call_head(enc, name, strlen(name), version, version ? strlen(version) : 0);
     if (!st) st = qv_encoder_value(enc, args);
     if (!st) st = kwargs ? qv_encoder_value(enc, kwargs) : qv_encoder_map_begin(enc);
     if (!st && !kwargs) st = qv_encoder_map_end(enc);

@@ -122,7 +122,7 @@ static qv_status parse(native *n, const char *sig) {
 
 /* The call's encoding from C arguments, as qv_call_digest would give it. */
 static qv_status encode_c_call(native *n, qv_encoder *enc, void **args) {
-    qv_status st = qv__encode_call_head(enc, n->name, n->name_len, n->version, n->version_len);
+    qv_status st = qv_encoder_call_head(enc, n->name, n->name_len, n->version, n->version_len);
     if (!st) st = qv_encoder_list(enc, (uint64_t)n->nargs);
     int c = 0;
     for (int k = 0; !st && k < n->nargs; k++) {

@@ -98,9 +98,9 @@ static qv_status check_args(const qv_fn *fn, const qv_value *args, const qv_valu
     return fn->check ? fn->check(args, kwargs, fn->userdata) : QV_OK;
 }
 
-/* The call's encoding in enc: ["quiver/call/v1", name, version, args, kwargs]. */
+/* The call's encoding in enc: [QV_CALL_MARKER, name, version, args, kwargs]. */
 static qv_status encode_call(qv_encoder *enc, const qv_fn *fn, const qv_value *args, const qv_value *kwargs) {
-    qv_status st = qv__encode_call_head(enc, fn->name, fn->name_len, fn->version, fn->version_len);
+    qv_status st = qv_encoder_call_head(enc, fn->name, fn->name_len, fn->version, fn->version_len);
     if (!st) st = qv_encoder_value(enc, args);
     if (st) return st;
     if (kwargs) return qv_encoder_value(enc, kwargs);

@@ -41,9 +41,6 @@ uint64_t qv__hash64(const void *data, size_t len);
 #define QV_THREAD_ENCODERS 2
 qv_encoder *qv__thread_encoder_for(int which);
 qv_encoder *qv__thread_encoder(void); /* QV_ENCODER_CALLS */
-/* The first three items of a call: the 5-list head, the marker, name, version. */
-qv_status qv__encode_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
-                               size_t version_len);
 
 /* cbor.c */
 /* The canonical encoding of an unsigned integer; returns its length. */

@@ -54,10 +54,7 @@ static call make_call(int64_t x) {
     qv_encoder *enc;
     const void *data;
     QVT_OK(qv_encoder_new(&enc));
-    QVT_OK(qv_encoder_list(enc, 5));
-    QVT_OK(qv_encoder_text(enc, "quiver/call/v1", 14));
-    QVT_OK(qv_encoder_text(enc, "call.f", 6));
-    QVT_OK(qv_encoder_null(enc));
+    QVT_OK(qv_encoder_call_head(enc, "call.f", 6, NULL, 0));
     QVT_OK(qv_encoder_list(enc, 1));
     QVT_OK(qv_encoder_int(enc, x));
     QVT_OK(qv_encoder_map_begin(enc));
@@ -67,6 +64,23 @@ static call make_call(int64_t x) {
     qv_digest_bytes(&c.key, c.bytes, c.len);
     qv_encoder_free(enc);
     return c;
+}
+
+static void test_call_head_digests_like_qv_call_digest(void **state) {
+    call c = make_call(42);
+    qv_value *args, *arg;
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&arg, 42));
+    QVT_OK(qv_value_list_append(args, arg));
+    qv_digest d;
+    QVT_OK(qv_call_digest(&d, "call.f", NULL, args, NULL));
+    assert_memory_equal(d.bytes, c.key.bytes, 16);
+    qv_value_free(args);
+    qv_encoder *enc;
+    QVT_OK(qv_encoder_new(&enc));
+    assert_int_equal(qv_encoder_call_head(enc, "\xff", 1, NULL, 0), QV_EENCODE); /* not UTF-8 */
+    assert_int_equal(qv_encoder_call_head(NULL, "f", 1, NULL, 0), QV_EINVAL);
+    qv_encoder_free(enc);
 }
 
 static void set_result(spec *s, uint8_t small_int) {
@@ -379,6 +393,7 @@ static void test_ctx_new_checks_its_metadata(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_call_head_digests_like_qv_call_digest),
         cmocka_unit_test_setup_teardown(test_miss_runs_once_then_hits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failure_propagates_and_stores_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unencodable_result_is_returned_unstored, setup, teardown),
