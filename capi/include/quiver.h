@@ -106,6 +106,16 @@ typedef int qv_type;
 #define QV_TAG_PICKLE     0x51560002u
 #define QV_TAG_REF        0x51560003u  /* in call records: a value stored by digest */
 
+/* RFC 8746 typed arrays (tags 64..87), the content of QV_TAG_NDARRAY's
+ * [shape, typed array]: one table for every binding. kind is 'u' (unsigned
+ * integer), 'i' (signed), 'f' (IEEE float) or 'c' (uint8, clamped); size is
+ * in bytes. The tag for a type, or 0 when RFC 8746 has none. */
+QV_EXPORT uint64_t qv_typed_array_tag(char kind, uint32_t size, int little_endian);
+/* The type of a typed-array tag, and its RFC 8746 name ("float32");
+ * QV_EINVAL when tag is not one. Any out-parameter may be NULL. */
+QV_EXPORT qv_status qv_typed_array_type(uint64_t tag, char *kind, uint32_t *size, int *little_endian,
+                                        const char **name);
+
 /* Documented limit on nesting of lists, maps and tags, for decoding and encoding. */
 #define QV_MAX_DEPTH 512
 
@@ -185,6 +195,10 @@ QV_EXPORT qv_status qv_value_digest(const qv_value *v, qv_digest *out);
  * NULL (an empty map). */
 QV_EXPORT qv_status qv_call_digest(qv_digest *out, const char *name, const char *version,
                                    const qv_value *args, const qv_value *kwargs);
+
+/* 1 when s is valid UTF-8 (no surrogates, no overlong forms), else 0: the
+ * check text gets, for bindings that choose between text and bytes. */
+QV_EXPORT int qv_utf8_valid(const void *s, size_t len);
 
 /* Check that bytes are exactly one canonical item; QV_EDECODE otherwise. */
 QV_EXPORT qv_status qv_validate(const void *data, size_t len);

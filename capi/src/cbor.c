@@ -71,10 +71,19 @@ static double half_to_double(uint16_t h) {
     return (h & 0x8000) ? -v : v;
 }
 
-int qv__utf8_valid(const uint8_t *s, size_t len) {
+int qv_utf8_valid(const void *data, size_t len) {
+    const uint8_t *s = data;
     size_t i = 0;
     while (i < len) {
-        /* ASCII runs dominate: take eight bytes at a time. */
+        /* ASCII runs dominate: 32 bytes, then 8, at a time */
+        if (i + 32 <= len) {
+            uint64_t w[4];
+            memcpy(w, s + i, 32);
+            if (!((w[0] | w[1] | w[2] | w[3]) & 0x8080808080808080ull)) {
+                i += 32;
+                continue;
+            }
+        }
         if (i + 8 <= len) {
             uint64_t w;
             memcpy(&w, s + i, 8);
@@ -113,6 +122,44 @@ int qv__utf8_valid(const uint8_t *s, size_t len) {
         i += n + 1;
     }
     return 1;
+}
+
+/* ------------------------------------------------------------ typed arrays */
+
+/* RFC 8746 section 2.1: tag = 64 + f<<4 + s<<3 + e<<2 + ll, where f marks
+ * floats, s signed integers, e little-endian, and ll is log2 of the size
+ * (bytes for integers; 16, 32, 64 or 128 bits for floats). One-byte
+ * integers have no byte order: their e bit marks uint8 "clamped" (68), and
+ * a signed one with it (76) is reserved. */
+uint64_t qv_typed_array_tag(char kind, uint32_t size, int little_endian) {
+    int ll;
+    if (kind == 'c') return size == 1 ? 68 : 0;
+    if (kind == 'u' || kind == 'i') {
+        ll = size == 1 ? 0 : size == 2 ? 1 : size == 4 ? 2 : size == 8 ? 3 : -1;
+        if (ll < 0) return 0;
+        return 64u + (kind == 'i' ? 8u : 0u) + (size > 1 && little_endian ? 4u : 0u) + (unsigned)ll;
+    }
+    if (kind == 'f') {
+        ll = size == 2 ? 0 : size == 4 ? 1 : size == 8 ? 2 : size == 16 ? 3 : -1;
+        if (ll < 0) return 0;
+        return 80u + (little_endian ? 4u : 0u) + (unsigned)ll;
+    }
+    return 0;
+}
+
+qv_status qv_typed_array_type(uint64_t tag, char *kind, uint32_t *size, int *little_endian, const char **name) {
+    static const char *const names[24] = {
+        "uint8", "uint16", "uint32", "uint64", "uint8_clamped", "uint16", "uint32", "uint64",
+        "int8", "int16", "int32", "int64", NULL, "int16", "int32", "int64",
+        "float16", "float32", "float64", "float128", "float16", "float32", "float64", "float128"};
+    if (tag < 64 || tag > 87 || !names[tag - 64]) return qv__error(QV_EINVAL, "tag %llu is not an RFC 8746 typed array",
+                                                                    (unsigned long long)tag);
+    unsigned t = (unsigned)(tag - 64), ll = t & 3, f = t >> 4 & 1, s = t >> 3 & 1, e = t >> 2 & 1;
+    if (kind) *kind = f ? 'f' : s ? 'i' : (e && ll == 0) ? 'c' : 'u';
+    if (size) *size = f ? 2u << ll : 1u << ll;
+    if (little_endian) *little_endian = e || (!f && ll == 0);
+    if (name) *name = names[t];
+    return QV_OK;
 }
 
 /* ----------------------------------------------------------------- encoder */
@@ -334,7 +381,7 @@ qv_status qv_encoder_text_trusted(qv_encoder *enc, const char *s, size_t len) {
 
 qv_status qv_encoder_text(qv_encoder *enc, const char *s, size_t len) {
     if (!s && len) return qv__error(QV_EINVAL, "encoder: NULL text with length %zu", len);
-    if (!qv__utf8_valid((const uint8_t *)s, len)) {
+    if (!qv_utf8_valid((const uint8_t *)s, len)) {
         enc->failed = 1;
         return qv__error(QV_EENCODE, "text is not valid UTF-8");
     }
@@ -765,7 +812,7 @@ qv_status qv_decoder_next(qv_decoder *dec, qv_type *type) {
         if (arg > avail) return bad(dec, at, "length beyond the input");
         dec->data = dec->p + dec->pos;
         dec->dlen = (size_t)arg;
-        if (major == MAJOR_TEXT && !qv__utf8_valid(dec->data, dec->dlen)) return bad(dec, at, "invalid UTF-8 in text");
+        if (major == MAJOR_TEXT && !qv_utf8_valid(dec->data, dec->dlen)) return bad(dec, at, "invalid UTF-8 in text");
         dec->pos += (size_t)arg;
         dec->type = major == MAJOR_TEXT ? QV_TYPE_TEXT : QV_TYPE_BYTES;
         break;

@@ -40,8 +40,8 @@ qv_status qv_fn_new(qv_fn **out, const char *name, const char *version, qv_fn_ca
     qv_status st = QV_OK;
     qv_fn *fn = NULL;
     if (!out || !name || !body) st = qv__error(QV_EINVAL, "qv_fn_new: out, name and body are required");
-    else if (!qv__utf8_valid((const uint8_t *)name, strlen(name)) ||
-             (version && !qv__utf8_valid((const uint8_t *)version, strlen(version))))
+    else if (!qv_utf8_valid((const uint8_t *)name, strlen(name)) ||
+             (version && !qv_utf8_valid((const uint8_t *)version, strlen(version))))
         st = qv__error(QV_EINVAL, "qv_fn_new: name and version must be UTF-8");
     else if (!(fn = calloc(1, sizeof *fn)) || !(fn->name = strdup(name)) || (version && !(fn->version = strdup(version))))
         st = qv__nomem();

@@ -47,8 +47,6 @@ qv_encoder *qv__thread_encoder(void); /* QV_ENCODER_CALLS */
 size_t qv__encode_uint(uint8_t out[9], uint64_t v);
 /* Append an already-validated canonical item without checking it again. */
 qv_status qv__encoder_raw(qv_encoder *enc, const void *data, size_t len);
-/* Length of the UTF-8 validation failure prefix: returns 1 when valid. */
-int qv__utf8_valid(const uint8_t *s, size_t len);
 /* Byte span of the next complete item at the decoder's position, validated,
  * with the decoder moved past it. */
 qv_status qv__decoder_item_span(qv_decoder *dec, size_t *start, size_t *end);

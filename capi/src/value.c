@@ -115,7 +115,7 @@ qv_status qv_value_new_float(qv_value **out, double d) {
 }
 
 qv_status qv_value_new_text(qv_value **out, const char *s, size_t len) {
-    if (s && !qv__utf8_valid((const uint8_t *)s, len)) {
+    if (s && !qv_utf8_valid((const uint8_t *)s, len)) {
         if (out) *out = NULL;
         return qv__error(QV_EENCODE, "text is not valid UTF-8");
     }

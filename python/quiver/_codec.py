@@ -34,9 +34,6 @@ TIMEDELTA_TAG = 0x5156000B   # [days, seconds, microseconds], normalized as Pyth
 COMPLEX_TAG = 0x5156000C     # [real, imaginary], two floats
 DECIMAL_TEXT_TAG = 0x5156000D  # a Decimal tag 4 cannot hold (NaN, infinities, -0): its text
 
-_TYPED = {64: "u1", 69: "<u2", 70: "<u4", 71: "<u8", 72: "i1", 77: "<i2", 78: "<i4", 79: "<i8",
-          84: "<f2", 85: "<f4", 86: "<f8"}
-_TYPED_BE = {65: ">u2", 66: ">u4", 67: ">u8", 73: ">i2", 74: ">i4", 75: ">i8", 80: ">f2", 81: ">f4", 82: ">f8"}
 
 
 class QuiverWarning(UserWarning):
@@ -350,10 +347,20 @@ def _tag_hook(tag, value, trusted):
     return Tag(tag, value) if obj is None else obj
 
 
+def _typed_dtype(tag):
+    """The numpy dtype of an RFC 8746 typed-array tag (the core's table), or
+    None: numpy has no clamped uint8, nor IEEE binary128 floats."""
+    t = _quiver.typed_array_type(tag)
+    if t is None or t[0] == "c" or (t[0] == "f" and t[1] == 16):
+        return None
+    kind, size, little = t
+    return f"{'<' if little else '>'}{kind}{size}"
+
+
 def _decode_ndarray(value):
     if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], list)
             and isinstance(value[1], Tag) and isinstance(value[1].value, bytes)):
-        dt = _TYPED.get(value[1].tag) or _TYPED_BE.get(value[1].tag)
+        dt = _typed_dtype(value[1].tag)
         if dt is not None:
             import numpy as np
             try:

@@ -665,8 +665,38 @@ static void errors_and_names(void **state) {
     assert_string_equal(hex, "00112233445566778899aabbccddeeff");
 }
 
+/* The one RFC 8746 table every binding asks. */
+static void typed_array_table(void **state) {
+    (void)state;
+    for (uint64_t tag = 64; tag <= 87; tag++) {
+        char kind;
+        uint32_t size;
+        int le;
+        const char *name;
+        qv_status st = qv_typed_array_type(tag, &kind, &size, &le, &name);
+        if (tag == 76) {
+            assert_int_equal(st, QV_EINVAL); /* reserved */
+            continue;
+        }
+        QVT_OK(st);
+        assert_int_equal(qv_typed_array_tag(kind, size, le), tag);
+    }
+    assert_int_equal(qv_typed_array_tag('f', 4, 1), 85);
+    assert_int_equal(qv_typed_array_tag('f', 8, 0), 82);
+    assert_int_equal(qv_typed_array_tag('i', 2, 1), 77);
+    assert_int_equal(qv_typed_array_tag('u', 1, 0), 64);
+    assert_int_equal(qv_typed_array_tag('u', 3, 1), 0);
+    assert_int_equal(qv_typed_array_tag('x', 4, 1), 0);
+    const char *name;
+    QVT_OK(qv_typed_array_type(68, NULL, NULL, NULL, &name));
+    assert_string_equal(name, "uint8_clamped");
+    assert_int_equal(qv_typed_array_type(63, NULL, NULL, NULL, NULL), QV_EINVAL);
+    assert_int_equal(qv_typed_array_type(88, NULL, NULL, NULL, NULL), QV_EINVAL);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(typed_array_table),
         cmocka_unit_test(integers_shortest),
         cmocka_unit_test(bignums_only_beyond_64_bits),
         cmocka_unit_test(floats_shortest_exact),
