@@ -377,17 +377,17 @@ local CFunction = {}
 CFunction.__index = CFunction
 CFunction.__name = "quiver.cfunction"
 
---- One of the module's built-in C functions (quiver.c_functions() lists
--- them) memoized under name and version through libffi, as a C library's
--- function would be. Callable from Lua; runnable on the pool.
-function M.cfunction(name, version, cname)
-  local sig = core.c_functions()[cname]
-  if not sig then error("quiver.cfunction: no built-in C function named '" .. tostring(cname) .. "'", 2) end
-  local _, fn = core.qv_fn_new_c(name, version, cname, sig)
-  return setmetatable({_fn = fn, name = name, version = version, signature = sig}, CFunction)
+--- A C function memoized under name and version through libffi: symbol
+-- from the shared library at path library (nil: the program and the
+-- libraries it has loaded, libc among them), described by a signature such
+-- as "i64(i64,i64)" (quiver.h's qv_fn_new_c). Callable from Lua, and
+-- runnable on the pool, since it needs no Lua state. The library is never
+-- unloaded.
+function M.cfunction(name, version, library, symbol, signature)
+  if type(signature) ~= "string" then error("quiver.cfunction: expected a signature such as \"f64(f64)\"", 2) end
+  local _, fn = core.qv_fn_new_c(name, version, core.c_symbol(library, symbol), signature)
+  return setmetatable({_fn = fn, name = name, version = version, signature = signature}, CFunction)
 end
-
-M.c_functions = core.c_functions
 
 function CFunction:__call(...)
   local _, r = core.qv_fn_call(self._fn, table.pack(...))

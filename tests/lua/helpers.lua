@@ -237,4 +237,11 @@ function H.start(code, env)
   end}
 end
 
+-- The fixture library's C functions (tests/lua/fixture.c), memoized.
+H.fixture = os.getenv("QV_LUA_FIXTURE") or error("QV_LUA_FIXTURE is not set: run the specs through ctest")
+local signatures = {add = "i64(i64,i64)", slow_square = "i64(i64,i64)", scale = "f64(f64,f64)"}
+function H.cfunction(name, version, cname)
+  return H.quiver.cfunction(name, version, H.fixture, "qvt_" .. cname, signatures[cname])
+end
+
 return H

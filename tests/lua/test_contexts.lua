@@ -132,7 +132,7 @@ describe("contexts in coroutines", function()
 
   it("runs C functions and pool submissions in the coroutine's cache", function()
     local c1, c2 = quiver.memory(), quiver.memory()
-    local add = quiver.cfunction("t.co.cadd", "1", "add")
+    local add = H.cfunction("t.co.cadd", "1", "add")
     local co = coroutine.wrap(function()
       quiver.with_cache(c1, function()
         coroutine.yield()

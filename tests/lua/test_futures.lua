@@ -7,7 +7,7 @@ local function sleep(s)
 end
 
 describe("futures", function()
-  local slow = quiver.cfunction("t.slow_square", "1", "slow_square")
+  local slow = H.cfunction("t.slow_square", "1", "slow_square")
 
   it("runs a C call on the pool and waits for its result", function()
     local c = quiver.memory()
@@ -100,7 +100,7 @@ describe("futures", function()
 
   it("calls a memoized C function directly, counting hits", function()
     local c = quiver.memory()
-    local add = quiver.cfunction("shared.add", "1", "add")
+    local add = H.cfunction("shared.add", "1", "add")
     quiver.with_cache(c, function()
       assert.are.equal(3, add(1, 2))
       assert.are.equal(3, add(1, 2))

@@ -100,7 +100,7 @@ describe("calls", function()
   end)
 
   it("a built-in C function memoized by qv_fn_new_c digests like a Lua memo", function()
-    local cadd = quiver.cfunction("shared.add", "1", "add")
+    local cadd = H.cfunction("shared.add", "1", "add")
     assert.are.equal("dff12a2d48c1bcdf495cb3ea7e70ba6f", cadd:digest(1, 2))
   end)
 end)
