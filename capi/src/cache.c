@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,7 @@ struct qv_cache {
     pending *gatherer; /* a leader waiting for its batch to fill */
     size_t gather_target;
     _Atomic uint64_t fork_gen;
+    _Atomic uint64_t fixing_gen; /* the fork generation whose repair a thread has claimed */
     /* Recently hit keys, for approximate LRU (only with a size limit and
      * writes allowed). A key goes into the slot its digest picks, as two
      * words written without a lock: a hit on a key already in its slot only
@@ -95,8 +97,6 @@ struct qv_cache {
     touch_slot touched[TOUCH_SLOTS];
 };
 
-static pthread_mutex_t fork_fix_lock = PTHREAD_MUTEX_INITIALIZER;
-
 static void count(qv_cache *c, int which, uint64_t n) {
     atomic_fetch_add_explicit(&c->stats[qv__thread_shard()].n[which], n, memory_order_relaxed);
 }
@@ -107,12 +107,15 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* A forked child inherits the queue as some parent thread left it. */
+/* A forked child inherits the queue and its lock as some parent thread left
+ * them. The first thread of the child to get here claims the repair with an
+ * atomic, not a lock (a lock could itself be inherited held); others wait
+ * for it. */
 static void after_fork(qv_cache *c) {
     uint64_t gen = qv__fork_generation();
-    if (QV_LIKELY(atomic_load_explicit(&c->fork_gen, memory_order_relaxed) == gen)) return;
-    pthread_mutex_lock(&fork_fix_lock);
-    if (atomic_load(&c->fork_gen) != gen) {
+    if (QV_LIKELY(atomic_load_explicit(&c->fork_gen, memory_order_acquire) == gen)) return;
+    uint64_t claimed = atomic_load(&c->fixing_gen);
+    if (claimed != gen && atomic_compare_exchange_strong(&c->fixing_gen, &claimed, gen)) {
         pthread_mutex_init(&c->qlock, NULL);
         c->head = c->tail = NULL;
         c->queued = 0;
@@ -120,8 +123,9 @@ static void after_fork(qv_cache *c) {
         c->gather_target = 0;
         c->writer_busy = 0;
         atomic_store(&c->fork_gen, gen);
+        return;
     }
-    pthread_mutex_unlock(&fork_fix_lock);
+    while (atomic_load(&c->fork_gen) != gen) sched_yield();
 }
 
 /* ----------------------------------------------------------------- records */
@@ -781,6 +785,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     c->touch_period_ns = period && *period ? (int64_t)strtoll(period, NULL, 10) * 1000000 : TOUCH_FLUSH_NS;
     pthread_mutex_init(&c->qlock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
+    atomic_init(&c->fixing_gen, qv__fork_generation());
     qv_store_config cfg = {table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
     qv_status st;
     if (memory) {
