@@ -1,0 +1,645 @@
+/* quiver._quiver.MemoBase: binding a call, its digest, the hit path in one
+ * crossing, and the miss through the call runtime. */
+#include "qvpy.h"
+
+/* ------------------------------------------------------------------ Memo */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *dict;
+    PyObject *weakrefs;
+    PyObject *fn;
+    PyObject *name;       /* str */
+    PyObject *version;    /* str or None */
+    const char *name_s;
+    Py_ssize_t name_n;
+    const char *version_s;
+    Py_ssize_t version_n;
+    Py_ssize_t npos, nposonly;
+    PyObject *pos_names;    /* tuple of str */
+    PyObject *pos_defaults; /* tuple: a default, or qvpy_nodefault */
+    PyObject *kwo_names;
+    PyObject *kwo_defaults;
+    PyObject *require;      /* tuple of names that must be passed, or NULL */
+    char *pos_ignore, *kwo_ignore;
+    Py_ssize_t npos_kept;
+    int var_pos, var_kw;
+    int any_ignore;
+} qvpy_memo;
+
+PyObject *qvpy_nodefault;
+
+/* Encode [QV_CALL_MARKER, name, version, args, kwargs] of a call bound as
+ * DESIGN section 3 says. Returns 0, -1 with an exception (EncodeError for an
+ * argument that cannot be encoded), or 1 when the call does not bind (the
+ * caller runs the function, which raises the proper TypeError) or a required
+ * argument was not passed. */
+static int qvpy_memo_encode_call(qvpy_memo *m, qv_encoder *enc, PyObject *args, PyObject *kwargs) {
+    Py_ssize_t na = PyTuple_GET_SIZE(args);
+    Py_ssize_t nk = kwargs ? PyDict_GET_SIZE(kwargs) : 0;
+    if (na > m->npos && !m->var_pos) return 1;
+    if (m->require) {
+        Py_ssize_t nr = PyTuple_GET_SIZE(m->require);
+        for (Py_ssize_t r = 0; r < nr; r++) {
+            PyObject *name = PyTuple_GET_ITEM(m->require, r);
+            int passed = 0;
+            for (Py_ssize_t i = 0; i < m->npos && i < na; i++)
+                if (PyTuple_GET_ITEM(m->pos_names, i) == name) passed = 1;
+            if (!passed && nk) {
+                int c = PyDict_Contains(kwargs, name);
+                if (c < 0) return -1;
+                passed = c;
+            }
+            if (!passed) return 1;
+        }
+    }
+    qv_status st;
+    if ((st = qv_encoder_call_head(enc, m->name_s, (size_t)m->name_n, m->version_s, (size_t)m->version_n)))
+        return qvpy_enc_fail(st);
+    Py_ssize_t extra = na > m->npos ? na - m->npos : 0;
+    if ((st = qv_encoder_list(enc, (uint64_t)(m->npos_kept + extra)))) return qvpy_enc_fail(st);
+    Py_ssize_t used = 0; /* keyword arguments matched to parameters */
+    for (Py_ssize_t i = 0; i < m->npos; i++) {
+        PyObject *v;
+        if (i < na) {
+            v = PyTuple_GET_ITEM(args, i);
+            if (nk && i >= m->nposonly && PyDict_GetItemWithError(kwargs, PyTuple_GET_ITEM(m->pos_names, i))) return 1;
+        } else {
+            v = NULL;
+            if (nk && i >= m->nposonly) {
+                v = PyDict_GetItemWithError(kwargs, PyTuple_GET_ITEM(m->pos_names, i));
+                if (!v && PyErr_Occurred()) return -1;
+                if (v) used++;
+            }
+            if (!v) {
+                v = PyTuple_GET_ITEM(m->pos_defaults, i);
+                if (v == qvpy_nodefault) return 1;
+            }
+        }
+        if (m->any_ignore && m->pos_ignore[i]) continue;
+        Py_INCREF(v);
+        int r = qvpy_encode(enc, v);
+        Py_DECREF(v);
+        if (r) return -1;
+    }
+    for (Py_ssize_t i = m->npos; i < na; i++) {
+        if (qvpy_encode(enc, PyTuple_GET_ITEM(args, i))) return -1;
+    }
+    if ((st = qv_encoder_map_begin(enc))) return qvpy_enc_fail(st);
+    Py_ssize_t nkwo = PyTuple_GET_SIZE(m->kwo_names);
+    for (Py_ssize_t i = 0; i < nkwo; i++) {
+        PyObject *name = PyTuple_GET_ITEM(m->kwo_names, i);
+        PyObject *v = nk ? PyDict_GetItemWithError(kwargs, name) : NULL;
+        if (!v && PyErr_Occurred()) return -1;
+        if (v) used++;
+        else if ((v = PyTuple_GET_ITEM(m->kwo_defaults, i)) == qvpy_nodefault) return 1;
+        if (m->any_ignore && m->kwo_ignore[i]) continue;
+        Py_INCREF(v);
+        int r = qvpy_encode(enc, name);
+        if (!r) r = qvpy_encode(enc, v);
+        Py_DECREF(v);
+        if (r) return -1;
+    }
+    if (used < nk) {
+        if (!m->var_kw) return 1;
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(kwargs, &pos, &k, &v)) {
+            int named = 0;
+            for (Py_ssize_t i = m->nposonly; i < m->npos && !named; i++) {
+                PyObject *pn = PyTuple_GET_ITEM(m->pos_names, i);
+                named = pn == k || (PyUnicode_Check(k) && !PyUnicode_Compare(pn, k));
+            }
+            for (Py_ssize_t i = 0; i < nkwo && !named; i++) {
+                PyObject *kn = PyTuple_GET_ITEM(m->kwo_names, i);
+                named = kn == k || (PyUnicode_Check(k) && !PyUnicode_Compare(kn, k));
+            }
+            if (named) continue;
+            Py_INCREF(k);
+            Py_INCREF(v);
+            int r = qvpy_encode(enc, k);
+            if (!r) r = qvpy_encode(enc, v);
+            Py_DECREF(k);
+            Py_DECREF(v);
+            if (r) return -1;
+        }
+    }
+    if ((st = qv_encoder_map_end(enc))) return qvpy_enc_fail(st);
+    return 0;
+}
+
+static int qvpy_is_encode_error(void) {
+    return PyErr_ExceptionMatches(qvpy_errors[-QV_EENCODE]);
+}
+
+/* The memoized lookup of one call in cache (a CacheHandle). New reference:
+ * the value, or one of the signals (miss, uncached: does not bind or lacks a
+ * required argument, slow: the cache is a stack). */
+static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, PyObject *kwargs) {
+    if (!PyObject_TypeCheck(cache, &qvpy_cache_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a quiver.Cache, not %.100s", Py_TYPE(cache)->tp_name);
+        return NULL;
+    }
+    qvpy_cache *h = (qvpy_cache *)cache;
+    qv_encoder *enc = qvpy_enc_acquire(0);
+    if (!enc) return NULL;
+    qv_encoder_reset_for_digest(enc);
+    int r = qvpy_memo_encode_call(m, enc, args, kwargs);
+    qv_digest key;
+    if (!r) {
+        qv_status st = qv_encoder_digest(enc, &key);
+        if (st) {
+            qvpy_raise(st);
+            r = -1;
+        }
+    }
+    qvpy_enc_release(0, enc);
+    if (r < 0) return NULL;
+    if (r > 0) {
+        Py_INCREF(qvpy_sig_uncached);
+        return qvpy_sig_uncached;
+    }
+    if (h->stack) {
+        Py_INCREF(qvpy_sig_slow);
+        return qvpy_sig_slow;
+    }
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) return NULL;
+    PyObject *v = qvpy_lookup(h, &key);
+    qvpy_cache_leave(cache);
+    return v;
+}
+static PyObject *qvpy_signal(PyObject *v) {
+    return v == qvpy_sig_miss || v == qvpy_sig_uncached || v == qvpy_sig_slow ? v : NULL;
+}
+
+static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) {
+    PyObject *cache = qvpy_active_cache();
+    if (!cache) return NULL;
+    PyObject *v = qvpy_memo_get(m, cache, args, kwargs);
+    if (v && !qvpy_signal(v)) {
+        Py_DECREF(cache);
+        return v;
+    }
+    if (!v) {
+        if (!qvpy_is_encode_error()) {
+            Py_DECREF(cache);
+            return NULL;
+        }
+        /* An argument with no encoding: the Python side warns and runs uncached. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+        v = value;
+    }
+    PyObject *kw = kwargs ? (Py_INCREF(kwargs), kwargs) : PyDict_New();
+    PyObject *r = kw ? PyObject_CallMethod((PyObject *)m, "_miss", "OOOO", v, cache, args, kw) : NULL;
+    Py_XDECREF(kw);
+    Py_DECREF(v);
+    Py_DECREF(cache);
+    return r;
+}
+
+static int qvpy_memo_init(qvpy_memo *m, PyObject *args, PyObject *kw) {
+    static char *names[] = {"fn", "name", "version", "pos_names", "pos_defaults", "nposonly", "kwo_names",
+                            "kwo_defaults", "var_pos", "var_kw", "ignore", "require", NULL};
+    PyObject *fn, *name, *version, *pos_names, *pos_defaults, *kwo_names, *kwo_defaults, *ignore, *require;
+    Py_ssize_t nposonly;
+    int var_pos, var_kw;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OUOO!O!nO!O!ppOO", names, &fn, &name, &version, &PyTuple_Type,
+                                     &pos_names, &PyTuple_Type, &pos_defaults, &nposonly, &PyTuple_Type, &kwo_names,
+                                     &PyTuple_Type, &kwo_defaults, &var_pos, &var_kw, &ignore, &require))
+        return -1;
+    if (version != Py_None && !PyUnicode_Check(version)) {
+        PyErr_SetString(PyExc_TypeError, "version must be a str or None");
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(pos_names) != PyTuple_GET_SIZE(pos_defaults) ||
+        PyTuple_GET_SIZE(kwo_names) != PyTuple_GET_SIZE(kwo_defaults)) {
+        PyErr_SetString(PyExc_ValueError, "names and defaults differ in length");
+        return -1;
+    }
+    if (m->fn) {
+        PyErr_SetString(PyExc_RuntimeError, "a Memo is set up once");
+        return -1;
+    }
+    Py_ssize_t ns, vs = 0;
+    const char *n = PyUnicode_AsUTF8AndSize(name, &ns);
+    const char *v = version == Py_None ? NULL : PyUnicode_AsUTF8AndSize(version, &vs);
+    if (!n || (version != Py_None && !v)) return -1;
+    Py_ssize_t npos = PyTuple_GET_SIZE(pos_names), nkwo = PyTuple_GET_SIZE(kwo_names);
+    m->pos_ignore = PyMem_Calloc((size_t)npos + 1, 1);
+    m->kwo_ignore = PyMem_Calloc((size_t)nkwo + 1, 1);
+    if (!m->pos_ignore || !m->kwo_ignore) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    m->npos_kept = npos;
+    for (Py_ssize_t i = 0; i < npos; i++) {
+        PyObject *pn = PyTuple_GET_ITEM(pos_names, i);
+        int c = PySequence_Contains(ignore, pn);
+        if (c < 0) return -1;
+        if (c) {
+            m->pos_ignore[i] = 1;
+            m->npos_kept--;
+            m->any_ignore = 1;
+        }
+    }
+    for (Py_ssize_t i = 0; i < nkwo; i++) {
+        int c = PySequence_Contains(ignore, PyTuple_GET_ITEM(kwo_names, i));
+        if (c < 0) return -1;
+        if (c) {
+            m->kwo_ignore[i] = 1;
+            m->any_ignore = 1;
+        }
+    }
+    Py_INCREF(fn);
+    m->fn = fn;
+    Py_INCREF(name);
+    m->name = name;
+    Py_INCREF(version);
+    m->version = version;
+    m->name_s = n;
+    m->name_n = ns;
+    m->version_s = v;
+    m->version_n = vs;
+    m->npos = npos;
+    m->nposonly = nposonly;
+    Py_INCREF(pos_names);
+    m->pos_names = pos_names;
+    Py_INCREF(pos_defaults);
+    m->pos_defaults = pos_defaults;
+    Py_INCREF(kwo_names);
+    m->kwo_names = kwo_names;
+    Py_INCREF(kwo_defaults);
+    m->kwo_defaults = kwo_defaults;
+    m->var_pos = var_pos;
+    m->var_kw = var_kw;
+    if (require != Py_None) {
+        if (!(m->require = PySequence_Tuple(require))) return -1;
+    }
+    return 0;
+}
+
+static int qvpy_memo_traverse(qvpy_memo *m, visitproc visit, void *arg) {
+    Py_VISIT(m->dict);
+    Py_VISIT(m->fn);
+    Py_VISIT(m->pos_defaults);
+    Py_VISIT(m->kwo_defaults);
+    Py_VISIT(Py_TYPE(m));
+    return 0;
+}
+
+static int qvpy_memo_clear(qvpy_memo *m) {
+    Py_CLEAR(m->dict);
+    Py_CLEAR(m->fn);
+    Py_CLEAR(m->pos_defaults);
+    Py_CLEAR(m->kwo_defaults);
+    return 0;
+}
+
+static void qvpy_memo_dealloc(qvpy_memo *m) {
+    PyObject_GC_UnTrack(m);
+    if (m->weakrefs) PyObject_ClearWeakRefs((PyObject *)m);
+    qvpy_memo_clear(m);
+    Py_CLEAR(m->name);
+    Py_CLEAR(m->version);
+    Py_CLEAR(m->pos_names);
+    Py_CLEAR(m->kwo_names);
+    Py_CLEAR(m->require);
+    PyMem_Free(m->pos_ignore);
+    PyMem_Free(m->kwo_ignore);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static int qvpy_memo_ready(qvpy_memo *m) {
+    if (m->fn) return 1;
+    PyErr_SetString(PyExc_RuntimeError, "the Memo was not set up");
+    return 0;
+}
+
+static PyObject *qvpy_kwargs_arg(PyObject *kwargs) {
+    if (kwargs == Py_None) return NULL;
+    if (!PyDict_Check(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "kwargs must be a dict");
+        return NULL;
+    }
+    return kwargs;
+}
+
+/* _get(cache, args, kwargs): the stored result, or a signal. */
+static PyObject *qvpy_memo_get_m(qvpy_memo *m, PyObject *a) {
+    PyObject *cache, *args, *kwargs;
+    if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "OO!O", &cache, &PyTuple_Type, &args, &kwargs)) return NULL;
+    if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
+    return qvpy_memo_get(m, cache, args, kwargs == Py_None ? NULL : kwargs);
+}
+
+/* The call's canonical encoding; *out borrowed from enc until it is released. */
+static int qvpy_memo_call_bytes(qvpy_memo *m, qv_encoder *enc, PyObject *args, PyObject *kwargs, const void **out,
+                                size_t *len) {
+    qv_encoder_reset(enc);
+    int r = qvpy_memo_encode_call(m, enc, args, kwargs);
+    if (r) return r;
+    qv_status st = qv_encoder_finish(enc, out, len);
+    if (st) {
+        qvpy_raise(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* _call(args, kwargs): (digest hex, call encoding), or None when the call
+ * does not bind or lacks a required argument. */
+static PyObject *qvpy_memo_call_m(qvpy_memo *m, PyObject *a) {
+    PyObject *args, *kwargs;
+    if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "O!O", &PyTuple_Type, &args, &kwargs)) return NULL;
+    if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
+    qv_encoder *enc = qvpy_enc_acquire(0);
+    if (!enc) return NULL;
+    const void *data;
+    size_t len;
+    int r = qvpy_memo_call_bytes(m, enc, args, kwargs == Py_None ? NULL : kwargs, &data, &len);
+    PyObject *res = NULL;
+    if (r == 0) {
+        qv_digest d;
+        char hex[33];
+        qv_digest_bytes(&d, data, len);
+        qv_digest_hex(&d, hex);
+        res = Py_BuildValue("sy#", hex, (const char *)data, (Py_ssize_t)len);
+    } else if (r > 0) {
+        res = Py_None;
+        Py_INCREF(res);
+    }
+    qvpy_enc_release(0, enc);
+    return res;
+}
+
+int qvpy_store(PyObject *cache, const void *call, size_t call_len, const void *result, size_t result_len,
+                      long long start_ns, long long duration_ns, PyObject *meta) {
+    Py_buffer mv = {0};
+    if (meta != Py_None && PyObject_GetBuffer(meta, &mv, PyBUF_SIMPLE)) return -1;
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) {
+        if (meta != Py_None) PyBuffer_Release(&mv);
+        return -1;
+    }
+    qv_store_info info = QV_STORE_INFO_INIT;
+    info.start_ns = start_ns;
+    info.duration_ns = duration_ns;
+    info.lang = "python";
+    if (meta != Py_None) {
+        info.meta = mv.buf;
+        info.meta_len = (uint64_t)mv.len;
+    }
+    qv_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = qv_cache_store(c, NULL, call, call_len, result, result_len, &info);
+    Py_END_ALLOW_THREADS
+    qvpy_cache_leave(cache);
+    if (meta != Py_None) PyBuffer_Release(&mv);
+    if (st) {
+        qvpy_raise(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* _store(cache, args, kwargs, result, start_ns, duration_ns, meta): True when
+ * stored, False when the call does not bind. meta: an encoded map or None. */
+static PyObject *qvpy_memo_store_m(qvpy_memo *m, PyObject *a) {
+    PyObject *cache, *args, *kwargs, *result, *meta;
+    long long start_ns, duration_ns;
+    if (!qvpy_memo_ready(m) ||
+        !PyArg_ParseTuple(a, "OO!OOLLO", &cache, &PyTuple_Type, &args, &kwargs, &result, &start_ns, &duration_ns, &meta))
+        return NULL;
+    if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
+    qv_encoder *enc = qvpy_enc_acquire(0);
+    if (!enc) return NULL;
+    const void *call;
+    size_t call_len;
+    int r = qvpy_memo_call_bytes(m, enc, args, kwargs == Py_None ? NULL : kwargs, &call, &call_len);
+    if (r) {
+        qvpy_enc_release(0, enc);
+        if (r < 0) return NULL;
+        Py_RETURN_FALSE;
+    }
+    qv_encoder *renc = qvpy_enc_acquire(1);
+    if (!renc) {
+        qvpy_enc_release(0, enc);
+        return NULL;
+    }
+    qv_encoder_reset(renc);
+    const void *res;
+    size_t res_len;
+    r = qvpy_encode_as(renc, result, 0);
+    if (!r) {
+        qv_status st = qv_encoder_finish(renc, &res, &res_len);
+        if (st) r = qvpy_enc_fail(st);
+    }
+    if (!r) r = qvpy_store(cache, call, call_len, res, res_len, start_ns, duration_ns, meta);
+    qvpy_enc_release(1, renc);
+    qvpy_enc_release(0, enc);
+    if (r) return NULL;
+    Py_RETURN_TRUE;
+}
+
+/* ------------------------------------------------- the call runtime */
+
+/* A miss of a Python memo through qv_call_run: the lease is waited on with
+ * the GIL released (its holder may be another thread of this process that
+ * needs the GIL to finish), and taken back only to run Python code. */
+typedef struct {
+    PyThreadState *ts;
+    PyObject *runner;      /* runner(args, kwargs) runs the function */
+    PyObject *args, *kwargs;
+    PyObject *future_type; /* a result of this type is stored when it completes, by Python */
+    int trusted;
+    qv_encoder *renc;
+    PyObject *result;      /* what the function returned, or the hit decoded */
+    PyObject *err_type, *err_value, *err_tb; /* the function's exception */
+    int deferred;          /* the result is a future */
+} qvpy_run;
+
+static qv_status qvpy_run_hit(const void *data, size_t len, void *userdata) {
+    qvpy_run *r = userdata;
+    PyEval_RestoreThread(r->ts);
+    PyObject *v = qvpy_decode_bytes(data, len, r->trusted);
+    qv_status st = QV_OK;
+    if (v) {
+        Py_XSETREF(r->result, v);
+    } else {
+        /* Valid CBOR that Python cannot rebuild: a miss, and the new result
+         * replaces it. */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        if (PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
+                             "a stored result could not be decoded and was read as a miss: %S", value))
+            PyErr_Clear();
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        st = QV_NOTFOUND;
+    }
+    r->ts = PyEval_SaveThread();
+    return st;
+}
+
+static qv_status qvpy_run_body(const void **result, size_t *len, void *userdata) {
+    qvpy_run *r = userdata;
+    PyEval_RestoreThread(r->ts);
+    qv_status st = QV_OK;
+    PyObject *v = PyObject_CallFunctionObjArgs(r->runner, r->args, r->kwargs, NULL);
+    if (!v) {
+        PyErr_Fetch(&r->err_type, &r->err_value, &r->err_tb);
+        st = qv_error_set(QV_EFAILED, "the function raised");
+    } else {
+        Py_XSETREF(r->result, v);
+        int is_future = r->future_type != Py_None ? PyObject_IsInstance(v, r->future_type) : 0;
+        if (is_future) {
+            r->deferred = 1;
+            st = qv_error_set(QV_EENCODE, "a future: its result is stored when it completes");
+        } else {
+            qv_encoder_reset(r->renc);
+            int e = is_future < 0 ? -1 : qvpy_encode_as(r->renc, v, 0);
+            if (!e) e = qv_encoder_finish(r->renc, result, len) ? -1 : 0;
+            if (e) {
+                PyObject *type, *value, *tb;
+                PyErr_Fetch(&type, &value, &tb);
+                PyObject *text = value ? PyObject_Str(value) : NULL;
+                const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+                st = qv_error_set(QV_EENCODE, msg ? msg : "the result cannot be encoded");
+                PyErr_Clear();
+                Py_XDECREF(text);
+                Py_XDECREF(type);
+                Py_XDECREF(value);
+                Py_XDECREF(tb);
+            }
+        }
+    }
+    r->ts = PyEval_SaveThread();
+    return st;
+}
+
+/* _run_call(cache, args, kwargs, runner, meta, flags, wait_ns, future_type):
+ * (outcome, value, why). outcome is QV_CALL_HIT, QV_CALL_STORED or the
+ * negative status of a store that failed, why its message; the function's
+ * own exception propagates. None when the call does not bind. */
+static PyObject *qvpy_memo_run_call_m(qvpy_memo *m, PyObject *a) {
+    PyObject *cache, *args, *kwargs, *runner, *meta, *future_type;
+    unsigned int flags;
+    long long wait_ns;
+    if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "OO!OOOILO", &cache, &PyTuple_Type, &args, &kwargs, &runner,
+                                                 &meta, &flags, &wait_ns, &future_type))
+        return NULL;
+    if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
+    if (!PyObject_TypeCheck(cache, &qvpy_cache_type)) {
+        PyErr_Format(PyExc_TypeError, "expected a quiver.Cache, not %.100s", Py_TYPE(cache)->tp_name);
+        return NULL;
+    }
+    Py_buffer mv = {0};
+    if (meta != Py_None && PyObject_GetBuffer(meta, &mv, PyBUF_SIMPLE)) return NULL;
+    qv_encoder *enc = qvpy_enc_acquire(0), *renc = enc ? qvpy_enc_acquire(1) : NULL;
+    PyObject *out = NULL;
+    const void *call;
+    size_t call_len;
+    int r = renc ? qvpy_memo_call_bytes(m, enc, args, kwargs == Py_None ? NULL : kwargs, &call, &call_len) : -1;
+    qv_cache *c = r == 0 ? qvpy_cache_enter(cache) : NULL;
+    if (r > 0) {
+        out = Py_None;
+        Py_INCREF(out);
+    } else if (c) {
+        PyObject *kw = kwargs == Py_None ? PyDict_New() : (Py_INCREF(kwargs), kwargs);
+        qvpy_run run = {NULL, runner, args, kw, future_type, ((qvpy_cache *)cache)->trusted, renc};
+        qv_call_options o = QV_CALL_OPTIONS_INIT;
+        o.flags = flags;
+        o.wait_timeout_ns = wait_ns;
+        o.lang = "python";
+        if (meta != Py_None) {
+            o.meta = mv.buf;
+            o.meta_len = (uint64_t)mv.len;
+        }
+        qv_digest key;
+        qv_digest_bytes(&key, call, call_len);
+        int outcome = QV_CALL_HIT;
+        qv_status st = QV_OK;
+        if (kw) {
+            run.ts = PyEval_SaveThread();
+            st = qv_call_run(&outcome, c, &key, call, call_len, &o, qvpy_run_hit, qvpy_run_body, &run);
+            PyEval_RestoreThread(run.ts);
+        }
+        qvpy_cache_leave(cache);
+        if (!kw) {
+            /* PyDict_New failed: its exception is set */
+        } else if (run.err_type) {
+            PyErr_Restore(run.err_type, run.err_value, run.err_tb);
+        } else if (st) {
+            qvpy_raise(st);
+        } else if (outcome < 0 && !run.deferred) {
+            out = Py_BuildValue("iOs", outcome, run.result, qv_errmsg());
+        } else {
+            out = Py_BuildValue("iOO", outcome, run.result ? run.result : Py_None, Py_None);
+        }
+        Py_XDECREF(run.result);
+        Py_XDECREF(kw);
+    }
+    if (renc) qvpy_enc_release(1, renc);
+    if (enc) qvpy_enc_release(0, enc);
+    if (meta != Py_None) PyBuffer_Release(&mv);
+    return out;
+}
+
+static PyObject *qvpy_memo_get_name(qvpy_memo *m, void *unused) {
+    if (!qvpy_memo_ready(m)) return NULL;
+    Py_INCREF(m->name);
+    return m->name;
+}
+
+static PyObject *qvpy_memo_get_version(qvpy_memo *m, void *unused) {
+    if (!qvpy_memo_ready(m)) return NULL;
+    Py_INCREF(m->version);
+    return m->version;
+}
+
+static PyObject *qvpy_memo_get_fn(qvpy_memo *m, void *unused) {
+    if (!qvpy_memo_ready(m)) return NULL;
+    Py_INCREF(m->fn);
+    return m->fn;
+}
+
+static PyMethodDef qvpy_memo_methods[] = {
+    {"_get", (PyCFunction)qvpy_memo_get_m, METH_VARARGS, "_get(cache, args, kwargs): the stored result or a signal."},
+    {"_call", (PyCFunction)qvpy_memo_call_m, METH_VARARGS, "_call(args, kwargs): (digest, call encoding) or None."},
+    {"_store", (PyCFunction)qvpy_memo_store_m, METH_VARARGS,
+     "_store(cache, args, kwargs, result, start_ns, duration_ns, meta): store one call."},
+    {"_run_call", (PyCFunction)qvpy_memo_run_call_m, METH_VARARGS,
+     "_run_call(cache, args, kwargs, runner, meta, flags, wait_ns, future_type): a miss through the call "
+     "runtime: (outcome, value, why)."},
+    {NULL}};
+
+static PyGetSetDef qvpy_memo_getset[] = {
+    {"name", (getter)qvpy_memo_get_name, NULL, "The name calls are stored under.", NULL},
+    {"version", (getter)qvpy_memo_get_version, NULL, "The version (None when unversioned).", NULL},
+    {"__wrapped__", (getter)qvpy_memo_get_fn, NULL, "The function itself.", NULL},
+    {NULL}};
+
+PyTypeObject qvpy_memo_type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "quiver._quiver.MemoBase",
+    .tp_basicsize = sizeof(qvpy_memo),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "A memoized function: binding, encoding, lookup and decoding of a hit in one call.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)qvpy_memo_init,
+    .tp_call = (ternaryfunc)qvpy_memo_call,
+    .tp_dealloc = (destructor)qvpy_memo_dealloc,
+    .tp_traverse = (traverseproc)qvpy_memo_traverse,
+    .tp_clear = (inquiry)qvpy_memo_clear,
+    .tp_methods = qvpy_memo_methods,
+    .tp_getset = qvpy_memo_getset,
+    .tp_dictoffset = offsetof(qvpy_memo, dict),
+    .tp_weaklistoffset = offsetof(qvpy_memo, weakrefs),
+};
