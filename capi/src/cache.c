@@ -982,7 +982,7 @@ qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb
     qv_status st = read_result(cache, key, buf, sizeof buf, &data, &len, &heap, duration_ns);
     if (st) return st;
     st = cb(data, len, userdata);
-    free(heap);
+    if (QV_UNLIKELY(heap != NULL)) free(heap);
     return st;
 }
 
