@@ -16,6 +16,7 @@
 #include <linux/futex.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,10 @@ typedef struct {
 } header;
 
 _Static_assert(sizeof(header) == 128, "the lease file header is 128 bytes");
+/* The file's layout is part of the format (docs/FORMAT.md): every process on
+ * a cache, whatever build of quiver it runs, must agree on it. */
+_Static_assert(sizeof(slot) == 80, "a lease slot is 80 bytes");
+_Static_assert(offsetof(slot, boot) == 40, "a slot's boot id is at byte 40");
 
 struct qv_leases {
     header *h;

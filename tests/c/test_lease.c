@@ -314,6 +314,54 @@ static void test_a_killed_waiter_leaves_the_others_alone(void **state) {
     qv__leases_close(t);
 }
 
+/* A lease file that outlives a reboot (a directory on disk) holds leases of
+ * processes from the last boot: a pid alive now is another process. The
+ * slot's boot field (docs/FORMAT.md: 80-byte slots after a 128-byte header,
+ * the boot id at byte 40 of a slot) is rewritten to a boot that never
+ * was, and a live holder's lease is then taken at once. */
+static void test_a_lease_from_another_boot_is_stale(void **state) {
+    const char *dir = *state;
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+    pid_t holder = fork();
+    if (holder == 0) {
+        qv_leases *t;
+        qv_lease l;
+        qv_digest k = key_of(16);
+        int outcome;
+        if (qv__leases_open(&t, dir) || qv__lease_acquire(t, &k, 0, &outcome, &l) || outcome != QV_LEASE_HELD) _exit(90);
+        if (write(ready[1], "x", 1) != 1) _exit(91);
+        pause();
+        _exit(0);
+    }
+    char c;
+    assert_int_equal(read(ready[0], &c, 1), 1);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/quiver.leases", dir);
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    qv_digest k = key_of(16);
+    uint8_t slot[16];
+    long found = -1;
+    for (long off = 128; found < 0 && fseek(f, off, SEEK_SET) == 0 && fread(slot, 1, 16, f) == 16; off += 80)
+        if (memcmp(slot, k.bytes, 16) == 0) found = off;
+    assert_true(found >= 0);
+    uint64_t other_boot = 0x0123456789abcdefull;
+    assert_int_equal(fseek(f, found + 40, SEEK_SET), 0);
+    assert_int_equal(fwrite(&other_boot, 1, 8, f), 8);
+    fclose(f);
+    qv_leases *t;
+    QVT_OK(qv__leases_open(&t, dir));
+    qv_lease l;
+    assert_int_equal(acquire(t, 16, 0, &l), QV_LEASE_HELD); /* at once: no wait for a live pid */
+    release(t, 16, &l);
+    qv__leases_close(t);
+    kill(holder, SIGKILL);
+    waitpid(holder, NULL, 0);
+    close(ready[0]);
+    close(ready[1]);
+}
+
 static void test_fork_does_not_inherit_a_lease(void **state) {
     const char *dir = *state;
     qv_leases *t;
@@ -516,6 +564,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_processes_wait_for_one_holder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_holder_is_taken_over_within_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_killed_waiter_leaves_the_others_alone, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_lease_from_another_boot_is_stale, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_does_not_inherit_a_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_private_table_starts_empty_in_a_child, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eight_processes_run_a_slow_call_once, setup, teardown),
