@@ -70,6 +70,7 @@ struct qv_cache {
     qv_store *store;
     char *path;
     uint32_t durability, flags, inline_limit;
+    int memory; /* the memory store */
     uint64_t max_bytes;
     /* per-handle counters, one cache line per thread shard: hits from many
      * threads must not write to one shared line */
@@ -502,6 +503,8 @@ static int collect_key(const void *key, size_t klen, const void *val, size_t vle
     return l->want && l->n >= l->want;
 }
 
+#define EVICT_BATCH 8192
+
 /* Evict least recently used calls until bytes <= target. */
 static qv_status evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
     *evicted = 0;
@@ -517,7 +520,18 @@ static qv_status evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
             c->store->ops->abort(c->store, w.txn);
             return QV_OK;
         }
-        key_list oldest = {NULL, 0, 0, 64, 0};
+        /* Enough of the oldest for the whole excess at the average size of a
+         * call, so that a big cache evicts in one round or a few rather than
+         * in thousands of 64 (each round scans the index; a memory store's
+         * scan visits every entry), but on LMDB not so many that one write
+         * transaction dirties more pages than LMDB allows. */
+        uint64_t calls = 0, batch = c->memory ? UINT64_MAX : EVICT_BATCH;
+        size_t want = 64;
+        if (c->store->ops->count(c->store, w.txn, T_CALLS, &calls) == QV_OK && calls) {
+            uint64_t n = (w.bytes - target) / (w.bytes / calls + 1) + 64;
+            want = (size_t)(n < batch ? n : batch);
+        }
+        key_list oldest = {NULL, 0, 0, want, 0};
         st = c->store->ops->scan(c->store, w.txn, T_LRU, NULL, 0, collect_key, &oldest);
         if (!st && oldest.n == 0) /* calls without access times: take any */
             st = c->store->ops->scan(c->store, w.txn, T_CALLS, NULL, 0, collect_key, &oldest);
@@ -777,6 +791,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     memset(c, 0, sizeof *c);
     atomic_init(&c->refs, 1);
     c->durability = o.durability;
+    c->memory = memory;
     c->flags = o.flags;
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
     c->max_bytes = o.max_bytes ? o.max_bytes : memory ? DEFAULT_MEMORY_MAX_BYTES : 0;

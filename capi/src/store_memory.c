@@ -12,8 +12,7 @@
  * copies a hit's bytes out before calling anyone (DESIGN section 4).
  *
  * Ordered scans (queries, eviction, gc: rare) sort at scan time, and only as
- * far as the caller reads: the smallest 64 entries are selected and sorted,
- * then the next 128, and so on.
+ * far as the caller reads (an incremental quicksort).
  *
  * fork(): a child gets the tables as the last publication left them. Every
  * memory store is in a registry whose pthread_atfork handlers hold each
@@ -340,14 +339,28 @@ static qv_status mem_count(qv_store *s, qv_txn *txn, int table, uint64_t *n) {
 
 /* ------------------------------------------------------------- scans */
 
-static int cmp_entry(const mentry *a, const mentry *b) {
-    size_t n = a->klen < b->klen ? a->klen : b->klen;
-    int c = memcmp(a->kv, b->kv, n);
-    return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+/* A scan sorts these: the key's first 8 bytes, big-endian, decide most
+ * comparisons without a visit to the entry (a cache miss each). */
+typedef struct {
+    uint64_t prefix;
+    mentry *e;
+} sort_item;
+
+static sort_item item_of(mentry *e) {
+    uint8_t b[8] = {0};
+    memcpy(b, e->kv, e->klen < 8 ? e->klen : 8);
+    return (sort_item){qv__get_be64(b), e};
 }
 
-static int cmp_entry_ptr(const void *a, const void *b) {
-    return cmp_entry(*(mentry *const *)a, *(mentry *const *)b);
+static int cmp_item(const sort_item *a, const sort_item *b) {
+    if (a->prefix != b->prefix) return a->prefix < b->prefix ? -1 : 1;
+    size_t n = a->e->klen < b->e->klen ? a->e->klen : b->e->klen;
+    int c = memcmp(a->e->kv, b->e->kv, n);
+    return c ? c : (a->e->klen > b->e->klen) - (a->e->klen < b->e->klen);
+}
+
+static int cmp_item_qsort(const void *a, const void *b) {
+    return cmp_item(a, b);
 }
 
 static int before(const mentry *e, const void *from, size_t flen) {
@@ -356,44 +369,49 @@ static int before(const mentry *e, const void *from, size_t flen) {
     return c < 0 || (c == 0 && e->klen < flen);
 }
 
-static void swap(mentry **a, mentry **b) {
-    mentry *t = *a;
+static void swap(sort_item *a, sort_item *b) {
+    sort_item t = *a;
     *a = *b;
     *b = t;
 }
 
-/* Move the k smallest of v[0..n) to its front, in no particular order. */
-static void select_smallest(mentry **v, size_t n, size_t k, uint64_t *rng) {
-    size_t lo = 0, hi = n;
-    while (hi - lo > 16) {
-        *rng ^= *rng << 13;
-        *rng ^= *rng >> 7;
-        *rng ^= *rng << 17;
-        mentry *pivot = v[lo + *rng % (hi - lo)];
-        size_t lt = lo, i = lo, gt = hi;
-        while (i < gt) {
-            int c = cmp_entry(v[i], pivot);
-            if (c < 0) swap(&v[lt++], &v[i++]);
-            else if (c > 0) swap(&v[i], &v[--gt]);
-            else i++;
-        }
-        if (k < lt) hi = lt;
-        else if (k > gt) lo = gt;
-        else return;
-    }
-    qsort(v + lo, hi - lo, sizeof *v, cmp_entry_ptr);
+static int emit(const sort_item *it, qv_scan_cb cb, void *userdata) {
+    const mentry *e = it->e;
+    return cb(e->kv, e->klen, e->kv + e->klen, e->vlen, userdata);
 }
 
-static qv_status scan_list(mentry **v, size_t n, qv_scan_cb cb, void *userdata) {
+/* Hand out v[0..n) in key order, sorting only as far as the callback reads:
+ * an incremental quicksort (Paredes and Navarro), O(n + k log k) for the
+ * first k entries. stack holds the positions of pivots already in place;
+ * v[idx..top) is still unsorted. */
+static void scan_list(sort_item *v, size_t n, qv_scan_cb cb, void *userdata) {
+    size_t stack[64];
+    int top = 0;
     uint64_t rng = 0x9e3779b97f4a7c15ull;
-    for (size_t done = 0, chunk = 64; done < n; done += chunk, chunk *= 2) {
-        if (chunk > n - done) chunk = n - done;
-        else select_smallest(v + done, n - done, chunk, &rng);
-        qsort(v + done, chunk, sizeof *v, cmp_entry_ptr);
-        for (size_t i = done; i < done + chunk; i++)
-            if (cb(v[i]->kv, v[i]->klen, v[i]->kv + v[i]->klen, v[i]->vlen, userdata)) return QV_OK;
+    stack[top++] = n;
+    for (size_t idx = 0; idx < n;) {
+        size_t end = stack[top - 1];
+        if (end == idx) { /* a pivot, in place */
+            top--;
+            if (emit(&v[idx++], cb, userdata)) return;
+            continue;
+        }
+        if (end - idx <= 32 || top == (int)(sizeof stack / sizeof *stack)) {
+            qsort(v + idx, end - idx, sizeof *v, cmp_item_qsort);
+            for (; idx < end; idx++)
+                if (emit(&v[idx], cb, userdata)) return;
+            continue;
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        swap(&v[idx + rng % (end - idx)], &v[end - 1]);
+        size_t p = idx;
+        for (size_t i = idx; i < end - 1; i++)
+            if (cmp_item(&v[i], &v[end - 1]) < 0) swap(&v[p++], &v[i]);
+        swap(&v[p], &v[end - 1]);
+        stack[top++] = p;
     }
-    return QV_OK;
 }
 
 static qv_status mem_scan(qv_store *s, qv_txn *txn, int table, const void *from, size_t flen, qv_scan_cb cb,
@@ -401,21 +419,21 @@ static qv_status mem_scan(qv_store *s, qv_txn *txn, int table, const void *from,
     mem_store *m = (mem_store *)s;
     const htab *t = &m->t[table], *o = is_write(m, txn) ? &m->overlay[table] : NULL;
     size_t cap = t->n + (o ? o->n : 0), n = 0;
-    mentry **v = malloc((cap ? cap : 1) * sizeof *v);
+    sort_item *v = malloc((cap ? cap : 1) * sizeof *v);
     if (!v) return qv__nomem();
     for (size_t i = 0; i < t->cap; i++) {
         mentry *e = t->slot[i];
         if (!e || e == TOMB || (from && before(e, from, flen))) continue;
         if (o && find(o, e->hash, e->kv, e->klen)) continue; /* the overlay's version counts */
-        v[n++] = e;
+        v[n++] = item_of(e);
     }
     for (size_t i = 0; o && i < o->cap; i++) {
         mentry *e = o->slot[i];
-        if (e && !e->dead && !(from && before(e, from, flen))) v[n++] = e;
+        if (e && !e->dead && !(from && before(e, from, flen))) v[n++] = item_of(e);
     }
-    qv_status st = scan_list(v, n, cb, userdata);
+    scan_list(v, n, cb, userdata);
     free(v);
-    return st;
+    return QV_OK;
 }
 
 /* ------------------------------------------------------------- misc */
