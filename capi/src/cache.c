@@ -940,8 +940,9 @@ static int64_t record_duration(const uint8_t *rec, size_t len, size_t result_end
  * before this returns, so whatever the caller runs next (a decoder that makes
  * a memoized call of its own, which may store and grow the map) holds no
  * transaction and no store lock. */
-static qv_status read_result(qv_cache *cache, const qv_digest *key, uint8_t *buf, size_t cap, const uint8_t **out,
-                             size_t *out_len, uint8_t **heap, int64_t *duration_ns) {
+static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cache, const qv_digest *key, uint8_t *buf,
+                                                                  size_t cap, const uint8_t **out, size_t *out_len,
+                                                                  uint8_t **heap, int64_t *duration_ns) {
     qv_store *s = cache->store;
     qv_txn *txn;
     qv_status st = s->ops->read_begin(s, &txn);
