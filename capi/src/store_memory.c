@@ -221,6 +221,12 @@ static qv_status mem_commit(qv_store *s, qv_txn *txn) {
     mem_store *m = (mem_store *)s;
     htab next[QV_STORE_MAX_TABLES];
     int k;
+    size_t changes = 0;
+    for (k = 0; k < m->ntables; k++) changes += m->overlay[k].n;
+    if (!changes) { /* nothing to publish: readers need not drain */
+        pthread_mutex_unlock(&m->wlock);
+        return QV_OK;
+    }
     /* Make room first, outside the exclusive section: new tables are built
      * beside the ones readers use and swapped in when publishing. */
     for (k = 0; k < m->ntables; k++) {
