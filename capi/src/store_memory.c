@@ -104,7 +104,7 @@ static qv_status rehash(const htab *t, size_t cap, htab *out) {
 /* A table with room for `more` new keys at a load of at most 3/4, made
  * privately when t lacks it. *out is t itself when it has room. */
 static qv_status with_room(const htab *t, size_t more, htab *out) {
-    if (t->cap && (t->used + more) * 4 <= t->cap * 3) {
+    if (!more || (t->cap && (t->used + more) * 4 <= t->cap * 3)) {
         *out = *t;
         return QV_OK;
     }

@@ -520,7 +520,9 @@ static void limited_cache_under_threads(void **state) {
     o.max_bytes = 64 * 1024;
     o.durability = QV_DURABILITY_FAST;
     qv_cache *c = NULL;
+    setenv("QUIVER_LRU_FLUSH_MS", "1", 1); /* hits write their touches too, among the stores */
     QVT_OK(qv_cache_open(&c, dir, &o));
+    unsetenv("QUIVER_LRU_FLUSH_MS");
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, LIM_THREADS + 1);
     worker w[LIM_THREADS + 1];
