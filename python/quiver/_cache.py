@@ -2,11 +2,12 @@
 import contextvars
 import datetime
 import os
+import pwd
 import stat as _stat
 import warnings
 
 from . import _quiver
-from ._codec import QuiverWarning, encode
+from ._codec import QuiverWarning, _untrusted, encode
 
 _DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABILITY_DURABLE,
                "fast": _quiver.QV_DURABILITY_FAST}
@@ -15,13 +16,73 @@ _active = contextvars.ContextVar("quiver.cache")
 _meta = contextvars.ContextVar("quiver.meta", default={})
 
 
-def _owned_privately(path):
-    """Whether path is a directory of this user that nobody else may write."""
+def _who(uid):
     try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_uid == os.getuid() and not (st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH))
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _writable_by_others(path, st, uid):
+    """Why someone other than uid or root could change path, or None."""
+    if st.st_uid not in (uid, 0):
+        # A hard link gives no one write access (that is the inode's owner
+        # and mode), but says where a file owned by someone else came from.
+        links = f", with {st.st_nlink} links" if not _stat.S_ISDIR(st.st_mode) and st.st_nlink > 1 else ""
+        return f"{path} is owned by {_who(st.st_uid)}{links}"
+    if st.st_mode & (_stat.S_IWGRP | _stat.S_IWOTH):
+        return f"{path} is writable by others than its owner (mode {_stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _distrust(path):
+    """Why a pickle in the cache directory path (absolute, symbolic links
+    resolved) could have been put there by someone other than this user or
+    root: the directory, data.mdb, lock.mdb, or a directory above it up to
+    the first sticky one (as OpenSSH checks authorized_keys); None when
+    nobody else could. quiver.leases holds no values and does not count."""
+    uid = os.geteuid()
+    try:
+        why = _writable_by_others(path, os.lstat(path), uid)
+        if why:
+            return why
+        for name in ("data.mdb", "lock.mdb"):
+            f = os.path.join(path, name)
+            try:
+                st = os.lstat(f)
+            except FileNotFoundError:
+                # No lock file (a read-only filesystem); and in a directory
+                # only we may write, no one else can add one.
+                continue
+            if _stat.S_ISLNK(st.st_mode):
+                # Its target's directories are not checked: refused instead.
+                return f"{f} is a symbolic link"
+            why = _writable_by_others(f, st, uid)
+            if why:
+                return why
+        d = path
+        while os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+            st = os.stat(d)
+            # The walk ends at a sticky directory such as /tmp: only an
+            # entry's owner, or the directory's, may rename or remove what
+            # is in it, so no one else can swap ours from there.
+            if st.st_mode & _stat.S_ISVTX and st.st_uid in (uid, 0):
+                return None
+            why = _writable_by_others(d, st, uid)
+            if why:
+                return why
+    except OSError as e:
+        return f"{e.filename} cannot be checked ({e.strerror})"
+    return None
+
+
+def _decide_trust(c, trust_pickle):
+    """Decide once, at open, whether c's pickles may be loaded."""
+    c._distrust = None if trust_pickle else _distrust(c.path)
+    c._trusted = c._distrust is None
+    if not c._trusted:
+        _untrusted.add(c)
 
 
 class Record:
@@ -67,7 +128,8 @@ class Cache(_quiver.CacheHandle):
         durability: "safe" (default), "durable" (fsync every commit) or "fast";
         max_bytes: evict least recently used calls above this size (0: no limit);
         readonly: refuse every write; trust_pickle: load pickled values even
-        when the directory is not owned by this user alone."""
+        when someone other than this user or root could have written them
+        (README, "Pickles and trust"); decided now, at open."""
         if isinstance(durability, str):
             if durability not in _DURABILITY:
                 raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, not {durability!r}")
@@ -76,7 +138,7 @@ class Cache(_quiver.CacheHandle):
         c = _quiver.cache_open(os.fspath(path), durability, flags, max_bytes, map_size)
         c._options = dict(durability=durability, max_bytes=max_bytes, readonly=readonly, trust_pickle=trust_pickle,
                           map_size=map_size)
-        c._trusted = bool(trust_pickle) or _owned_privately(c.path)
+        _decide_trust(c, trust_pickle)
         return c
 
     @classmethod
@@ -257,7 +319,7 @@ def _default():
     c = _quiver.cache_default()
     c._options = {}
     if c.path != ":memory:":
-        c._trusted = _owned_privately(c.path)
+        _decide_trust(c, False)
     return c
 
 

@@ -10,6 +10,7 @@ import importlib
 import io
 import pickle
 import sys
+import weakref
 from collections import namedtuple
 
 from . import _quiver
@@ -45,6 +46,10 @@ class Tag(namedtuple("Tag", "tag value")):
     """A CBOR tag quiver gives no Python meaning to; it encodes back as itself."""
     __slots__ = ()
 
+
+# Open caches whose pickles are refused, each with _distrust saying why: the
+# decoder is not told which cache it reads, so a refusal names them all.
+_untrusted = weakref.WeakSet()
 
 _by_type = {}   # type -> (name, encoder)
 _by_name = {}   # name -> decoder
@@ -327,9 +332,11 @@ def _tag_hook(tag, value, trusted):
         return _decode_ndarray(value)
     if tag == PICKLE_TAG and isinstance(value, bytes):
         if not trusted:
+            why = "; ".join(sorted({c._distrust for c in list(_untrusted) if not c.closed})) \
+                or "someone else could have written it"
             raise _quiver.Error(
-                "refusing to unpickle a value from a cache whose directory is not owned by you alone "
-                "(unpickling runs code); open it with Cache.open(path, trust_pickle=True) if you trust it")
+                f"refusing to unpickle a value from a cache others could write (unpickling runs code): {why}; "
+                "open it with Cache.open(path, trust_pickle=True) if you trust whoever can write it")
         return pickle.loads(value)
     if tag == REGISTERED_TAG and isinstance(value, list) and len(value) == 2 and value[0] in _by_name:
         return _by_name[value[0]](value[1])
