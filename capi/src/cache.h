@@ -1,0 +1,143 @@
+/* The cache's own declarations, shared by its files (never installed):
+ * cache.c (open, close, the hit path), record.c (the call record), commit.c
+ * (stores and group commit), lru.c (access times and eviction),
+ * maintenance.c (evict, gc, verify, stats) and query.c. */
+#ifndef QV_CACHE_H
+#define QV_CACHE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "store.h"
+
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_COUNT };
+extern const char *const qv__table_names[T_COUNT];
+
+#define TOUCH_SLOTS 1024 /* a power of two */
+
+/* Keys of a call record, a CBOR map with small integer keys. The result and
+ * its run time come first so that a hit reads no further than it needs. */
+enum { R_RESULT, R_DURATION, R_START, R_NAME, R_VERSION, R_ARGS, R_KWARGS, R_LANG, R_META, R_COUNT };
+
+typedef struct {
+    qv_digest digest;
+    const uint8_t *data;
+    size_t len;
+} valref;
+
+typedef struct pending {
+    struct pending *next;
+    qv_digest key;
+    const uint8_t *record;
+    size_t record_len;
+    valref *refs;
+    size_t nrefs;
+    uint8_t name_key[24];
+    qv_status status;
+    char message[256]; /* the committing thread's error, for the owner's thread */
+    int done;
+    pthread_cond_t wake; /* its owner sleeps on its own condition */
+} pending;
+
+typedef struct {
+    _Atomic uint64_t w[2]; /* a digest's two halves; w[0] == 0: empty */
+} touch_slot;
+
+struct qv_cache {
+    _Atomic int refs; /* the host's handle, plus every context and future using it */
+    qv_store *store;
+    char *path;
+    uint32_t durability, flags, inline_limit;
+    int memory; /* the memory store */
+    uint64_t max_bytes;
+    /* per-handle counters, one cache line per thread shard: hits from many
+     * threads must not write to one shared line */
+    struct {
+        _Atomic uint64_t n[QV_STAT_COUNT];
+    } __attribute__((aligned(64))) stats[QV_SHARDS];
+    /* group commit */
+    pthread_mutex_t qlock;
+    pending *head, *tail;
+    size_t queued;
+    int writer_busy;
+    pending *gatherer; /* a leader waiting for its batch to fill */
+    size_t gather_target;
+    _Atomic uint64_t fork_gen;
+    _Atomic uint64_t fixing_gen; /* the fork generation whose repair a thread has claimed */
+    /* Recently hit keys, for approximate LRU (only with a size limit and
+     * writes allowed). A key goes into the slot its digest picks, as two
+     * words written without a lock: a hit on a key already in its slot only
+     * reads, so a hot key keeps the line shared between cores. A torn or
+     * overwritten slot loses a touch, or names a key that does not exist and
+     * is skipped: approximate either way, never wrong. */
+    int track_lru;
+    int64_t touch_period_ns;
+    _Atomic int64_t touch_since; /* monotonic time of the oldest unwritten touch; 0: none */
+    touch_slot touched[TOUCH_SLOTS];
+};
+
+static inline void qv__cache_count(qv_cache *c, int which, uint64_t n) {
+    atomic_fetch_add_explicit(&c->stats[qv__thread_shard()].n[which], n, memory_order_relaxed);
+}
+
+static inline int64_t qv__now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+typedef qv_status (*record_visit)(int key, const uint8_t *item, size_t len, void *userdata);
+
+typedef struct {
+    qv_encoder *enc;
+    uint32_t inline_limit;
+    valref *refs;
+    size_t nrefs, cap;
+} record_builder;
+
+typedef struct {
+    qv_cache *c;
+    qv_txn *txn;
+    uint64_t bytes;
+} wctx;
+
+typedef struct {
+    qv_digest *keys;
+    size_t n, cap, want;
+    int failed; /* out of memory: the list is incomplete */
+} key_list;
+
+typedef struct {
+    qv_cache *c;
+    qv_txn *txn;
+    qv_hasher *h;
+    key_list bad_calls, bad_values;
+    int ok;
+} verify_ctx;
+
+void qv__cache_after_fork(qv_cache *c);
+int qv__record_is_ref(const uint8_t *p, size_t len);
+qv_status qv__record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end);
+qv_status qv__record_walk(const uint8_t *rec, size_t len, record_visit visit, void *userdata);
+qv_status qv__record_build(record_builder *b, pending *p, const uint8_t *call, size_t call_len,
+                           const uint8_t *result, size_t result_len, const qv_store_info *info);
+int64_t qv__record_duration(const uint8_t *rec, size_t len, size_t result_end);
+qv_status qv__record_call_digest(verify_ctx *v, const uint8_t *rec, size_t len, qv_digest *out);
+qv_status qv__meta_get_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t *out);
+qv_status qv__meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t v);
+qv_status qv__get_count(wctx *w, int table, const qv_digest *d, uint64_t *n);
+qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);
+qv_status qv__set_atime(wctx *w, const qv_digest *key, uint64_t t);
+qv_status qv__remove_call(wctx *w, const qv_digest *key);
+qv_status qv__group_commit(qv_cache *c, pending *p);
+qv_status qv__flush_touches(wctx *w, uint64_t now);
+int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
+qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted);
+qv_status qv__backfill_atimes(qv_cache *c);
+void qv__flush_pending_touches(qv_cache *c);
+void qv__touch(qv_cache *c, const qv_digest *key);
+int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
+
+#endif

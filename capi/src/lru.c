@@ -1,0 +1,173 @@
+/* Approximate LRU: access times noted by hits and written in batches, and
+ * eviction of the least recently used calls down to the size limit. */
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+
+#define ATIME_RESOLUTION_NS 1000000000ull
+
+qv_status qv__flush_touches(wctx *w, uint64_t now) {
+    qv_cache *c = w->c;
+    if (!c->track_lru || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
+    for (size_t i = 0; i < TOUCH_SLOTS; i++) {
+        if (!atomic_load_explicit(&c->touched[i].w[0], memory_order_relaxed)) continue;
+        uint64_t a = atomic_exchange_explicit(&c->touched[i].w[0], 0, memory_order_relaxed);
+        uint64_t b = atomic_exchange_explicit(&c->touched[i].w[1], 0, memory_order_relaxed);
+        qv_digest key;
+        memcpy(key.bytes, &a, 8);
+        memcpy(key.bytes + 8, &b, 8);
+        uint64_t t;
+        qv_status st = qv__get_count(w, T_ATIME, &key, &t);
+        if (st == QV_NOTFOUND || (st == QV_OK && t + ATIME_RESOLUTION_NS > now)) continue;
+        if (st || (st = qv__set_atime(w, &key, now))) return st;
+    }
+    return QV_OK;
+}
+
+int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    key_list *l = userdata;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        qv_digest *k = realloc(l->keys, cap * sizeof *k);
+        if (!k) {
+            l->failed = 1;
+            return 1;
+        }
+        l->keys = k;
+        l->cap = cap;
+    }
+    const uint8_t *kb = key;
+    if (klen != 16 && klen != 24) return 0; /* not ours: verify reports it */
+    memcpy(l->keys[l->n++].bytes, klen == 24 ? kb + 8 : kb, 16);
+    return l->want && l->n >= l->want;
+}
+
+#define EVICT_BATCH 8192
+
+/* Evict least recently used calls until bytes <= target. */
+qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
+    *evicted = 0;
+    for (;;) {
+        wctx w = {c, NULL, 0};
+        qv_status st = c->store->ops->write_begin(c->store, &w.txn);
+        if (st) return st;
+        if ((st = qv__meta_get_uint(c, w.txn, "bytes", &w.bytes))) {
+            c->store->ops->abort(c->store, w.txn);
+            return st;
+        }
+        if (w.bytes <= target) {
+            c->store->ops->abort(c->store, w.txn);
+            return QV_OK;
+        }
+        /* Enough of the oldest for the whole excess at the average size of a
+         * call, so that a big cache evicts in one round or a few rather than
+         * in thousands of 64 (each round scans the index; a memory store's
+         * scan visits every entry), but on LMDB not so many that one write
+         * transaction dirties more pages than LMDB allows. */
+        uint64_t calls = 0, batch = c->memory ? UINT64_MAX : EVICT_BATCH;
+        size_t want = 64;
+        if (c->store->ops->count(c->store, w.txn, T_CALLS, &calls) == QV_OK && calls) {
+            uint64_t n = (w.bytes - target) / (w.bytes / calls + 1) + 64;
+            want = (size_t)(n < batch ? n : batch);
+        }
+        key_list oldest = {NULL, 0, 0, want, 0};
+        st = c->store->ops->scan(c->store, w.txn, T_LRU, NULL, 0, qv__collect_key, &oldest);
+        if (!st && oldest.n == 0) /* calls without access times: take any */
+            st = c->store->ops->scan(c->store, w.txn, T_CALLS, NULL, 0, qv__collect_key, &oldest);
+        size_t i;
+        for (i = 0; !st && i < oldest.n && w.bytes > target; i++) st = qv__remove_call(&w, &oldest.keys[i]);
+        size_t removed = i;
+        int none = oldest.n == 0;
+        free(oldest.keys);
+        if (!st) st = qv__meta_put_uint(c, w.txn, "bytes", w.bytes);
+        if (st) {
+            c->store->ops->abort(c->store, w.txn);
+            return st;
+        }
+        if ((st = c->store->ops->commit(c->store, w.txn))) return st;
+        *evicted += removed;
+        qv__cache_count(c, QV_STAT_EVICTIONS, removed);
+        if (none || w.bytes <= target) return QV_OK;
+    }
+}
+
+/* One write transaction for a list of pending stores; grows or evicts and
+ * retries when the store is full. */
+typedef struct {
+    wctx w;
+    key_list missing;
+} backfill_ctx;
+
+static int missing_atime(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    backfill_ctx *b = userdata;
+    uint64_t t;
+    if (klen == 16 && qv__get_count(&b->w, T_ATIME, (const qv_digest *)key, &t) == QV_NOTFOUND)
+        qv__collect_key(key, klen, NULL, 0, &b->missing);
+    return 0;
+}
+
+/* Calls stored while the cache had no size limit have no access time: give
+ * them the oldest (0), so they are the first to go once a limit applies. */
+qv_status qv__backfill_atimes(qv_cache *c) {
+    backfill_ctx b = {{c, NULL, 0}, {NULL, 0, 0, 0, 0}};
+    qv_store *s = c->store;
+    uint64_t calls, atimes;
+    qv_status st = s->ops->write_begin(s, &b.w.txn);
+    if (st) return st;
+    if (!(st = s->ops->count(s, b.w.txn, T_CALLS, &calls)) && !(st = s->ops->count(s, b.w.txn, T_ATIME, &atimes)) &&
+        atimes < calls) {
+        st = s->ops->scan(s, b.w.txn, T_CALLS, NULL, 0, missing_atime, &b);
+        if (!st && b.missing.failed) st = qv__nomem();
+        for (size_t i = 0; !st && i < b.missing.n; i++) st = qv__set_atime(&b.w, &b.missing.keys[i], 0);
+    }
+    free(b.missing.keys);
+    if (st) {
+        s->ops->abort(s, b.w.txn);
+        return st;
+    }
+    return s->ops->commit(s, b.w.txn);
+}
+
+void qv__flush_pending_touches(qv_cache *c) {
+    if (!c->track_lru || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
+    wctx w = {c, NULL, 0};
+    if (c->store->ops->write_begin(c->store, &w.txn)) return;
+    if (qv__flush_touches(&w, (uint64_t)qv__now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
+    else c->store->ops->abort(c->store, w.txn);
+}
+
+static int64_t coarse_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Note a hit for LRU. Touches are written by the next commit, and by a hit
+ * that finds the oldest of them older than touch_period_ns: it joins the
+ * group commit with nothing to store but the touches, so a read-mostly
+ * handle keeps its hot keys from being evicted by another handle or process
+ * that stores. One hit per period pays for it, and no thread is needed. */
+void qv__touch(qv_cache *c, const qv_digest *key) {
+    uint64_t a, b;
+    memcpy(&a, key->bytes, 8);
+    memcpy(&b, key->bytes + 8, 8);
+    if (QV_UNLIKELY(!a)) a = 1; /* 0 marks an empty slot; such a key is skipped when written */
+    touch_slot *slot = &c->touched[a & (TOUCH_SLOTS - 1)];
+    if (atomic_load_explicit(&slot->w[0], memory_order_relaxed) != a ||
+        atomic_load_explicit(&slot->w[1], memory_order_relaxed) != b) {
+        atomic_store_explicit(&slot->w[1], b, memory_order_relaxed);
+        atomic_store_explicit(&slot->w[0], a, memory_order_relaxed);
+    }
+    int64_t now = coarse_ns(), since = atomic_load_explicit(&c->touch_since, memory_order_relaxed);
+    if (!since) {
+        atomic_compare_exchange_strong(&c->touch_since, &since, now);
+    } else if (now - since >= c->touch_period_ns && atomic_compare_exchange_strong(&c->touch_since, &since, now)) {
+        pending p;
+        memset(&p, 0, sizeof p);
+        qv__group_commit(c, &p); /* a failure costs these touches, nothing else */
+    }
+}

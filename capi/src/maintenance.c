@@ -1,0 +1,231 @@
+/* Looking after a cache: evict, gc, verify (and repair), sync, statistics. */
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cache.h"
+
+/* ---------------------------------------------------------- maintenance */
+
+static qv_status write_txn(qv_cache *c, wctx *w) {
+    if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
+    w->c = c;
+    qv_status st = c->store->ops->write_begin(c->store, &w->txn);
+    if (!st && (st = qv__meta_get_uint(c, w->txn, "bytes", &w->bytes))) c->store->ops->abort(c->store, w->txn);
+    return st;
+}
+
+static qv_status finish_write(wctx *w, qv_status st) {
+    if (!st) st = qv__meta_put_uint(w->c, w->txn, "bytes", w->bytes);
+    if (st) {
+        w->c->store->ops->abort(w->c->store, w->txn);
+        return st;
+    }
+    return w->c->store->ops->commit(w->c->store, w->txn);
+}
+
+qv_status qv_cache_evict(qv_cache *cache, const qv_digest *key) {
+    if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_evict: NULL argument");
+    wctx w;
+    qv_status st = write_txn(cache, &w);
+    if (st) return st;
+    st = qv__remove_call(&w, key);
+    if (st == QV_NOTFOUND) {
+        cache->store->ops->abort(cache->store, w.txn);
+        return QV_NOTFOUND;
+    }
+    return finish_write(&w, st);
+}
+
+static int digest_cmp(const void *a, const void *b) {
+    return memcmp(a, b, 16);
+}
+
+typedef struct {
+    key_list refs;
+    uint64_t bytes;
+    qv_status st;
+} mark_ctx;
+
+static qv_status mark_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    if ((key == R_RESULT || key == R_ARGS || key == R_KWARGS) && qv__record_is_ref(item, len)) {
+        if (qv__collect_key(item + 6, 16, NULL, 0, &((mark_ctx *)userdata)->refs)) return qv__nomem();
+    }
+    return QV_OK;
+}
+
+static int mark_record(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    mark_ctx *m = userdata;
+    m->bytes += vlen;
+    qv__record_walk(val, vlen, mark_visit, m); /* broken records are verify's business */
+    return 0;
+}
+
+int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    return qv__collect_key(key, klen, val, vlen, userdata);
+}
+
+qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
+    if (values_freed) *values_freed = 0;
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_gc: cache is NULL");
+    wctx w;
+    qv_status st = write_txn(cache, &w);
+    if (st) return st;
+    qv_store *s = cache->store;
+    mark_ctx m = {{NULL, 0, 0, 0, 0}, 0, QV_OK};
+    key_list values = {NULL, 0, 0, 0, 0};
+    if (!(st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, mark_record, &m)))
+        st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, qv__collect_all, &values);
+    /* an incomplete mark phase would free values still in use */
+    if (!st && (m.refs.failed || values.failed)) st = qv__nomem();
+    if (m.refs.n) qsort(m.refs.keys, m.refs.n, sizeof(qv_digest), digest_cmp);
+    uint64_t freed = 0, bytes = m.bytes;
+    for (size_t i = 0; !st && i < values.n; i++) {
+        qv_digest *d = &values.keys[i];
+        size_t lo = 0, hi = m.refs.n;
+        while (lo < hi) {
+            size_t mid = (lo + hi) / 2;
+            if (memcmp(m.refs.keys[mid].bytes, d->bytes, 16) < 0) lo = mid + 1;
+            else hi = mid;
+        }
+        size_t uses = 0;
+        while (lo + uses < m.refs.n && memcmp(m.refs.keys[lo + uses].bytes, d->bytes, 16) == 0) uses++;
+        if (uses == 0) {
+            if (!(st = s->ops->del(s, w.txn, T_VALUES, d->bytes, 16))) {
+                st = s->ops->del(s, w.txn, T_REFS, d->bytes, 16);
+                if (st == QV_NOTFOUND) st = QV_OK;
+                freed++;
+            }
+        } else {
+            const void *v;
+            size_t n;
+            if (!(st = s->ops->get(s, w.txn, T_VALUES, d->bytes, 16, &v, &n))) {
+                bytes += n;
+                st = qv__put_count(&w, T_REFS, d, uses);
+            }
+        }
+    }
+    free(m.refs.keys);
+    free(values.keys);
+    w.bytes = bytes;
+    if ((st = finish_write(&w, st))) return st;
+    if (values_freed) *values_freed = freed;
+    return QV_OK;
+}
+
+static qv_status verify_visit(int key, const uint8_t *item, size_t len, void *userdata) {
+    verify_ctx *v = userdata;
+    if (!((key == R_RESULT || key == R_ARGS || key == R_KWARGS) && qv__record_is_ref(item, len))) return QV_OK;
+    const void *val;
+    size_t n;
+    qv_digest d, actual;
+    memcpy(d.bytes, item + 6, 16);
+    if (v->c->store->ops->get(v->c->store, v->txn, T_VALUES, d.bytes, 16, &val, &n) != QV_OK) v->ok = 0;
+    else {
+        qv_digest_bytes(&actual, val, n);
+        if (memcmp(actual.bytes, d.bytes, 16) || qv_validate(val, n)) v->ok = 0;
+    }
+    return QV_OK;
+}
+
+static int verify_value(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    verify_ctx *v = userdata;
+    qv_digest actual;
+    qv_digest_bytes(&actual, val, vlen);
+    if (klen != 16 || memcmp(actual.bytes, key, 16) || qv_validate(val, vlen))
+        return qv__collect_key(key, 16, NULL, 0, &v->bad_values);
+    return 0;
+}
+
+static int verify_call(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    verify_ctx *v = userdata;
+    size_t s, e;
+    qv_digest call;
+    v->ok = klen == 16 && qv_validate(val, vlen) == QV_OK && qv__record_result(val, vlen, &s, &e) == QV_OK;
+    if (v->ok && qv__record_walk(val, vlen, verify_visit, v) != QV_OK) v->ok = 0;
+    /* a record filed under a key that is not its call's digest answers the wrong call */
+    if (v->ok && (qv__record_call_digest(v, val, vlen, &call) || memcmp(call.bytes, key, 16))) v->ok = 0;
+    if (!v->ok) return qv__collect_key(key, 16, NULL, 0, &v->bad_calls);
+    return 0;
+}
+
+qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
+    if (bad) *bad = 0;
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_verify: cache is NULL");
+    qv_store *s = cache->store;
+    wctx w = {cache, NULL, 0};
+    qv_hasher *h = qv__hasher_new();
+    if (!h) return qv__nomem();
+    qv_status st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
+    if (st) {
+        qv__hasher_free(h);
+        return st;
+    }
+    verify_ctx v = {cache, w.txn, h, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, 1};
+    if (!(st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, verify_value, &v)))
+        st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, verify_call, &v);
+    if (!st && (v.bad_calls.failed || v.bad_values.failed)) st = qv__nomem();
+    uint64_t nbad = v.bad_calls.n + v.bad_values.n;
+    if (repair) {
+        for (size_t i = 0; !st && i < v.bad_calls.n; i++) st = qv__remove_call(&w, &v.bad_calls.keys[i]);
+        for (size_t i = 0; !st && i < v.bad_values.n; i++) {
+            st = s->ops->del(s, w.txn, T_VALUES, v.bad_values.keys[i].bytes, 16);
+            if (st == QV_NOTFOUND) st = QV_OK;
+        }
+        st = finish_write(&w, st);
+    } else {
+        s->ops->read_end(s, w.txn);
+    }
+    qv__hasher_free(h);
+    free(v.bad_calls.keys);
+    free(v.bad_values.keys);
+    if (st) return st;
+    if (bad) *bad = nbad;
+    /* counts and sizes are recomputed after removing anything */
+    if (repair && nbad) return qv_cache_gc(cache, NULL);
+    return QV_OK;
+}
+
+qv_status qv_cache_sync(qv_cache *cache) {
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_sync: cache is NULL");
+    qv__flush_pending_touches(cache);
+    return cache->store->ops->sync(cache->store);
+}
+
+static const char *const stat_names[QV_STAT_COUNT] = {
+    "hits", "misses", "entries", "values", "bytes", "max_bytes", "stores", "commits", "evictions", "corrupt", "map_size",
+};
+
+const char *qv_stat_name(int which) {
+    return which >= 0 && which < QV_STAT_COUNT ? stat_names[which] : NULL;
+}
+
+qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
+    if (!cache || !out) return qv__error(QV_EINVAL, "qv_cache_stat: NULL argument");
+    if (which < 0 || which >= QV_STAT_COUNT) return qv__error(QV_EINVAL, "unknown statistic %d", which);
+    qv_store *s = cache->store;
+    qv_txn *txn;
+    qv_status st = QV_OK;
+    switch (which) {
+    case QV_STAT_ENTRIES:
+    case QV_STAT_VALUES:
+    case QV_STAT_BYTES:
+        if ((st = s->ops->read_begin(s, &txn))) return st;
+        if (which == QV_STAT_BYTES) st = qv__meta_get_uint(cache, txn, "bytes", out);
+        else st = s->ops->count(s, txn, which == QV_STAT_ENTRIES ? T_CALLS : T_VALUES, out);
+        s->ops->read_end(s, txn);
+        return st;
+    case QV_STAT_MAX_BYTES:
+        *out = cache->max_bytes;
+        return QV_OK;
+    case QV_STAT_MAP_SIZE:
+        *out = s->ops->map_size(s);
+        return QV_OK;
+    default:
+        *out = 0;
+        for (int i = 0; i < QV_SHARDS; i++) *out += atomic_load_explicit(&cache->stats[i].n[which], memory_order_relaxed);
+        return QV_OK;
+    }
+}
