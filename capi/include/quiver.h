@@ -105,6 +105,18 @@ typedef int qv_type;
 #define QV_TAG_TUPLE      0x51560001u
 #define QV_TAG_PICKLE     0x51560002u
 #define QV_TAG_REF        0x51560003u  /* in call records: a value stored by digest */
+/* Python's host types (docs/FORMAT.md 3.3 and 3.4): other languages decode
+ * them as tagged values. */
+#define QV_TAG_REGISTERED     0x51560004u  /* [type name, value]: a type a user registered an encoder for */
+#define QV_TAG_DATACLASS      0x51560005u  /* ["module:qualname", {field: value}] */
+#define QV_TAG_ENUM           0x51560006u  /* ["module:qualname", member value] */
+#define QV_TAG_NAMEDTUPLE     0x51560007u  /* ["module:qualname", [items]] */
+#define QV_TAG_PATH           0x51560008u  /* ["module:qualname", text] */
+#define QV_TAG_LOCAL_DATETIME 0x51560009u  /* a datetime without offset: ISO 8601 text */
+#define QV_TAG_TIME           0x5156000au  /* a time of day without offset: ISO 8601 text */
+#define QV_TAG_TIMEDELTA      0x5156000bu  /* [days, seconds, microseconds] */
+#define QV_TAG_COMPLEX        0x5156000cu  /* [real, imaginary] */
+#define QV_TAG_DECIMAL_TEXT   0x5156000du  /* a decimal tag 4 cannot hold (NaN, infinities, -0): its text */
 
 /* RFC 8746 typed arrays (tags 64..87), the content of QV_TAG_NDARRAY's
  * [shape, typed array]: one table for every binding. kind is 'u' (unsigned
@@ -315,7 +327,8 @@ typedef struct qv_cache_options {
     uint32_t durability;   /* QV_DURABILITY_* */
     uint32_t flags;        /* QV_CACHE_* */
     uint32_t inline_limit; /* values up to this many bytes live inside call records; 0: 512 */
-    uint64_t max_bytes;    /* evict least recently used calls above this size; 0: no limit */
+    uint64_t max_bytes;    /* evict least recently used calls above this size; 0: no limit for an
+                            * LMDB cache, 256 MiB for a memory cache */
     uint64_t map_size;     /* initial LMDB map size; 0: 1 TiB of address space (the file grows as used) */
 } qv_cache_options;
 
@@ -339,7 +352,9 @@ QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
 QV_EXPORT qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key);
 
 /* Called with the stored result's encoding, borrowed for the duration of the
- * callback; its return value is returned by qv_cache_get_with. */
+ * callback; its return value is returned by qv_cache_get_with. It runs after
+ * the lookup has released the store (no transaction or lock is held), so it
+ * may use any cache, storing included. */
 typedef qv_status (*qv_result_cb)(const void *data, size_t len, void *userdata);
 /* The zero-copy hit path: QV_NOTFOUND on a miss (the callback is not called).
  * A corrupt entry is a miss, with the reason in qv_errmsg(). */
@@ -365,8 +380,9 @@ QV_EXPORT qv_status qv_store_info_init(qv_store_info *info, uint32_t version);
 
 /* Store a call and its result. call is the canonical encoding of
  * ["quiver/call/v1", name, version, args, kwargs] (as digested); key is its
- * digest, or NULL to compute it. result is one canonical item. Concurrent
- * stores from many threads are committed together (group commit). */
+ * digest, or NULL to compute it (a key that is not the call's digest is
+ * refused with QV_EINVAL). result is one canonical item. Concurrent stores
+ * from many threads are committed together (group commit). */
 QV_EXPORT qv_status qv_cache_store(qv_cache *cache, const qv_digest *key,
                                    const void *call, size_t call_len,
                                    const void *result, size_t result_len,
@@ -409,7 +425,8 @@ QV_EXPORT const char *qv_stat_name(int which);
 /* ----------------------------------------------------------------- context */
 
 /* Each thread has a stack of contexts: an active cache and a metadata map
- * recorded with every call it stores. With nothing pushed, the default cache
+ * recorded with every call it stores. With nothing pushed, what the
+ * binding's provider says (qv_ctx_set_provider), else the default cache
  * (QUIVER_CACHE's directory when set, else a process-private memory cache). */
 typedef struct qv_ctx qv_ctx;
 
@@ -596,7 +613,10 @@ QV_EXPORT qv_status qv_future_set_error(qv_future *f, qv_status status, const ch
 /* Cancel a pending future: QV_OK, or QV_EMISUSE when it had completed. */
 QV_EXPORT qv_status qv_future_cancel(qv_future *f);
 QV_EXPORT int qv_future_state(const qv_future *f);
-/* Wait until complete: QV_OK, or QV_ETIMEOUT. timeout_ns < 0 waits forever. */
+/* Wait until complete: QV_OK, or QV_ETIMEOUT. timeout_ns < 0 waits forever.
+ * In a child of fork(), a future whose task was submitted before the fork
+ * never completes: waiting on it (or qv_future_on_done) fails at once with
+ * QV_EMISUSE. */
 QV_EXPORT qv_status qv_future_wait(qv_future *f, int64_t timeout_ns);
 /* The result's encoding, borrowed while f lives; a failed future returns its
  * status (message in qv_errmsg()), a cancelled one QV_ECANCELLED, a pending
@@ -652,7 +672,9 @@ QV_EXPORT qv_status qv_executor_wrap(qv_executor **out, qv_executor *ex);
 
 /* -------------------------------------------------------------------- pool */
 
-/* quiver's thread pool. Shared by any number of threads. */
+/* quiver's thread pool. Shared by any number of threads. Usable in a child
+ * of fork(), which starts workers of its own; jobs queued or running at the
+ * fork stay the parent's and are never called in the child. */
 typedef struct qv_pool qv_pool;
 
 typedef struct qv_pool_options {
@@ -694,7 +716,9 @@ QV_EXPORT void qv_pool_free(qv_pool *pool);
 /* Keyed tasks run together; every key gets its result or its error, and one
  * failure never stops the others (vayu's ParallelRunner). One thread at a time. */
 typedef struct qv_batch qv_batch;
-/* Called at most every interval (and once at the end) from the running thread. */
+/* Called from the running thread at most once per interval_s (intervals
+ * under 1 ms count as 1 ms) and once at the end; an interval that is not
+ * positive, not a number, or 1e9 s and longer means only the call at the end. */
 typedef void (*qv_progress_fn)(uint64_t done, uint64_t failed, uint64_t total, double elapsed_s, void *userdata);
 
 QV_EXPORT qv_status qv_batch_new(qv_batch **out);
