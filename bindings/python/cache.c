@@ -253,9 +253,10 @@ PyObject *qvpy_lookup(qvpy_cache *ch, const qv_digest *key) {
         return qvpy_raise(st);
     }
     PyObject *v = h.copied ? qvpy_decode_bytes(t->buf, h.len, ch->trusted) : h.value;
-    if (!v && !PyErr_ExceptionMatches(qvpy_Error)) {
+    if (!v && (!PyErr_ExceptionMatches(qvpy_Error) || (qvpy_untrusted && PyErr_ExceptionMatches(qvpy_untrusted)))) {
         /* Valid CBOR that Python cannot rebuild (a pickle of a class that is
-         * gone): a miss, so the call runs again and replaces it. */
+         * gone), or will not (a pickle from a cache others could write): a
+         * miss, so the call runs again and replaces it; the warning says why. */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);

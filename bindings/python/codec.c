@@ -85,7 +85,8 @@ PyObject *qvpy_sig_miss;
 PyObject *qvpy_sig_uncached;
 PyObject *qvpy_sig_slow;
 PyObject *qvpy_default_cache; /* cached result of qvpy_default_getter */
-PyObject *qvpy_warning;       /* quiver.QuiverWarning */
+PyObject *qvpy_warning;
+PyObject *qvpy_untrusted;       /* quiver.QuiverWarning */
 
 /* ---------------------------------------------------------------- encoder */
 

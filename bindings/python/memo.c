@@ -471,8 +471,8 @@ static qv_status qvpy_run_hit(const void *data, size_t len, void *userdata) {
     if (v) {
         Py_XSETREF(r->result, v);
     } else {
-        /* Valid CBOR that Python cannot rebuild: a miss, and the new result
-         * replaces it. */
+        /* Valid CBOR that Python cannot rebuild, or will not (a pickle from a
+         * cache others could write): a miss, and the new result replaces it. */
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);

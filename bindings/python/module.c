@@ -288,10 +288,10 @@ static PyObject *qvpy_n_cache_stats(PyObject *self, PyObject *a) {
 
 static PyObject *qvpy_n_set_hooks(PyObject *self, PyObject *a, PyObject *kw) {
     static char *names[] = {"encode", "tag", "tag_type", "default", "active", "miss", "uncached", "slow",
-                            "nodefault", "warning", "handle_class", "meta", NULL};
-    PyObject *o[12];
-    if (!PyArg_ParseTupleAndKeywords(a, kw, "OOOOOOOOOOOO", names, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
-                                     &o[7], &o[8], &o[9], &o[10], &o[11]))
+                            "nodefault", "warning", "handle_class", "meta", "untrusted", NULL};
+    PyObject *o[13];
+    if (!PyArg_ParseTupleAndKeywords(a, kw, "OOOOOOOOOOOOO", names, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6],
+                                     &o[7], &o[8], &o[9], &o[10], &o[11], &o[12]))
         return NULL;
     if (!PyContextVar_CheckExact(o[4])) {
         PyErr_SetString(PyExc_TypeError, "active must be a ContextVar");
@@ -303,8 +303,8 @@ static PyObject *qvpy_n_set_hooks(PyObject *self, PyObject *a, PyObject *kw) {
     }
     PyObject **slots[] = {&qvpy_encode_hook, &qvpy_tag_hook, &qvpy_tag_type, &qvpy_default_getter, &qvpy_active_var,
                           &qvpy_sig_miss, &qvpy_sig_uncached, &qvpy_sig_slow, &qvpy_nodefault, &qvpy_warning,
-                          &qvpy_handle_class, &qvpy_meta_getter};
-    for (int i = 0; i < 12; i++) {
+                          &qvpy_handle_class, &qvpy_meta_getter, &qvpy_untrusted};
+    for (int i = 0; i < 13; i++) {
         Py_INCREF(o[i]);
         if (i == 10 && *slots[i] == (PyObject *)&qvpy_cache_type) *slots[i] = NULL;
         Py_XSETREF(*slots[i], o[i]);

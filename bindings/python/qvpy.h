@@ -64,6 +64,7 @@ extern PyObject *qvpy_sig_uncached;
 extern PyObject *qvpy_sig_slow;
 extern PyObject *qvpy_default_cache;
 extern PyObject *qvpy_warning;
+extern PyObject *qvpy_untrusted; /* the refusal to unpickle from a cache others could write */
 int qvpy_enc_fail(qv_status st);
 int qvpy_encode(qv_encoder *enc, PyObject *o);
 int qvpy_encode_as(qv_encoder *enc, PyObject *o, int keyed);

@@ -21,7 +21,7 @@ from ._quiver import (  # noqa: E402
     FullError, ReadOnlyError, CorruptError, ClosedError, MisuseError, IOError, RangeError, TypeError,
     TimeoutError, CancelledError, FailedError, qv_version as _qv_version,
 )
-from ._codec import QuiverWarning, Tag, encode, decode, digest, call_digest, register  # noqa: E402
+from ._codec import QuiverWarning, Tag, UntrustedPickleError, encode, decode, digest, call_digest, register  # noqa: E402
 from ._cache import Cache, Record, cache, meta, current_cache, current_meta  # noqa: E402
 from ._memo import memo, Memo  # noqa: E402
 
@@ -29,7 +29,7 @@ __version__ = _qv_version()
 
 __all__ = [
     "memo", "Memo", "cache", "meta", "Cache", "Record", "current_cache", "current_meta",
-    "encode", "decode", "digest", "call_digest", "register", "Tag", "QuiverWarning",
+    "encode", "decode", "digest", "call_digest", "register", "Tag", "QuiverWarning", "UntrustedPickleError",
     "BoundWrapper", "wrap_executor", "Runner", "parallel",
     "Error", "NotFoundError", "InvalidArgumentError", "NoMemoryError", "DecodeError", "EncodeError",
     "StoreError", "FullError", "ReadOnlyError", "CorruptError", "ClosedError", "MisuseError",

@@ -42,6 +42,13 @@ class QuiverWarning(UserWarning):
     corrupt entry read as a miss, a memory cache that cannot be shared."""
 
 
+class UntrustedPickleError(_quiver.Error):
+    """A pickle read from a cache that someone else could have written: not
+    loaded, since unpickling runs code. A memoized call reads it as a miss
+    with a QuiverWarning that says which file, owner or mode; Cache.load and
+    decode raise it."""
+
+
 class Tag(namedtuple("Tag", "tag value")):
     """A CBOR tag quiver gives no Python meaning to; it encodes back as itself."""
     __slots__ = ()
@@ -334,7 +341,7 @@ def _tag_hook(tag, value, trusted):
         if not trusted:
             why = "; ".join(sorted({c._distrust for c in list(_untrusted) if not c.closed})) \
                 or "someone else could have written it"
-            raise _quiver.Error(
+            raise UntrustedPickleError(
                 f"refusing to unpickle a value from a cache others could write (unpickling runs code): {why}; "
                 "open it with Cache.open(path, trust_pickle=True) if you trust whoever can write it")
         return pickle.loads(value)

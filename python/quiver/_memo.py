@@ -13,7 +13,7 @@ import weakref
 
 from . import _quiver
 from ._cache import Cache, _active, _meta, _quiver_default, current_cache, current_meta, _Setter
-from ._codec import QuiverWarning, Tag, _encode_hook, _tag_hook, encode
+from ._codec import QuiverWarning, Tag, UntrustedPickleError, _encode_hook, _tag_hook, encode
 
 
 class _Signal:
@@ -38,7 +38,7 @@ def _active_meta_bytes():
 
 _quiver.set_hooks(encode=_encode_hook, tag=_tag_hook, tag_type=Tag, default=_quiver_default, active=_active,
                   miss=_MISS, uncached=_UNCACHED, slow=_SLOW, nodefault=_NODEFAULT, warning=QuiverWarning,
-                  handle_class=Cache, meta=_active_meta_bytes)
+                  handle_class=Cache, meta=_active_meta_bytes, untrusted=UntrustedPickleError)
 
 # name -> Memo, so that Cache.query can filter positional arguments by name.
 _registry = weakref.WeakValueDictionary()
