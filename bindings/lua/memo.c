@@ -74,6 +74,14 @@ static void qvlua_memo_encode(qvlua_state *S, lua_State *L, qv_encoder *enc, qvl
     QVLUA_TRY(L, qv_encoder_map_end(enc));
 }
 
+/* The call digest of m with the arguments at 2..top; large byte strings are
+ * hashed in place, not copied. */
+static void qvlua_memo_key(qvlua_state *S, lua_State *L, qvlua_memo *m, int top, qv_digest *key) {
+    qv_encoder_reset_for_digest(S->enc);
+    qvlua_memo_encode(S, L, S->enc, m, 2, top);
+    QVLUA_TRY(L, qv_encoder_digest(S->enc, key));
+}
+
 static qv_status qvlua_copy_result(const void *data, size_t len, void *userdata) {
     qvlua_state *S = userdata;
     if (len > S->cap) {
@@ -188,11 +196,8 @@ int qvlua_memo_call(lua_State *L) {
     const void *meta;
     size_t meta_len;
     qvlua_context(S, L, &cache, &meta, &meta_len);
-    /* Digest only: large byte strings are hashed in place, not copied. */
-    qv_encoder_reset_for_digest(S->enc);
-    qvlua_memo_encode(S, L, S->enc, m, 2, top);
     qv_digest key;
-    QVLUA_TRY(L, qv_encoder_digest(S->enc, &key));
+    qvlua_memo_key(S, L, m, top, &key);
     if (qvlua_lookup(S, L, cache, &key)) {
         m->hits++;
         return 1;
@@ -239,10 +244,8 @@ int qvlua_memo_call(lua_State *L) {
 int qvlua_memo_digest(lua_State *L) {
     qvlua_state *S = QVLUA_S(L);
     qvlua_memo *m = qvlua_checkmemo(S, L, 1);
-    qv_encoder_reset_for_digest(S->enc);
-    qvlua_memo_encode(S, L, S->enc, m, 2, lua_gettop(L));
     qv_digest d;
-    QVLUA_TRY(L, qv_encoder_digest(S->enc, &d));
+    qvlua_memo_key(S, L, m, lua_gettop(L), &d);
     qvlua_push_digest(L, &d);
     return 1;
 }
@@ -254,10 +257,8 @@ int qvlua_memo_load(lua_State *L) {
     qvlua_memo *m = qvlua_checkmemo(S, L, 1);
     qv_cache *cache;
     qvlua_context(S, L, &cache, NULL, NULL);
-    qv_encoder_reset_for_digest(S->enc);
-    qvlua_memo_encode(S, L, S->enc, m, 2, lua_gettop(L));
     qv_digest key;
-    QVLUA_TRY(L, qv_encoder_digest(S->enc, &key));
+    qvlua_memo_key(S, L, m, lua_gettop(L), &key);
     lua_pushboolean(L, 1);
     if (!qvlua_lookup(S, L, cache, &key)) {
         lua_pushboolean(L, 0);
@@ -272,10 +273,8 @@ int qvlua_memo_contains(lua_State *L) {
     qvlua_memo *m = qvlua_checkmemo(S, L, 1);
     qv_cache *cache;
     qvlua_context(S, L, &cache, NULL, NULL);
-    qv_encoder_reset_for_digest(S->enc);
-    qvlua_memo_encode(S, L, S->enc, m, 2, lua_gettop(L));
     qv_digest key;
-    QVLUA_TRY(L, qv_encoder_digest(S->enc, &key));
+    qvlua_memo_key(S, L, m, lua_gettop(L), &key);
     qv_status st = qv_cache_contains(cache, &key);
     if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
     lua_pushboolean(L, st == QV_OK);
