@@ -1,6 +1,7 @@
 /* The one call runtime (DESIGN section 12): lookup, lease, run, store,
  * release. fn.c, ffi.c and the bindings differ only in how they encode the
  * call and run the function; what happens around it is decided here. */
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -86,4 +87,60 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
     if (st == QV_NOTFOUND) st = run_and_store(outcome, cache, key, call, call_len, &o, body, userdata);
     if (taken == QV_LEASE_HELD) qv__lease_release(leases, key, &lease);
     return st;
+}
+
+/* -------------------------------------------------------- the pass-through */
+
+/* A future's result stored as its call's when it completes: the policy's, so
+ * it lives here and futures know nothing of caches (DESIGN section 2). */
+
+typedef struct {
+    qv_cache *cache;
+    uint8_t *call;
+    size_t call_len;
+    qv_store_info info;
+    char *lang;
+    uint8_t *meta;
+} pending_store;
+
+static void free_pending_store(void *p) {
+    pending_store *s = p;
+    qv_cache_close(s->cache);
+    free(s->call);
+    free(s->lang);
+    free(s->meta);
+    free(s);
+}
+
+static void store_when_done(qv_future *f, void *p) {
+    pending_store *s = p;
+    const void *data;
+    size_t len;
+    if (qv_future_state(f) != QV_FUTURE_DONE || qv_future_result(f, &data, &len)) return;
+    /* nobody waits for this store: a failure leaves the cache as it was */
+    qv_cache_store(s->cache, NULL, s->call, s->call_len, data, len, &s->info);
+}
+
+qv_status qv_future_store(qv_future *f, qv_cache *cache, const void *call, size_t call_len,
+                          const qv_store_info *info) {
+    if (!f || !cache || !call) return qv__error(QV_EINVAL, "qv_future_store: NULL argument");
+    if (info && (info->version == 0 || info->version > QV_STORE_INFO_VERSION))
+        return qv__error(QV_EINVAL, "qv_store_info version %u is not supported", info->version);
+    pending_store *s = calloc(1, sizeof *s);
+    if (!s) return qv__nomem();
+    qv_store_info d = QV_STORE_INFO_INIT;
+    s->info = info ? *info : d;
+    s->call_len = call_len;
+    if (!(s->call = malloc(call_len ? call_len : 1)) || (info && info->lang && !(s->lang = strdup(info->lang))) ||
+        (info && info->meta && !(s->meta = malloc((size_t)info->meta_len)))) {
+        s->cache = NULL;
+        free_pending_store(s);
+        return qv__nomem();
+    }
+    memcpy(s->call, call, call_len);
+    if (s->meta) memcpy(s->meta, info->meta, (size_t)info->meta_len);
+    s->info.lang = s->lang;
+    s->info.meta = s->meta;
+    s->cache = qv__cache_retain(cache);
+    return qv_future_on_done(f, store_when_done, s, free_pending_store);
 }
