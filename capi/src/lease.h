@@ -3,7 +3,8 @@
  * of running the call too. A lease table is shared by every process that
  * opens the same cache directory (a small file mapped by all of them), or is
  * private to one process for a memory cache. It knows nothing of what the
- * keys mean. docs/DECISIONS.md ("Leases") says why it is built this way. */
+ * keys mean. docs/DECISIONS.md ("Calls") says why it is built this way, and
+ * docs/FORMAT.md 2.6 what the file holds. */
 #ifndef QV_LEASE_H
 #define QV_LEASE_H
 
