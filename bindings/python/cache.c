@@ -151,7 +151,13 @@ PyObject *qvpy_meta_getter; /* () -> the encoded active metadata, or None */
  * `with quiver.cache(c)` memoizes into c. Called on whatever thread asks,
  * with or without the GIL; a stack hands C its first cache. */
 qv_ctx *qvpy_provide(void *unused) {
-    if (!Py_IsInitialized()) return NULL;
+    /* A C thread may ask while the interpreter is going away: the GIL cannot
+     * be had then, and the default cache answers instead. */
+#if PY_VERSION_HEX >= 0x030D0000
+    if (!Py_IsInitialized() || Py_IsFinalizing()) return NULL;
+#else
+    if (!Py_IsInitialized() || _Py_IsFinalizing()) return NULL;
+#endif
     PyGILState_STATE g = PyGILState_Ensure();
     qv_ctx *ctx = NULL;
     PyObject *c = qvpy_active_cache();
