@@ -170,15 +170,26 @@ class Cache(_quiver.CacheHandle):
             raise _quiver.ClosedError("a closed cache cannot be pickled")
         if self.path == ":memory:":
             warnings.warn("a memory cache is private to its process: the copy is a new, empty memory cache and "
-                          "nothing is shared with it", QuiverWarning, stacklevel=2)
+                          "nothing is shared with it; set QUIVER_CACHE or use Cache.open(...) for a cache every "
+                          "process shares", QuiverWarning, stacklevel=2)
             return (Cache.memory, ())
         options = getattr(self, "_options", None) or {}
         return (Cache._reopen, (self.path, options))
 
     def __repr__(self):
+        """<quiver.Cache KIND [PATH], N entries, B bytes>: KIND lmdb, memory or
+        stack (then its caches, in order); a closed cache says closed."""
         if self._stack:
-            return f"Cache.stack{tuple(self._layers)!r}"
-        return f"<quiver.Cache {self.path!r}{' closed' if self.closed else ''}>"
+            return f"<quiver.Cache stack of {', '.join(map(repr, self._layers))}>"
+        path = getattr(self, "_closed_path", None) if self.closed else self.path
+        where = "memory" if path == ":memory:" else f"lmdb {path!r}"
+        if self.closed:
+            return f"<quiver.Cache {where} closed>"
+        try:
+            s = self.stats()
+        except _quiver.Error as e:  # closed by another thread meanwhile, or unreadable
+            return f"<quiver.Cache {where} ({e})>"
+        return f"<quiver.Cache {where}, {s['entries']} entries, {s['bytes']} bytes>"
 
     def __enter__(self):
         return self
@@ -189,6 +200,8 @@ class Cache(_quiver.CacheHandle):
     def close(self):
         if self._stack:
             return
+        if not self.closed:
+            self._closed_path = self.path  # for repr: the handle forgets it
         super().close()
 
     @property
@@ -357,8 +370,11 @@ def meta(**kv):
 
 
 def current_cache():
-    """The active Cache: the one set by cache(), else the default (QUIVER_CACHE
-    when set, else a memory cache private to this process)."""
+    """The active Cache: the one set by cache(), else the default: the C
+    library's, shared by every language in this process and every process on
+    the machine (QUIVER_CACHE when set, else $XDG_CACHE_HOME/quiver, that is
+    ~/.cache/quiver; QUIVER_CACHE=:memory: for a memory cache private to this
+    process)."""
     c = _active.get(None)
     if c is None:
         c = _quiver_default()

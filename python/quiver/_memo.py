@@ -117,6 +117,7 @@ class Memo(_quiver.MemoBase):
         # 0 for the C default; a wait of 0 s is "never wait", which C spells -1
         self._wait_ns = 0 if wait_timeout is None else max(int(wait_timeout * 1e9), 0) or -1
         self._static_meta = dict(meta or {})
+        self._ignore = frozenset(ignore)
         kept = [n for n in pos if n not in ignore]
         self._positions = {n: i for i, n in enumerate(kept)}
         _registry[name] = self
@@ -126,7 +127,12 @@ class Memo(_quiver.MemoBase):
         return self.__qualname__
 
     def __repr__(self):
-        return f"<quiver.memo {self.name!r}{'' if self.version is None else ' version ' + repr(self.version)}>"
+        version = "" if self.version is None else f" version {self.version!r}"
+        try:
+            cache = repr(current_cache())
+        except _quiver.Error as e:  # the default cannot be opened: say why, here too
+            cache = f"<unavailable: {e}>"
+        return f"<quiver.memo {self.name!r}{version} cache={cache}>"
 
     def __get__(self, obj, cls=None):
         return self if obj is None else types.MethodType(self, obj)
@@ -139,9 +145,39 @@ class Memo(_quiver.MemoBase):
         if signal is _SLOW:
             return self._stack_call(cache, args, kwargs)
         if isinstance(signal, _quiver.EncodeError):
-            warnings.warn(f"{self.name}: running uncached, an argument cannot be encoded: {signal}",
-                          QuiverWarning, stacklevel=2)
+            warnings.warn(self._unencodable(signal, args, kwargs), QuiverWarning, stacklevel=2)
         return self._run(args, kwargs)
+
+    def _unencodable(self, err, args, kwargs):
+        """Why the call runs uncached, naming the argument that cannot be
+        encoded as f(x=<socket>). Found again here, on the slow path, so that
+        the encoder in C keeps no account of where it is."""
+        what = f"{self.name}: running uncached, an argument cannot be encoded: {err}"
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError:
+            return what
+        P = inspect.Parameter
+        for pname, value in bound.arguments.items():
+            kind = self.__signature__.parameters[pname].kind
+            if kind is P.VAR_POSITIONAL:
+                items = [(f"{pname}[{i}]", v, False) for i, v in enumerate(value)]
+            elif kind is P.VAR_KEYWORD:
+                items = [(k, v, False) for k, v in value.items()]
+            elif pname in self._ignore:
+                continue
+            else:
+                items = [(pname, value, True)]
+            for label, v, named in items:
+                try:
+                    encode(v)
+                except _quiver.EncodeError:
+                    t = type(v).__name__
+                    plural = t + ("es" if t.endswith(("s", "x", "ch", "sh")) else "s")
+                    advice = f"pass ignore=[\"{label}\"] or register an encoder" if named else "register an encoder"
+                    return (f"{self.name}({label}=<{t}>): {plural} cannot be cached; {advice} (quiver.register); "
+                            f"running uncached ({err})")
+        return what
 
     def _run(self, args, kwargs):
         if not self._isolate:
@@ -178,6 +214,8 @@ class Memo(_quiver.MemoBase):
         if done is None:  # the call does not bind: let the function say why
             return self._run(args, kwargs)
         outcome, result, why = done
+        if getattr(target, "_stand_in", False):
+            _warn_stand_in(self.name)
         if isinstance(result, concurrent.futures.Future) and outcome < 0:
             return self._store_when_done(target, args, kwargs, result, start, t0)
         if outcome < 0:
@@ -204,7 +242,8 @@ class Memo(_quiver.MemoBase):
                 try:
                     self._store(cache, args, kwargs, result, start, time.perf_counter_ns() - t0, meta)
                 except _quiver.EncodeError as err:
-                    warnings.warn(f"{self.name}: the future's result was not stored: {err}", QuiverWarning)
+                    warnings.warn(f"{self.name}: the future's result was not stored: {err}; return a value "
+                                  f"quiver can encode, or register an encoder for its type", QuiverWarning)
                 except _quiver.ClosedError:
                     pass  # the cache went away before the future completed
             try:
@@ -318,6 +357,23 @@ class Memo(_quiver.MemoBase):
 
 _CALL_NO_DEDUP, _CALL_MISSED, _CALL_RERUN = 0x1, 0x2, 0x4  # quiver.h's QV_CALL_*
 _READONLY = -8  # QV_EREADONLY
+
+# The process that last warned that it computes into a stand-in for another
+# process's memory cache: once per process, a forked child included.
+_warned_stand_in = None
+
+
+def _warn_stand_in(name):
+    global _warned_stand_in
+    if _warned_stand_in == os.getpid():
+        return
+    _warned_stand_in = os.getpid()
+    warnings.warn(f"{name} ran in a worker process under a memory cache, which is private to the process that "
+                  f"made it: this process stores into its own empty one and nothing is shared (this warning is "
+                  f"given once per process); set QUIVER_CACHE or use Cache.open(...) for a cache every process "
+                  f"shares", QuiverWarning, stacklevel=4)
+
+
 _warned_readonly = weakref.WeakSet()
 
 
@@ -329,7 +385,12 @@ def _warn_unstored(name, cache, outcome, why):
             return
         _warned_readonly.add(cache)
         why = (f"the cache {cache.path} is read-only: results are computed but not stored "
-               f"(this warning is given once per cache)")
+               f"(this warning is given once per cache); open it without readonly=True, or make another "
+               f"cache active with quiver.cache(...)")
+    elif outcome == _quiver.QV_EENCODE:
+        why = f"{why}; return a value quiver can encode, or register an encoder for its type"
+    elif outcome == _quiver.QV_EFULL:
+        why = f"{why}; give the cache more room (max_bytes=, map_size= at Cache.open) or free some (evict, gc)"
     warnings.warn(f"{name}: the result was returned but not stored: {why}", QuiverWarning, stacklevel=4)
 
 

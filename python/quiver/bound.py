@@ -14,7 +14,6 @@ import os
 import pickle
 import threading
 import time
-import warnings
 import weakref
 
 import quiver
@@ -40,7 +39,8 @@ class BoundWrapper:
     are, by reference). An LMDB cache travels as its path and options and is
     reopened on the other side, so nested memoized calls in a worker process
     read and write the caller's cache; a memory cache cannot be shared, and
-    the worker gets a private one, with a `quiver.QuiverWarning` saying so.
+    the worker gets a private one, and the first memoized call that runs
+    there gives a `quiver.QuiverWarning` saying so (once per process).
     """
 
     __slots__ = ("func", "cache", "meta", "__name__", "__qualname__")
@@ -121,10 +121,10 @@ def _rebuild(func, origin, token, cache_pickle, meta):
         if origin != _process:
             _crossed = True
         if cache_pickle is None:
-            warnings.warn("a memory cache is private to the process that bound it: this process runs the "
-                          "bound calls in a new, empty memory cache, and nothing they store is shared",
-                          quiver.QuiverWarning, stacklevel=2)
+            # Nothing is said yet: a plain task never uses the cache, and a
+            # memoized call that runs here warns then (Memo._compute).
             cache = quiver.Cache.memory()
+            cache._stand_in = True
         else:
             cache = pickle.loads(cache_pickle)
     return BoundWrapper(func, cache, meta)

@@ -210,7 +210,7 @@ def test_unencodable_arguments_run_uncached_with_a_warning(lmdb):
         return 1
     s = socket.socket()
     try:
-        with pytest.warns(quiver.QuiverWarning, match="cannot be encoded"):
+        with pytest.warns(quiver.QuiverWarning, match="cannot be cached"):
             assert uses(s) == 1
         with pytest.warns(quiver.QuiverWarning):
             assert uses(s) == 1
