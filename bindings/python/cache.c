@@ -248,7 +248,8 @@ PyObject *qvpy_lookup(qvpy_cache *ch, const qv_digest *key) {
         if (corrupt > ch->corrupt_seen) {
             ch->corrupt_seen = corrupt;
             if (PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
-                                 "a corrupt cache entry was read as a miss: %s", qv_errmsg()))
+                                 "a corrupt cache entry was read as a miss: %s; the call runs again and "
+                                 "replaces it (cache.verify(repair=True) removes any others)", qv_errmsg()))
                 return NULL;
         }
         Py_INCREF(qvpy_sig_miss);
@@ -267,7 +268,9 @@ PyObject *qvpy_lookup(qvpy_cache *ch, const qv_digest *key) {
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
         int w = PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
-                                 "a stored result could not be decoded and was read as a miss: %S", value);
+                                 "a stored result could not be decoded and was read as a miss: %S; the call "
+                                 "runs again and its result replaces the entry (to read it instead, make "
+                                 "its types importable here or quiver.register their decoder)", value);
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);

@@ -477,7 +477,9 @@ static qv_status qvpy_run_hit(const void *data, size_t len, void *userdata) {
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
         if (PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
-                             "a stored result could not be decoded and was read as a miss: %S", value))
+                             "a stored result could not be decoded and was read as a miss: %S; the call "
+                             "runs again and its result replaces the entry (to read it instead, make "
+                             "its types importable here or quiver.register their decoder)", value))
             PyErr_Clear();
         Py_XDECREF(type);
         Py_XDECREF(value);

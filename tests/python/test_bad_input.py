@@ -35,7 +35,7 @@ def test_a_corrupt_stored_value_is_a_miss_with_a_warning(tmpdir_path):
         txn.put(key, bytes(rec), db=calls)
     env.close()
     with Cache.open(path) as c, cache(c):
-        with pytest.warns(quiver.QuiverWarning, match="corrupt"):
+        with pytest.warns(quiver.QuiverWarning, match=r"(?s)corrupt.*verify\(repair=True\)"):
             assert workers.square(4) == 16
         assert c.stats()["corrupt"] >= 1
 
@@ -110,7 +110,7 @@ def test_a_pickle_that_no_longer_loads_is_a_miss_with_a_warning(tmpdir_path):
     with Cache.open(os.path.join(tmpdir_path, "g")) as c, cache(c):
         make()
         del sys.modules["qv_gone"]
-        with pytest.warns(quiver.QuiverWarning, match="could not be decoded"):
+        with pytest.warns(quiver.QuiverWarning, match=r"(?s)could not be decoded.*quiver\.register"):
             assert make() == "again"
         assert make() == "again" and len(calls) == 2
 
