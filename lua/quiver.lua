@@ -86,8 +86,17 @@ local function handle(c)
   return h
 end
 
+-- _path outlives the handle, so that a closed cache still says which it was.
 local function new_cache(h)
-  return setmetatable({_h = h}, Cache)
+  return setmetatable({_h = h, _path = core.qv_cache_path(h)}, Cache)
+end
+
+-- "lmdb <path>" or "memory", then the counts or "closed": how tostring
+-- shows a cache, and the cache a memo would use now.
+local function describe(path, entries, bytes)
+  local kind = path == ":memory:" and "memory" or ("lmdb " .. path)
+  if not entries then return "quiver.cache(" .. kind .. ", closed)" end
+  return string.format("quiver.cache(%s, %d entries, %d bytes)", kind, entries, bytes)
 end
 
 local durability = {safe = core.QV_DURABILITY_SAFE, durable = core.QV_DURABILITY_DURABLE,
@@ -211,9 +220,12 @@ end
 Cache.__close = Cache.close
 Cache.__gc = Cache.close
 
+--- quiver.cache(lmdb <path>, <n> entries, <n> bytes), quiver.cache(memory, ...),
+-- or quiver.cache(lmdb <path>, closed).
 function Cache:__tostring()
-  local h = rawget(self, "_h")
-  return h and ("quiver.cache(" .. core.qv_cache_path(h) .. ")") or "quiver.cache(closed)"
+  if not rawget(self, "_h") then return describe(self._path) end
+  local s = self:stats()
+  return describe(self._path, s.entries, s.bytes)
 end
 
 -- ---------------------------------------------------------------- contexts
@@ -324,9 +336,11 @@ mt.memo.__index = function(m, k)
   if k == "fn" then return (select(3, core.memo_info(m))) end
   return Memo[k]
 end
+--- quiver.memo(<name>, version <v>, cache=<the cache a call would use now>).
 mt.memo.__tostring = function(m)
   local name, version = core.memo_info(m)
-  return string.format("quiver.memo(%s%s)", name, version and (", " .. version) or "")
+  return string.format("quiver.memo(%s%s, cache=%s)", name, version and (", version " .. version) or "",
+    describe(core.ctx_cache()))
 end
 
 -- Argument positions to leave out of the key, as a bitmask: opts.ignore

@@ -202,3 +202,19 @@ int qvlua_ctx_depth(lua_State *L) {
     lua_pushinteger(L, lua_istable(L, -1) ? (lua_Integer)lua_rawlen(L, -1) : 0);
     return 1;
 }
+
+/* ctx_cache(): the path of the running coroutine's active cache (":memory:"
+ * for a memory cache), its stored calls and its bytes: what tostring(memo)
+ * says it would use now. */
+int qvlua_ctx_cache(lua_State *L) {
+    qvlua_state *S = QVLUA_S(L);
+    qv_cache *cache;
+    qvlua_context(S, L, &cache, NULL, NULL);
+    uint64_t entries = 0, bytes = 0;
+    QVLUA_TRY(L, qv_cache_stat(cache, QV_STAT_ENTRIES, &entries));
+    QVLUA_TRY(L, qv_cache_stat(cache, QV_STAT_BYTES, &bytes));
+    lua_pushstring(L, qv_cache_path(cache));
+    lua_pushinteger(L, (lua_Integer)entries);
+    lua_pushinteger(L, (lua_Integer)bytes);
+    return 3;
+}

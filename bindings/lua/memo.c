@@ -68,8 +68,18 @@ static void qvlua_memo_encode(qvlua_state *S, lua_State *L, qv_encoder *enc, qvl
     int nargs = top - first + 1, kept = 0;
     for (int i = 0; i < nargs; i++) kept += !(i < 64 && (m->skip >> i & 1));
     QVLUA_TRY(L, qv_encoder_list(enc, (uint64_t)kept));
-    for (int i = 0; i < nargs; i++)
-        if (!(i < 64 && (m->skip >> i & 1))) qvlua_encode_value(S, L, enc, first + i, 1);
+    for (int i = 0; i < nargs; i++) {
+        if (i < 64 && (m->skip >> i & 1)) continue;
+        /* An argument that can never be encoded is named here, where its
+         * memo and position are known; one nested in a table is named by
+         * the encoder alone. */
+        int t = lua_type(L, first + i);
+        if (t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TTHREAD ||
+            (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, first + i)))
+            qvlua_raise(L, "QV_EENCODE: %s: argument %d is a Lua %s, which cannot be cached; pass ignore = {%d} "
+                        "to quiver.memo, or a value quiver can encode", m->name, i + 1, lua_typename(L, t), i + 1);
+        qvlua_encode_value(S, L, enc, first + i, 1);
+    }
     QVLUA_TRY(L, qv_encoder_map_begin(enc));
     QVLUA_TRY(L, qv_encoder_map_end(enc));
 }

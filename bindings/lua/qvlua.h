@@ -103,6 +103,7 @@ int qvlua_ctx_capture(lua_State *L);
 int qvlua_ctx_enter(lua_State *L);
 int qvlua_ctx_pop(lua_State *L);
 int qvlua_ctx_depth(lua_State *L);
+int qvlua_ctx_cache(lua_State *L);
 int qvlua_memo_gc(lua_State *L);
 int qvlua_memo_new(lua_State *L);
 int qvlua_memo_call(lua_State *L);

@@ -147,7 +147,7 @@ describe("caches", function()
       assert.is_false(ok)
       assert.matches("QV_ECLOSED: the cache is closed", err)
     end
-    assert.are.equal("quiver.cache(closed)", tostring(c))
+    assert.are.equal("quiver.cache(memory, closed)", tostring(c))
   end)
 
   it("keeps a cache closed inside with_cache alive until the context ends", function()
