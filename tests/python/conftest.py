@@ -3,6 +3,11 @@ import tempfile
 
 import pytest
 
+# The default cache is the user's own (~/.cache/quiver) unless QUIVER_CACHE
+# says otherwise: tests that use it, and the workers and children they start
+# (which inherit the environment), get a private memory cache instead.
+os.environ.setdefault("QUIVER_CACHE", ":memory:")
+
 
 @pytest.fixture
 def tmpdir_path():
