@@ -145,18 +145,20 @@ class Memo(_quiver.MemoBase):
         if signal is _SLOW:
             return self._stack_call(cache, args, kwargs)
         if isinstance(signal, _quiver.EncodeError):
-            warnings.warn(self._unencodable(signal, args, kwargs), QuiverWarning, stacklevel=2)
+            named = self._unencodable(args, kwargs)
+            warnings.warn(f"{named}; running uncached ({signal})" if named else
+                          f"{self.name}: running uncached, an argument cannot be encoded: {signal}",
+                          QuiverWarning, stacklevel=2)
         return self._run(args, kwargs)
 
-    def _unencodable(self, err, args, kwargs):
-        """Why the call runs uncached, naming the argument that cannot be
-        encoded as f(x=<socket>). Found again here, on the slow path, so that
-        the encoder in C keeps no account of where it is."""
-        what = f"{self.name}: running uncached, an argument cannot be encoded: {err}"
+    def _unencodable(self, args, kwargs):
+        """The argument that cannot be encoded, named as f(x=<socket>), with
+        what to do; None when none is found alone. Found again here, off the
+        hit path, so that the encoder in C keeps no account of where it is."""
         try:
             bound = self.__signature__.bind(*args, **kwargs)
         except TypeError:
-            return what
+            return None
         P = inspect.Parameter
         for pname, value in bound.arguments.items():
             kind = self.__signature__.parameters[pname].kind
@@ -175,9 +177,8 @@ class Memo(_quiver.MemoBase):
                     t = type(v).__name__
                     plural = t + ("es" if t.endswith(("s", "x", "ch", "sh")) else "s")
                     advice = f"pass ignore=[\"{label}\"] or register an encoder" if named else "register an encoder"
-                    return (f"{self.name}({label}=<{t}>): {plural} cannot be cached; {advice} (quiver.register); "
-                            f"running uncached ({err})")
-        return what
+                    return f"{self.name}({label}=<{t}>): {plural} cannot be cached; {advice} (quiver.register)"
+        return None
 
     def _run(self, args, kwargs):
         if not self._isolate:
@@ -317,7 +318,13 @@ class Memo(_quiver.MemoBase):
 
     def digest(self, *args, **kwargs):
         """The call digest of this call (32 hex characters)."""
-        call = self._call(args, kwargs)
+        try:
+            call = self._call(args, kwargs)
+        except _quiver.EncodeError as err:
+            named = self._unencodable(args, kwargs)
+            if named is None:
+                raise
+            raise _quiver.EncodeError(f"{named} ({err})") from err
         if call is None:
             inspect.signature(self.__wrapped__).bind(*args, **kwargs)  # raises the TypeError
             raise TypeError(f"{self.name}: a required argument was not passed, so the call is not memoized")

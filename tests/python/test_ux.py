@@ -170,3 +170,14 @@ def test_an_unencodable_item_of_star_args_is_named_by_position():
         assert star(1, threading.Lock()) == 2
     msg = str(w[0].message)
     assert msg.startswith("ux.star(args[1]=<lock>): locks cannot be cached; register an encoder"), msg
+
+
+def test_digest_and_contains_name_the_unencodable_argument():
+    @quiver.memo(name="ux.key")
+    def key(x, *, tag):
+        return x
+    with quiver.cache(Cache.memory()):
+        for ask in (key.digest, key.contains):
+            with pytest.raises(quiver.EncodeError, match=r'^ux\.key\(tag=<lock>\): locks cannot be cached; '
+                                                          r'pass ignore=\["tag"\]'):
+                ask(1, tag=threading.Lock())
