@@ -147,7 +147,8 @@ class Memo(_quiver.MemoBase):
         if isinstance(signal, _quiver.EncodeError):
             named = self._unencodable(args, kwargs)
             warnings.warn(f"{named}; running uncached ({signal})" if named else
-                          f"{self.name}: running uncached, an argument cannot be encoded: {signal}",
+                          f"{self.name}: running uncached, an argument cannot be encoded: {signal}; pass "
+                          f"ignore=[...] for it or register an encoder (quiver.register)",
                           QuiverWarning, stacklevel=2)
         return self._run(args, kwargs)
 
@@ -398,6 +399,8 @@ def _warn_unstored(name, cache, outcome, why):
         why = f"{why}; return a value quiver can encode, or register an encoder for its type"
     elif outcome == _quiver.QV_EFULL:
         why = f"{why}; give the cache more room (max_bytes=, map_size= at Cache.open) or free some (evict, gc)"
+    else:  # the storage or the system failed: the message says how
+        why = f"{why}; the call runs again next time (check the cache with cache.verify())"
     warnings.warn(f"{name}: the result was returned but not stored: {why}", QuiverWarning, stacklevel=4)
 
 
