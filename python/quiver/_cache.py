@@ -14,6 +14,11 @@ _DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABIL
 
 _active = contextvars.ContextVar("quiver.cache")
 _meta = contextvars.ContextVar("quiver.meta", default={})
+# True while bound.py pickles a binding's cache: a memory cache in it (a
+# stack's layer) then travels as a stand-in, which says that nothing is shared
+# only when a memoized call computes into it (Memo._compute), not for every
+# plain task.
+_binding = contextvars.ContextVar("quiver.binding", default=False)
 
 
 def _who(uid):
@@ -169,6 +174,8 @@ class Cache(_quiver.CacheHandle):
         if self.closed:
             raise _quiver.ClosedError("a closed cache cannot be pickled")
         if self.path == ":memory:":
+            if _binding.get():
+                return (_stand_in, ())
             warnings.warn("a memory cache is private to its process: the copy is a new, empty memory cache and "
                           "nothing is shared with it; set QUIVER_CACHE or use Cache.open(...) for a cache every "
                           "process shares", QuiverWarning, stacklevel=2)
@@ -313,6 +320,13 @@ class Cache(_quiver.CacheHandle):
 
 
 _missing = object()
+
+
+def _stand_in():
+    """A new memory cache standing in for another process's memory cache."""
+    c = Cache.memory()
+    c._stand_in = True
+    return c
 
 
 def _matches(record, arguments, positions):

@@ -17,6 +17,7 @@ import time
 import weakref
 
 import quiver
+from quiver import _cache
 
 __all__ = ["BoundWrapper", "WrappedExecutor", "wrap_executor"]
 
@@ -75,7 +76,13 @@ class BoundWrapper:
         # caches included. A memory cache goes as None, so that the warning
         # that nothing is shared comes from the process where that is true.
         memory = not getattr(self.cache, "_stack", False) and self.cache.path == ":memory:"
-        cache_pickle = None if memory else pickle.dumps(self.cache)
+        cache_pickle = None
+        if not memory:
+            binding = _cache._binding.set(True)
+            try:
+                cache_pickle = pickle.dumps(self.cache)
+            finally:
+                _cache._binding.reset(binding)
         return _rebuild, (self.func, _process, _token(self.cache), cache_pickle, self.meta)
 
     def __repr__(self):
@@ -123,8 +130,7 @@ def _rebuild(func, origin, token, cache_pickle, meta):
         if cache_pickle is None:
             # Nothing is said yet: a plain task never uses the cache, and a
             # memoized call that runs here warns then (Memo._compute).
-            cache = quiver.Cache.memory()
-            cache._stand_in = True
+            cache = _cache._stand_in()
         else:
             cache = pickle.loads(cache_pickle)
     return BoundWrapper(func, cache, meta)

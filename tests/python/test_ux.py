@@ -87,6 +87,24 @@ def test_a_memoized_call_in_a_worker_under_a_memory_cache_warns_once_per_worker(
     assert "memory" in warned[0] and "QUIVER_CACHE" in warned[0] and "Cache.open(" in warned[0]
 
 
+def test_a_stack_over_a_memory_cache_warns_only_when_a_memoized_call_runs(tmpdir_path):
+    # The stack's memory layer cannot travel either: a plain task says
+    # nothing, in this process or the worker; a memoized one warns, once.
+    out, err = _run(f"""
+        import quiver, quiver.parallel as p, _workers
+        s = quiver.Cache.stack(quiver.Cache.memory(), quiver.Cache.open({os.path.join(tmpdir_path, "s")!r}))
+        ex = p.get_executor(1)
+        with quiver.cache(s):
+            print(ex.submit(abs, -3).result())
+            import sys; print("PLAIN DONE", file=sys.stderr, flush=True)
+            print([ex.submit(_workers.square, x).result() for x in (2, 3)])
+        """, ":memory:")
+    assert out.split("\n")[:2] == ["3", "[4, 9]"]
+    plain, memoized = err.split("PLAIN DONE")
+    assert "Warning" not in plain, err
+    assert len([line for line in memoized.splitlines() if "QuiverWarning" in line]) == 1, err
+
+
 def test_no_warning_in_a_worker_when_the_cache_is_shared(tmpdir_path):
     out, err = _run("""
         import quiver.parallel as p, _workers
