@@ -339,8 +339,10 @@ end
 --- quiver.memo(<name>, version <v>, cache=<the cache a call would use now>).
 mt.memo.__tostring = function(m)
   local name, version = core.memo_info(m)
+  -- a default cache that cannot be opened is said here, not raised
+  local ok, path, entries, bytes = pcall(core.ctx_cache)
   return string.format("quiver.memo(%s%s, cache=%s)", name, version and (", version " .. version) or "",
-    describe(core.ctx_cache()))
+    ok and describe(path, entries, bytes) or ("unavailable: " .. tostring(path)))
 end
 
 -- Argument positions to leave out of the key, as a bitmask: opts.ignore

@@ -54,6 +54,17 @@ describe("tostring", function()
   end)
 end)
 
+describe("a default cache that cannot be opened", function()
+  it("is shown by tostring(memo) with the reason, not raised", function()
+    local out, ok = H.spawn([[
+      local quiver = require "quiver"
+      io.write(tostring(quiver.memo("ux.f", function() end)))
+    ]], {QUIVER_CACHE = "/proc/self/no/such/dir"})
+    assert.is_true(ok, out)
+    assert.matches("^quiver%.memo%(ux%.f, cache=unavailable: QV_E%u+: .+%)$", out)
+  end)
+end)
+
 describe("an argument that cannot be encoded", function()
   it("is named by the memo and its position, with what to do", function()
     local f = quiver.memo("ux.takes", function(a, b) return a end)

@@ -158,6 +158,14 @@ def test_repr_of_a_memo_shows_name_version_and_the_cache_it_would_use_now(tmpdir
     assert repr(add) == f"<quiver.memo 'ux.add' version '2' cache={quiver.current_cache()!r}>"
 
 
+def test_repr_of_a_memo_says_why_the_default_cannot_be_opened():
+    out, err = _run("""
+        import _workers
+        print(repr(_workers.square))
+        """, "/proc/self/no/such/dir")
+    assert out.startswith("<quiver.memo '_workers.square' cache=<unavailable: "), out
+
+
 # -------------------------------------------------------- the bad argument
 
 def test_an_unencodable_argument_is_named_with_its_type_and_the_advice():
