@@ -427,7 +427,7 @@ QV_EXPORT const char *qv_stat_name(int which);
 /* Each thread has a stack of contexts: an active cache and a metadata map
  * recorded with every call it stores. With nothing pushed, what the
  * binding's provider says (qv_ctx_set_provider), else the default cache
- * (QUIVER_CACHE's directory when set, else a process-private memory cache). */
+ * (qv_cache_default): one persistent cache shared by every process. */
 typedef struct qv_ctx qv_ctx;
 
 /* Push cache (NULL: keep the current one) with meta merged over the current
@@ -467,7 +467,14 @@ typedef qv_ctx *(*qv_ctx_provider)(void *userdata);
  * process: set it once, before other threads make calls; a new one (or
  * NULL) replaces it, and destroy(userdata) runs for the old. */
 QV_EXPORT qv_status qv_ctx_set_provider(qv_ctx_provider provider, void *userdata, void (*destroy)(void *userdata));
-/* The default cache, created on first use; borrowed, lives until exit. */
+/* The default cache, opened on first use; borrowed, lives until exit. It is
+ * the directory QUIVER_CACHE names when set and not empty (":memory:": a
+ * process-private memory cache; a URL is refused, not yet supported), else
+ * $XDG_CACHE_HOME/quiver, else $HOME/.cache/quiver (neither set: QV_EINVAL).
+ * Missing directories are created private (0700). Its max_bytes is
+ * QUIVER_MAX_SIZE (bytes, or K, M, G, T binary multiples; 0: no limit),
+ * 5 GiB when unset, with LRU eviction. The environment is read once, at the
+ * first use; a failure is returned, with its message, to every caller. */
 QV_EXPORT qv_status qv_cache_default(qv_cache **out);
 
 /* -------------------------------------------------------------- functions */

@@ -1,10 +1,14 @@
 /* The thread's active cache and metadata, and snapshots of them that other
  * threads can enter. A context is immutable once made, so a capture is a new
  * reference to the top of the stack, not a copy. */
+#include <errno.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "internal.h"
 
@@ -44,15 +48,116 @@ static ctx_stack *thread_stack(int create) {
 
 /* ------------------------------------------------------------ the default */
 
+/* DESIGN section 9, as ccache does it: QUIVER_CACHE, else the user's cache
+ * directory, with a size limit, so that every process of every language on
+ * the machine shares one cache with no configuration. */
+
+#define DEFAULT_MAX_BYTES (UINT64_C(5) << 30)
+
 static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static qv_cache *default_cache;
 static qv_status default_status;
 static char default_error[512];
 
+/* QUIVER_MAX_SIZE: bytes, or a count of K, M, G or T (binary multiples, as
+ * ccache's max_size; "KiB" spelled out is accepted too). 0 is no limit. */
+static qv_status parse_max_size(const char *text, uint64_t *out) {
+    const char *p = text;
+    uint64_t n = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (n > (UINT64_MAX - 9) / 10) goto bad;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (!digits) goto bad;
+    int shift = 0;
+    if (*p) {
+        const char *units = "KMGT", *u = strchr(units, *p >= 'a' ? *p - 'a' + 'A' : *p);
+        if (!u || !*u) goto bad;
+        shift = 10 * (int)(u - units + 1);
+        p++;
+        if (!strcmp(p, "iB")) p += 2;
+        if (*p) goto bad;
+    }
+    if (n > UINT64_MAX >> shift) goto bad;
+    *out = n << shift;
+    return QV_OK;
+bad:
+    return qv__error(QV_EINVAL,
+                     "QUIVER_MAX_SIZE=%s is not a size: give bytes, or a number with K, M, G or T (binary "
+                     "multiples: 5G is 5 GiB); 0 for no limit",
+                     text);
+}
+
+/* Make the directories of path that are missing, private to the user: the
+ * Python binding trusts pickles only from caches nobody else can write, and
+ * the XDG spec asks the same of a cache home it has to create. Directories
+ * that exist keep their modes: a shared cache is the user's choice. */
+static qv_status make_private_dirs(const char *path) {
+    char buf[PATH_MAX];
+    size_t n = strlen(path);
+    if (n >= sizeof buf) return qv__error(QV_EINVAL, "the default cache path is too long: %s", path);
+    memcpy(buf, path, n + 1);
+    for (char *p = buf + 1;; p++) {
+        if (*p != '/' && *p) continue;
+        char c = *p;
+        *p = 0;
+        if (mkdir(buf, 0700) != 0 && errno != EEXIST)
+            return qv__error(QV_EIO, "cannot create the default cache directory %s: %s", buf, strerror(errno));
+        if (!(*p = c)) return QV_OK;
+    }
+}
+
+/* Where the default lives: *path is QUIVER_CACHE, or a malloc'd path in *owned. */
+static qv_status default_path(const char **path, char **owned) {
+    const char *env = getenv("QUIVER_CACHE");
+    *owned = NULL;
+    if (env && *env) {
+        const char *colon = strstr(env, "://");
+        if (colon && colon > env && strspn(env, "abcdefghijklmnopqrstuvwxyz0123456789+.-") == (size_t)(colon - env))
+            return qv__error(QV_EINVAL,
+                             "QUIVER_CACHE=%s: remote caches (URLs) are not supported yet; "
+                             "give a directory, or :memory:",
+                             env);
+        *path = env;
+        return QV_OK;
+    }
+    /* The XDG spec: a relative XDG_CACHE_HOME is invalid and ignored. */
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    int use_xdg = xdg && xdg[0] == '/';
+    if (!use_xdg && !(home && *home))
+        return qv__error(QV_EINVAL, "no place for the default cache: neither HOME nor XDG_CACHE_HOME is set; "
+                                    "set QUIVER_CACHE to a directory, or to :memory: for a private cache");
+    const char *base = use_xdg ? xdg : home, *leaf = use_xdg ? "/quiver" : "/.cache/quiver";
+    size_t n = strlen(base) + strlen(leaf) + 1;
+    if (!(*owned = malloc(n))) return qv__nomem();
+    snprintf(*owned, n, "%s%s", base, leaf);
+    *path = *owned;
+    return QV_OK;
+}
+
+static qv_status open_default_cache(void) {
+    qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
+    const char *size = getenv("QUIVER_MAX_SIZE");
+    int sized = size && *size;
+    qv_status st = sized ? parse_max_size(size, &opts.max_bytes) : QV_OK;
+    const char *path;
+    char *owned;
+    if (st || (st = default_path(&path, &owned))) return st;
+    int memory = !strcmp(path, ":memory:");
+    /* a memory cache keeps its own default limit unless QUIVER_MAX_SIZE says */
+    if (!sized && !memory) opts.max_bytes = DEFAULT_MAX_BYTES;
+    if (!memory && (st = make_private_dirs(path))) {
+        free(owned);
+        return st;
+    }
+    st = qv_cache_open(&default_cache, path, &opts);
+    free(owned);
+    return st;
+}
+
 static void open_default(void) {
-    const char *path = getenv("QUIVER_CACHE");
-    default_status = path && *path ? qv_cache_open(&default_cache, path, NULL) : qv_cache_open_memory(&default_cache);
-    if (default_status) {
+    if ((default_status = open_default_cache())) {
         size_t n = strlen(qv_errmsg());
         if (n >= sizeof default_error) n = sizeof default_error - 1;
         memcpy(default_error, qv_errmsg(), n);
@@ -64,7 +169,7 @@ qv_status qv_cache_default(qv_cache **out) {
     if (!out) return qv__error(QV_EINVAL, "qv_cache_default: out is NULL");
     pthread_once(&default_once, open_default);
     *out = default_cache;
-    if (default_status) return qv__error(default_status, "the default cache (QUIVER_CACHE): %s", default_error);
+    if (default_status) return qv__error(default_status, "the default cache: %s", default_error);
     return QV_OK;
 }
 
