@@ -175,10 +175,12 @@ class Memo(_quiver.MemoBase):
                 try:
                     encode(v)
                 except _quiver.EncodeError:
-                    t = type(v).__name__
+                    leaf = _culprit(v)
+                    t = type(leaf).__name__
+                    shown = t if leaf is v else f"{type(v).__name__} holding a {t}"
                     plural = t + ("es" if t.endswith(("s", "x", "ch", "sh")) else "s")
                     advice = f"pass ignore=[\"{label}\"] or register an encoder" if named else "register an encoder"
-                    return f"{self.name}({label}=<{t}>): {plural} cannot be cached; {advice} (quiver.register)"
+                    return f"{self.name}({label}=<{shown}>): {plural} cannot be cached; {advice} (quiver.register)"
         return None
 
     def _run(self, args, kwargs):
@@ -365,6 +367,19 @@ class Memo(_quiver.MemoBase):
 
 _CALL_NO_DEDUP, _CALL_MISSED, _CALL_RERUN = 0x1, 0x2, 0x4  # quiver.h's QV_CALL_*
 _READONLY = -8  # QV_EREADONLY
+
+def _culprit(value, depth=0):
+    """What in value (which cannot be encoded) cannot: the value itself, or
+    the first such item in the lists, tuples, sets and dicts it holds."""
+    if depth < 32 and isinstance(value, (list, tuple, set, frozenset, dict)):
+        items = [x for kv in value.items() for x in kv] if isinstance(value, dict) else value
+        for item in items:
+            try:
+                encode(item)
+            except _quiver.EncodeError:
+                return _culprit(item, depth + 1)
+    return value
+
 
 # The process that last warned that it computes into a stand-in for another
 # process's memory cache: once per process, a forked child included.

@@ -188,6 +188,16 @@ def test_an_unencodable_argument_is_named_with_its_type_and_the_advice():
         s.close()
 
 
+def test_an_unencodable_value_inside_a_container_is_named_by_its_type():
+    @quiver.memo(name="ux.many")
+    def many(xs):
+        return len(xs)
+    with quiver.cache(Cache.memory()), pytest.warns(quiver.QuiverWarning) as w:
+        assert many([1, {"k": threading.Lock()}]) == 2
+    msg = str(w[0].message)
+    assert msg.startswith("ux.many(xs=<list holding a lock>): locks cannot be cached; pass ignore=[\"xs\"]"), msg
+
+
 def test_an_unencodable_item_of_star_args_is_named_by_position():
     @quiver.memo(name="ux.star")
     def star(*args):
