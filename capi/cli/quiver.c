@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "quiver.h"
 
@@ -23,9 +25,74 @@ static int usage(void) {
           "  verify PATH [--repair] check every entry (and remove bad ones)\n"
           "  version               the library's version\n"
           "PATH is an existing cache: a directory holding data.mdb. Nothing is ever created.\n"
+          "gc and verify show progress on stderr: a bar on a terminal, else a line every\n"
+          "QUIVER_PROGRESS_INTERVAL seconds (default 5)\n"
           "exit status: 0 done, 1 failed (verify: bad entries found), 2 usage, 3 PATH is not a cache\n",
           stderr);
     return EXIT_USAGE;
+}
+
+/* ------------------------------------------------------------- progress */
+
+/* verify and gc on a big cache take minutes: on a terminal a bar on stderr,
+ * redrawn in place; otherwise (a log, CI) a plain line every interval
+ * seconds, so a long pass shows it is alive without flooding the log. A pass
+ * that ends within one interval prints nothing. QUIVER_PROGRESS_INTERVAL
+ * sets the interval (seconds; 5 by default, 0: every report). */
+typedef struct {
+    int tty;
+    double interval, start, last; /* seconds */
+    const char *phase;            /* the phase shown last, NULL when none */
+} progress;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void show_progress(const char *phase, uint64_t done, uint64_t total, void *userdata) {
+    progress *p = userdata;
+    double t = now();
+    int shown = p->phase && !strcmp(p->phase, phase), end = done == total;
+    /* a phase's end is shown once it has been seen, so the log says it finished */
+    if (!(shown && end) && t - (shown ? p->last : p->start) < p->interval) return;
+    if (!shown && p->tty && p->phase) fputc('\n', stderr);
+    p->phase = phase;
+    p->last = t;
+    int pct = total ? (int)(done * 100 / total) : 100;
+    if (p->tty) {
+        int width = 30, filled = pct * width / 100;
+        fprintf(stderr, "\r%-16s [%.*s%*s] %3d%% %" PRIu64 "/%" PRIu64, phase, filled,
+                "##############################", width - filled, "", pct, done, total);
+        if (end) {
+            fputc('\n', stderr);
+            p->phase = NULL; /* the next phase starts a new bar */
+        }
+    } else {
+        fprintf(stderr, "quiver: %s: %" PRIu64 "/%" PRIu64 " (%d%%)\n", phase, done, total, pct);
+        if (end) p->phase = NULL;
+    }
+    fflush(stderr);
+}
+
+/* 0 and a message when QUIVER_PROGRESS_INTERVAL is not a number of seconds. */
+static int progress_init(progress *p) {
+    const char *env = getenv("QUIVER_PROGRESS_INTERVAL");
+    p->tty = isatty(STDERR_FILENO);
+    p->interval = p->tty ? 0.1 : 5.0;
+    p->start = p->last = now();
+    p->phase = NULL;
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        p->interval = strtod(env, &end);
+        if (*end || errno || !(p->interval >= 0)) {
+            fprintf(stderr, "quiver: QUIVER_PROGRESS_INTERVAL=%s is not a number of seconds\n", env);
+            return 0;
+        }
+    }
+    return 1;
 }
 
 static int fail(const char *what) {
@@ -175,6 +242,11 @@ int main(int argc, char **argv) {
     if (argc < 3) return usage();
     const char *cmd = argv[1], *path = argv[2], *arg = argc > 3 ? argv[3] : NULL;
     if (!known_command(cmd, argc - 3, arg)) return usage();
+    progress bar;
+    if (!progress_init(&bar)) return EXIT_USAGE;
+    qv_maintenance_options mopts = QV_MAINTENANCE_OPTIONS_INIT;
+    mopts.progress = show_progress;
+    mopts.userdata = &bar;
     if (!is_cache(path)) return EXIT_NOCACHE;
     int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
@@ -240,12 +312,13 @@ int main(int argc, char **argv) {
         else if (qv_cache_evict(c, &d)) rc = fail(arg);
     } else if (!strcmp(cmd, "gc")) {
         uint64_t freed;
-        if (qv_cache_gc(c, &freed)) rc = fail("gc");
+        if (qv_cache_gc_ext(c, &mopts, &freed)) rc = fail("gc");
         else printf("values freed: %" PRIu64 "\n", freed);
     } else if (!strcmp(cmd, "verify")) {
         uint64_t bad;
         int repair = arg != NULL;
-        if (qv_cache_verify(c, repair, &bad)) rc = fail("verify");
+        if (repair) mopts.flags |= QV_MAINTENANCE_REPAIR;
+        if (qv_cache_verify_ext(c, &mopts, &bad)) rc = fail("verify");
         else {
             printf("bad entries: %" PRIu64 "%s\n", bad, repair && bad ? " (removed)" : "");
             rc = bad && !repair ? EXIT_FAILED : 0;

@@ -403,6 +403,29 @@ QV_EXPORT qv_status qv_cache_evict(qv_cache *cache, const qv_digest *key);
 QV_EXPORT qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed);
 /* Check every record and value; with repair, remove the bad ones. *bad may be NULL. */
 QV_EXPORT qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad);
+
+/* Progress of a long pass over a cache: done of total items of phase (static
+ * text: "checking values", "checking calls", "marking calls", "sweeping
+ * values"). Called on the calling thread at the start and end of each phase
+ * and every 256 items between, inside the pass's transaction: it must not
+ * call into the cache being maintained. */
+typedef void (*qv_maintenance_progress_cb)(const char *phase, uint64_t done, uint64_t total, void *userdata);
+
+#define QV_MAINTENANCE_REPAIR 0x1u /* verify: remove the bad entries */
+
+typedef struct qv_maintenance_options {
+    uint32_t version;                    /* QV_MAINTENANCE_OPTIONS_VERSION */
+    uint32_t flags;                      /* QV_MAINTENANCE_* */
+    qv_maintenance_progress_cb progress; /* NULL: none */
+    void *userdata;                      /* for progress; borrowed for the call */
+} qv_maintenance_options;
+
+#define QV_MAINTENANCE_OPTIONS_VERSION 1
+#define QV_MAINTENANCE_OPTIONS_INIT { QV_MAINTENANCE_OPTIONS_VERSION, 0, NULL, NULL }
+QV_EXPORT qv_status qv_maintenance_options_init(qv_maintenance_options *opts, uint32_t version);
+/* qv_cache_gc and qv_cache_verify with options (NULL: no repair, no progress). */
+QV_EXPORT qv_status qv_cache_gc_ext(qv_cache *cache, const qv_maintenance_options *opts, uint64_t *values_freed);
+QV_EXPORT qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opts, uint64_t *bad);
 /* Write any buffered state and, for fast durability, sync to disk. */
 QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
 

@@ -43,6 +43,75 @@ static int digest_cmp(const void *a, const void *b) {
     return memcmp(a, b, 16);
 }
 
+/* ------------------------------------------------------------- progress */
+
+qv_status qv_maintenance_options_init(qv_maintenance_options *opts, uint32_t version) {
+    if (!opts) return qv__error(QV_EINVAL, "qv_maintenance_options_init: opts is NULL");
+    if (version == 0 || version > QV_MAINTENANCE_OPTIONS_VERSION)
+        return qv__error(QV_EINVAL, "qv_maintenance_options version %u is not supported (1..%d)", version,
+                         QV_MAINTENANCE_OPTIONS_VERSION);
+    qv_maintenance_options d = QV_MAINTENANCE_OPTIONS_INIT;
+    *opts = d;
+    opts->version = version;
+    return QV_OK;
+}
+
+static qv_status check_options(const qv_maintenance_options *opts, const char *fn) {
+    if (opts && (opts->version == 0 || opts->version > QV_MAINTENANCE_OPTIONS_VERSION))
+        return qv__error(QV_EINVAL, "%s: qv_maintenance_options version %u is not supported (1..%d)", fn,
+                         opts->version, QV_MAINTENANCE_OPTIONS_VERSION);
+    return QV_OK;
+}
+
+/* A phase of a pass: reported at its start, every 256 items, and its end. */
+typedef struct {
+    const qv_maintenance_options *opts; /* NULL: nobody listens */
+    const char *phase;
+    uint64_t done, total;
+} progress;
+
+static void progress_start(progress *p, const qv_maintenance_options *opts, const char *phase, uint64_t total) {
+    *p = (progress){opts && opts->progress ? opts : NULL, phase, 0, total};
+    if (p->opts) p->opts->progress(phase, 0, total, p->opts->userdata);
+}
+
+static void progress_step(progress *p) {
+    /* the count read at the start is the same transaction's: only a bug
+     * could pass it, and a bar past 100% would show that bug to a user */
+    if (++p->done > p->total) p->total = p->done;
+    if (p->opts && (p->done & 255) == 0) p->opts->progress(p->phase, p->done, p->total, p->opts->userdata);
+}
+
+static void progress_end(progress *p) {
+    if (p->opts) p->opts->progress(p->phase, p->done, p->done, p->opts->userdata);
+}
+
+typedef struct {
+    qv_scan_cb cb;
+    void *userdata;
+    progress *p;
+} counted_scan;
+
+static int counted_visit(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    counted_scan *c = userdata;
+    progress_step(c->p);
+    return c->cb(key, klen, val, vlen, c->userdata);
+}
+
+/* A whole-table scan reported as one phase. */
+static qv_status scan_phase(qv_store *s, qv_txn *txn, int table, const qv_maintenance_options *opts,
+                            const char *phase, qv_scan_cb cb, void *userdata) {
+    uint64_t total = 0;
+    qv_status st = opts && opts->progress ? s->ops->count(s, txn, table, &total) : QV_OK;
+    if (st) return st;
+    progress p;
+    progress_start(&p, opts, phase, total);
+    counted_scan c = {cb, userdata, &p};
+    if ((st = s->ops->scan(s, txn, table, NULL, 0, counted_visit, &c))) return st;
+    progress_end(&p);
+    return QV_OK;
+}
+
 typedef struct {
     key_list refs;
     uint64_t bytes;
@@ -68,21 +137,29 @@ int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, 
 }
 
 qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
+    return qv_cache_gc_ext(cache, NULL, values_freed);
+}
+
+qv_status qv_cache_gc_ext(qv_cache *cache, const qv_maintenance_options *opts, uint64_t *values_freed) {
     if (values_freed) *values_freed = 0;
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_gc: cache is NULL");
-    wctx w;
-    qv_status st = write_txn(cache, &w);
+    qv_status st = check_options(opts, "qv_cache_gc_ext");
     if (st) return st;
+    wctx w;
+    if ((st = write_txn(cache, &w))) return st;
     qv_store *s = cache->store;
     mark_ctx m = {{NULL, 0, 0, 0, 0}, 0, QV_OK};
     key_list values = {NULL, 0, 0, 0, 0};
-    if (!(st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, mark_record, &m)))
+    if (!(st = scan_phase(s, w.txn, T_CALLS, opts, "marking calls", mark_record, &m)))
         st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, qv__collect_all, &values);
     /* an incomplete mark phase would free values still in use */
     if (!st && (m.refs.failed || values.failed)) st = qv__nomem();
     if (m.refs.n) qsort(m.refs.keys, m.refs.n, sizeof(qv_digest), digest_cmp);
     uint64_t freed = 0, bytes = m.bytes;
+    progress sweep;
+    progress_start(&sweep, st ? NULL : opts, "sweeping values", values.n);
     for (size_t i = 0; !st && i < values.n; i++) {
+        progress_step(&sweep);
         qv_digest *d = &values.keys[i];
         size_t lo = 0, hi = m.refs.n;
         while (lo < hi) {
@@ -107,6 +184,7 @@ qv_status qv_cache_gc(qv_cache *cache, uint64_t *values_freed) {
             }
         }
     }
+    if (!st) progress_end(&sweep);
     free(m.refs.keys);
     free(values.keys);
     w.bytes = bytes;
@@ -152,20 +230,29 @@ static int verify_call(const void *key, size_t klen, const void *val, size_t vle
 }
 
 qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
+    qv_maintenance_options opts = QV_MAINTENANCE_OPTIONS_INIT;
+    opts.flags = repair ? QV_MAINTENANCE_REPAIR : 0;
+    return qv_cache_verify_ext(cache, &opts, bad);
+}
+
+qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opts, uint64_t *bad) {
     if (bad) *bad = 0;
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_verify: cache is NULL");
+    qv_status st = check_options(opts, "qv_cache_verify_ext");
+    if (st) return st;
+    int repair = opts && (opts->flags & QV_MAINTENANCE_REPAIR);
     qv_store *s = cache->store;
     wctx w = {cache, NULL, 0};
     qv_hasher *h = qv__hasher_new();
     if (!h) return qv__nomem();
-    qv_status st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
+    st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
     if (st) {
         qv__hasher_free(h);
         return st;
     }
     verify_ctx v = {cache, w.txn, h, {NULL, 0, 0, 0, 0}, {NULL, 0, 0, 0, 0}, 1};
-    if (!(st = s->ops->scan(s, w.txn, T_VALUES, NULL, 0, verify_value, &v)))
-        st = s->ops->scan(s, w.txn, T_CALLS, NULL, 0, verify_call, &v);
+    if (!(st = scan_phase(s, w.txn, T_VALUES, opts, "checking values", verify_value, &v)))
+        st = scan_phase(s, w.txn, T_CALLS, opts, "checking calls", verify_call, &v);
     if (!st && (v.bad_calls.failed || v.bad_values.failed)) st = qv__nomem();
     uint64_t nbad = v.bad_calls.n + v.bad_values.n;
     if (repair) {
@@ -184,7 +271,7 @@ qv_status qv_cache_verify(qv_cache *cache, int repair, uint64_t *bad) {
     if (st) return st;
     if (bad) *bad = nbad;
     /* counts and sizes are recomputed after removing anything */
-    if (repair && nbad) return qv_cache_gc(cache, NULL);
+    if (repair && nbad) return qv_cache_gc_ext(cache, opts, NULL);
     return QV_OK;
 }
 

@@ -1,7 +1,9 @@
 /* A cache for the CLI tests: two stored calls, one with a result large
- * enough to live in the values store. Prints the large call's digest.
- * Usage: make_cache CACHE_DIR */
+ * enough to live in the values store, and N more small ones (cli.many) to
+ * make a pass long enough to report progress. Prints the large call's digest.
+ * Usage: make_cache CACHE_DIR [N] */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "quiver.h"
@@ -25,8 +27,8 @@ static qv_status store(qv_cache *cache, const char *name, int64_t x, qv_value *r
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fputs("usage: make_cache CACHE_DIR\n", stderr);
+    if (argc != 2 && argc != 3) {
+        fputs("usage: make_cache CACHE_DIR [N]\n", stderr);
         return 2;
     }
     qv_cache *cache;
@@ -41,6 +43,16 @@ int main(int argc, char **argv) {
         (st = store(cache, "cli.big", 7, big_result, &big_key))) {
         qv_cache_close(cache);
         return fail("store", st);
+    }
+    long many = argc == 3 ? strtol(argv[2], NULL, 10) : 0;
+    qv_digest key;
+    for (long i = 0; i < many && !st; i++) {
+        qv_value *r;
+        if (!(st = qv_value_new_int(&r, i))) st = store(cache, "cli.many", i, r, &key);
+    }
+    if (st) {
+        qv_cache_close(cache);
+        return fail("store many", st);
     }
     char hex[33];
     qv_digest_hex(&big_key, hex);

@@ -70,5 +70,37 @@ run 0 stats "$cache"
 grep -q "^entries: 1$" "$tmp/out" || fail "stats after evict: $(cat "$tmp/out")"
 grep -q "^values: 0$" "$tmp/out" || fail "the evicted call's value is still stored: $(cat "$tmp/out")"
 
+# progress: with QUIVER_PROGRESS_INTERVAL=0 every report is a line on stderr
+# (not a terminal here): several per phase of a 3000-call pass, counting up
+# to a last line at 100%; with the default interval a short pass prints none.
+big=$tmp/big
+"$make_cache" "$big" 3000 >/dev/null || exit 1
+# progress_lines CMD PHASE: check the lines of PHASE in $tmp/err
+progress_lines() {
+    grep "^quiver: $2: " "$tmp/err" >"$tmp/lines"
+    n=$(wc -l <"$tmp/lines")
+    [ "$n" -ge 5 ] || fail "$1: $n progress lines for $2, want several: $(cat "$tmp/err")"
+    tail -n 1 "$tmp/lines" | grep -q ": \([0-9]*\)/\1 (100%)$" || fail "$1: $2 does not end at 100%: $(tail -n 1 "$tmp/lines")"
+    sed 's/^[^:]*: [^:]*: \([0-9]*\)\/.*/\1/' "$tmp/lines" | sort -n -c 2>/dev/null || fail "$1: $2 does not count up"
+}
+QUIVER_PROGRESS_INTERVAL=0 run 0 verify "$big"
+grep -q "bad entries: 0" "$tmp/out" || fail "verify with progress: $(cat "$tmp/out")"
+progress_lines verify "checking calls"
+QUIVER_PROGRESS_INTERVAL=0 run 0 gc "$big"
+progress_lines gc "marking calls"
+grep -q "^quiver: sweeping values: 1/1 (100%)$" "$tmp/err" || fail "gc: no sweep line: $(cat "$tmp/err")"
+QUIVER_PROGRESS_INTERVAL=0 run 0 verify "$big" --repair
+progress_lines "verify --repair" "checking calls"
+run 0 verify "$big"
+[ ! -s "$tmp/err" ] || fail "a short pass printed progress at the default interval: $(cat "$tmp/err")"
+QUIVER_PROGRESS_INTERVAL=soon run 2 verify "$big"
+grep -q "QUIVER_PROGRESS_INTERVAL=soon is not a number" "$tmp/err" || fail "bad interval: $(cat "$tmp/err")"
+# on a terminal, a bar redrawn in place (when script(1) can give us one)
+if command -v script >/dev/null 2>&1; then
+    QUIVER_PROGRESS_INTERVAL=0 script -qec "'$quiver' verify '$big'" /dev/null >"$tmp/tty" 2>&1
+    grep -q "checking calls *\[#*  *\] *[0-9]*% 256/3002" "$tmp/tty" || fail "no bar on a terminal: $(head -c 300 "$tmp/tty")"
+    grep -q "\[#\{30\}\] 100% 3002/3002" "$tmp/tty" || fail "the bar does not reach 100%: $(tail -c 300 "$tmp/tty")"
+fi
+
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit $((failures > 0))
