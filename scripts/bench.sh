@@ -4,6 +4,11 @@
 # environment). Pass --quick for a smoke run.
 set -euo pipefail
 : "${QUIVER_BUILD:?source build/env.sh first}"
+# A benchmark never touches the user's default cache (DESIGN section 9):
+# whatever memoizes without an active cache lands in a directory of this run.
+QUIVER_CACHE=$(mktemp -d "$QUIVER_BUILD/bench-default.XXXXXX")
+export QUIVER_CACHE
+trap 'rm -rf "$QUIVER_CACHE"' EXIT
 tasks=200000
 [ "${1:-}" = "--quick" ] && tasks=20000
 eval "$(python3 "$QUIVER_SOURCE/bench/tpe.py" "$tasks")"
