@@ -4,7 +4,7 @@
  * same one under the same name), so whatever Python or Lua stored already
  * comes back as a hit here, and what C computes is there for them.
  *
- *   quiver_demo [FIRST [LAST]]     (the cache is QUIVER_CACHE's, or private)
+ *   quiver_demo [FIRST [LAST]]     (the default cache: QUIVER_CACHE, else ~/.cache/quiver)
  */
 #include <inttypes.h>
 #include <stdio.h>

@@ -4,7 +4,8 @@
 
 score(n) is the tour's "shared.score": the C and Lua parts compute the same
 function under the same name and version, so what any of them stored is a
-hit here. The cache is QUIVER_CACHE's, which the workers inherit."""
+hit here. The cache is the default one every language uses (QUIVER_CACHE,
+else ~/.cache/quiver), which the pool's workers find the same way."""
 import sys
 import time
 
