@@ -18,7 +18,9 @@ typedef struct {
     uint8_t seen[64];     /* what hit received */
     size_t seen_len;
     int refuse_hits;      /* hit answers QV_NOTFOUND: an entry the host cannot use */
+    pthread_mutex_t lock; /* racing threads' hits write seen */
 } spec;
+#define SPEC_INIT {.lock = PTHREAD_MUTEX_INITIALIZER}
 
 static qv_status body(const void **result, size_t *len, void *userdata) {
     spec *s = userdata;
@@ -37,8 +39,10 @@ static qv_status hit(const void *data, size_t len, void *userdata) {
     spec *s = userdata;
     if (s->refuse_hits) return QV_NOTFOUND;
     if (len > sizeof s->seen) return QV_ERANGE;
+    pthread_mutex_lock(&s->lock);
     memcpy(s->seen, data, len);
     s->seen_len = len;
+    pthread_mutex_unlock(&s->lock);
     return QV_OK;
 }
 
@@ -124,7 +128,7 @@ static int teardown(void **state) {
 static void test_miss_runs_once_then_hits(void **state) {
     fixture *f = *state;
     call c = make_call(1);
-    spec s = {0};
+    spec s = SPEC_INIT;
     set_result(&s, 7);
     qv_status st;
     assert_int_equal(run(f->cache, &c, &s, 0, 0, &st), QV_CALL_STORED);
@@ -139,7 +143,7 @@ static void test_miss_runs_once_then_hits(void **state) {
 static void test_failure_propagates_and_stores_nothing(void **state) {
     fixture *f = *state;
     call c = make_call(2);
-    spec s = {0};
+    spec s = SPEC_INIT;
     s.fail = QV_EFAILED;
     qv_status st;
     run(f->cache, &c, &s, 0, 0, &st);
@@ -155,7 +159,7 @@ static void test_failure_propagates_and_stores_nothing(void **state) {
 static void test_unencodable_result_is_returned_unstored(void **state) {
     fixture *f = *state;
     call c = make_call(3);
-    spec s = {0};
+    spec s = SPEC_INIT;
     s.fail = QV_EENCODE;
     qv_status st;
     assert_int_equal(run(f->cache, &c, &s, 0, 0, &st), QV_EENCODE);
@@ -170,7 +174,7 @@ static void test_read_only_cache_runs_and_returns_unstored(void **state) {
     qv_cache *ro;
     QVT_OK(qv_cache_open(&ro, f->dir, &o));
     call c = make_call(4);
-    spec s = {0};
+    spec s = SPEC_INIT;
     set_result(&s, 9);
     qv_status st;
     assert_int_equal(run(ro, &c, &s, 0, 0, &st), QV_EREADONLY);
@@ -183,7 +187,7 @@ static void test_read_only_cache_runs_and_returns_unstored(void **state) {
 static void test_entry_the_host_cannot_use_is_a_miss_and_replaced(void **state) {
     fixture *f = *state;
     call c = make_call(5);
-    spec s = {0};
+    spec s = SPEC_INIT;
     set_result(&s, 1);
     qv_status st;
     assert_int_equal(run(f->cache, &c, &s, 0, 0, &st), QV_CALL_STORED);
@@ -200,7 +204,7 @@ static void test_entry_the_host_cannot_use_is_a_miss_and_replaced(void **state) 
 static void test_rerun_runs_and_replaces(void **state) {
     fixture *f = *state;
     call c = make_call(6);
-    spec s = {0};
+    spec s = SPEC_INIT;
     set_result(&s, 1);
     qv_status st;
     run(f->cache, &c, &s, 0, 0, &st);
@@ -245,7 +249,7 @@ static int race(qv_cache *cache, int64_t x, spec *s, uint32_t flags, int64_t wai
 
 static void test_concurrent_misses_run_once(void **state) {
     fixture *f = *state;
-    spec s = {0};
+    spec s = SPEC_INIT;
     s.sleep_ns = 200000000;
     set_result(&s, 4);
     assert_int_equal(race(f->cache, 7, &s, 0, 0, 6), 1);
@@ -254,7 +258,7 @@ static void test_concurrent_misses_run_once(void **state) {
 
 static void test_no_dedup_runs_each(void **state) {
     fixture *f = *state;
-    spec s = {0};
+    spec s = SPEC_INIT;
     s.sleep_ns = 200000000;
     set_result(&s, 4);
     race(f->cache, 8, &s, QV_CALL_NO_DEDUP, 0, 4);
@@ -263,7 +267,7 @@ static void test_no_dedup_runs_each(void **state) {
 
 static void test_waiters_stop_waiting_after_their_timeout(void **state) {
     fixture *f = *state;
-    spec s = {0};
+    spec s = SPEC_INIT;
     s.sleep_ns = 600000000;
     set_result(&s, 4);
     /* 50 ms of patience against a 600 ms call: everyone runs it */
@@ -274,7 +278,7 @@ static void test_waiters_stop_waiting_after_their_timeout(void **state) {
 static void test_bad_arguments(void **state) {
     fixture *f = *state;
     call c = make_call(10);
-    spec s = {0};
+    spec s = SPEC_INIT;
     int outcome;
     assert_int_equal(qv_call_run(&outcome, NULL, &c.key, c.bytes, c.len, NULL, hit, body, &s), QV_EINVAL);
     assert_int_equal(qv_call_run(&outcome, f->cache, &c.key, c.bytes, c.len, NULL, hit, NULL, &s), QV_EINVAL);
