@@ -1,4 +1,5 @@
 /* quiver: look inside a cache from the shell. */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,26 +16,80 @@
 #define EXIT_USAGE 2   /* unknown command or wrong arguments */
 #define EXIT_NOCACHE 3 /* PATH is not an existing cache */
 
+/* One line of the overview and the text of `quiver COMMAND --help`. */
+typedef struct {
+    const char *name, *args, *summary, *help;
+} command;
+
+static const command commands[] = {
+    {"stats", "PATH [--json]", "counts and sizes",
+     "Print the cache's counters (entries, values, bytes, ...), one per line or as\n"
+     "one JSON object.\n"},
+    {"ls", "PATH [NAME]", "stored calls (of one function)",
+     "One line per stored call: its digest, name, arguments and result.\n"},
+    {"show", "PATH DIGEST", "one call record",
+     "The whole record of one call in CBOR diagnostic notation, values stored by\n"
+     "digest resolved.\n"},
+    {"evict", "PATH DIGEST", "remove one call", "Remove one call, and the values only it used.\n"},
+    {"gc", "PATH", "remove values no call uses",
+     "Remove values no call refers to and repair reference counts. Progress on\n"
+     "stderr (see below).\n"},
+    {"verify", "PATH [--repair]", "check every entry (and remove bad ones)",
+     "Check every call and value; exit 1 when bad entries are found, unless\n"
+     "--repair removed them. Progress on stderr (see below).\n"},
+    {"export", "PATH FILE", "write every call to FILE (\"-\": stdout)",
+     "Write every stored call of the cache at PATH to FILE (\"-\": stdout) as a\n"
+     "CBOR sequence (RFC 8742): a header item, one map per call (name, version,\n"
+     "args, kwargs, result, start_ns, duration_ns, lang, meta) in digest order, and\n"
+     "an end item with the number of calls. docs/FORMAT.md section 12 describes it;\n"
+     "the same cache always exports to the same bytes. Progress on stderr (see\n"
+     "below).\n"},
+    {"import", "PATH FILE", "store the calls of an export file",
+     "Store every call of FILE (\"-\": stdin), written by quiver export, into the\n"
+     "cache at PATH, created when PATH does not exist or is an empty directory.\n"
+     "The whole file is checked first: a truncated or damaged file, or one of an\n"
+     "unknown version, is refused (exit 1) and nothing is stored. Calls the cache\n"
+     "holds already are skipped and keep their stored result. Progress on stderr\n"
+     "(see below).\n"},
+    {"version", "", "the library's version", "Print the version of the quiver library.\n"},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+static const char usage_tail[] =
+    "PATH is an existing cache: a directory holding data.mdb. Only import creates one.\n"
+    "gc, verify, export and import show progress on stderr: a bar on a terminal, else\n"
+    "a line every QUIVER_PROGRESS_INTERVAL seconds (default 5)\n"
+    "exit status: 0 done, 1 failed (verify: bad entries found), 2 usage, 3 PATH is not a cache\n";
+
+static void overview(FILE *f) {
+    fputs("usage: quiver COMMAND PATH [ARGS]   (quiver COMMAND --help: more)\n", f);
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        char synopsis[64];
+        snprintf(synopsis, sizeof synopsis, "%s %s", commands[i].name, commands[i].args);
+        fprintf(f, "  %-24s %s\n", synopsis, commands[i].summary);
+    }
+    fputs(usage_tail, f);
+}
+
 static int usage(void) {
-    fputs("usage: quiver COMMAND PATH [ARGS]\n"
-          "  stats PATH [--json]   counts and sizes\n"
-          "  ls PATH [NAME]        stored calls (of one function)\n"
-          "  show PATH DIGEST      one call record\n"
-          "  evict PATH DIGEST     remove one call\n"
-          "  gc PATH               remove values no call uses\n"
-          "  verify PATH [--repair] check every entry (and remove bad ones)\n"
-          "  version               the library's version\n"
-          "PATH is an existing cache: a directory holding data.mdb. Nothing is ever created.\n"
-          "gc and verify show progress on stderr: a bar on a terminal, else a line every\n"
-          "QUIVER_PROGRESS_INTERVAL seconds (default 5)\n"
-          "exit status: 0 done, 1 failed (verify: bad entries found), 2 usage, 3 PATH is not a cache\n",
-          stderr);
+    overview(stderr);
     return EXIT_USAGE;
+}
+
+/* --help asked for help: it goes to stdout and is no error. */
+static int help(const char *name) {
+    for (size_t i = 0; i < NCOMMANDS; i++) {
+        if (strcmp(commands[i].name, name)) continue;
+        printf("usage: quiver %s %s\n\n%s\n%s", name, commands[i].args, commands[i].help, usage_tail);
+        return 0;
+    }
+    overview(stdout);
+    return 0;
 }
 
 /* ------------------------------------------------------------- progress */
 
-/* verify and gc on a big cache take minutes: on a terminal a bar on stderr,
+/* verify, gc, export and import on a big cache take minutes: on a terminal a bar on stderr,
  * redrawn in place; otherwise (a log, CI) a plain line every interval
  * seconds, so a long pass shows it is alive without flooding the log. A pass
  * that ends within one interval prints nothing. QUIVER_PROGRESS_INTERVAL
@@ -100,16 +155,18 @@ static int fail(const char *what) {
     return EXIT_FAILED;
 }
 
-/* Every command reads or maintains a cache that exists. Opening creates a
- * missing cache (and its parent directories), so a mistyped path would
- * otherwise become a new empty cache: check first. */
-static int is_cache(const char *path) {
+/* Every command but import reads or maintains a cache that exists. Opening
+ * creates a missing cache (and its parent directories), so a mistyped path
+ * would otherwise become a new empty cache: check first. import may create
+ * (creates): a cache where nothing is, or in an empty directory, never among
+ * files that are not a cache's. */
+static int is_cache(const char *path, int creates) {
     const char *why = NULL;
     struct stat st;
     if (strstr(path, "://") || !strcmp(path, ":memory:")) {
         why = "the quiver tool opens cache directories only";
     } else if (stat(path, &st) != 0) {
-        why = strerror(errno);
+        if (!(creates && errno == ENOENT)) why = strerror(errno);
     } else if (!S_ISDIR(st.st_mode)) {
         why = "not a directory";
     } else {
@@ -119,7 +176,17 @@ static int is_cache(const char *path) {
             why = strerror(ENOMEM);
         } else {
             snprintf(data, n, "%s/data.mdb", path);
-            if (stat(data, &st) != 0 || !S_ISREG(st.st_mode)) why = "no data.mdb in this directory";
+            if (stat(data, &st) != 0 || !S_ISREG(st.st_mode)) {
+                why = "no data.mdb in this directory";
+                if (creates) {
+                    DIR *dir = opendir(path);
+                    struct dirent *e;
+                    while (dir && (e = readdir(dir)) && (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")))
+                        ;
+                    if (dir && !e) why = NULL; /* empty */
+                    if (dir) closedir(dir);
+                }
+            }
             free(data);
         }
     }
@@ -133,6 +200,7 @@ static int known_command(const char *cmd, int nargs, const char *arg) {
     if (!strcmp(cmd, "show") || !strcmp(cmd, "evict")) return nargs == 1;
     if (!strcmp(cmd, "gc")) return nargs == 0;
     if (!strcmp(cmd, "verify")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--repair"));
+    if (!strcmp(cmd, "export") || !strcmp(cmd, "import")) return nargs == 1;
     return 0;
 }
 
@@ -234,8 +302,357 @@ static int parse_digest(qv_digest *d, const char *hex) {
     return 1;
 }
 
+/* --------------------------------------------------------- export, import */
+
+/* An export file (docs/FORMAT.md section 12) is a CBOR sequence: the header
+ * {"created-by": "quiver VERSION", "quiver-export": 1}, one map per call as
+ * qv_cache_load gives it, in digest order, and the end item
+ * {"quiver-export-end": CALLS}. The end item is how a file cut between two
+ * items is told from a complete one; nothing in the file depends on the
+ * time, so the same cache always exports to the same bytes. */
+#define EXPORT_KEY "quiver-export"
+#define EXPORT_END "quiver-export-end"
+#define EXPORT_VERSION 1
+#define PROGRESS_EVERY 256 /* items between progress reports, as the library's passes */
+
+static const char *const record_fields[] = {"args", "duration_ns", "kwargs", "lang",   "meta",
+                                            "name", "result",      "start_ns", "version"};
+#define NFIELDS (sizeof record_fields / sizeof record_fields[0])
+
+/* Write the one-entry map {key: n}, or the header when key is EXPORT_KEY. */
+static qv_status write_marker(FILE *out, qv_encoder *enc, const char *key, uint64_t n) {
+    const void *data;
+    size_t len;
+    char creator[64];
+    snprintf(creator, sizeof creator, "quiver %s", qv_version());
+    qv_encoder_reset(enc);
+    qv_status st = qv_encoder_map_begin(enc);
+    if (!st && !strcmp(key, EXPORT_KEY) && !(st = qv_encoder_text(enc, "created-by", 10)))
+        st = qv_encoder_text(enc, creator, strlen(creator));
+    if (st || (st = qv_encoder_text(enc, key, strlen(key))) || (st = qv_encoder_uint(enc, n)) ||
+        (st = qv_encoder_map_end(enc)) || (st = qv_encoder_finish(enc, &data, &len)))
+        return st;
+    return fwrite(data, 1, len, out) == len ? QV_OK : qv_error_set(QV_EIO, strerror(errno));
+}
+
+static int export_cache(qv_cache *c, const char *file, progress *bar) {
+    int to_stdout = !strcmp(file, "-");
+    if (to_stdout && isatty(STDOUT_FILENO)) {
+        fputs("quiver: export: not writing CBOR to a terminal: give a FILE or redirect stdout\n", stderr);
+        return EXIT_USAGE;
+    }
+    FILE *out = to_stdout ? stdout : fopen(file, "wb");
+    if (!out) {
+        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
+        return EXIT_FAILED;
+    }
+    qv_encoder *enc = NULL;
+    qv_iter *it = NULL;
+    qv_value *rec = NULL;
+    uint64_t total = 0, n = 0, done = 0;
+    qv_digest d;
+    char hex[33] = "";
+    qv_status st;
+    if (!(st = qv_encoder_new(&enc)) && !(st = qv_cache_query(&it, c, NULL)) &&
+        !(st = write_marker(out, enc, EXPORT_KEY, EXPORT_VERSION))) {
+        total = qv_iter_count(it);
+        show_progress("exporting calls", 0, total, bar);
+    }
+    while (!st && (st = qv_iter_next(it, &d)) == QV_OK) {
+        void *data;
+        size_t len;
+        qv_digest_hex(&d, hex);
+        if (++done % PROGRESS_EVERY == 0) show_progress("exporting calls", done, total, bar);
+        /* the query is a snapshot: a call evicted since is simply gone */
+        if ((st = qv_cache_load(c, &d, &rec)) == QV_NOTFOUND) {
+            st = QV_OK;
+            continue;
+        }
+        if (st || (st = qv_value_encode(rec, &data, &len))) break;
+        if (fwrite(data, 1, len, out) != len) st = qv_error_set(QV_EIO, strerror(errno));
+        qv_free(data);
+        qv_value_free(rec);
+        rec = NULL;
+        n++;
+        hex[0] = '\0';
+    }
+    if (st == QV_NOTFOUND && !(st = write_marker(out, enc, EXPORT_END, n))) {
+        show_progress("exporting calls", total, total, bar);
+        if (fflush(out)) st = qv_error_set(QV_EIO, strerror(errno));
+    }
+    int rc = EXIT_FAILED;
+    if (st) {
+        fprintf(stderr, "quiver: export %s%s%s: %s\n", file, *hex ? ": call " : "", hex, qv_errmsg());
+        if (st == QV_ECORRUPT) fputs("quiver: `quiver verify --repair PATH` removes broken calls\n", stderr);
+        fputs("quiver: the file is incomplete: import refuses it\n", stderr);
+    } else {
+        /* the summary stays off the export it would corrupt */
+        fprintf(to_stdout ? stderr : stdout, "calls exported: %" PRIu64 "\n", n);
+        rc = 0;
+    }
+    if (!to_stdout && fclose(out) && !st) {
+        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
+        rc = EXIT_FAILED;
+    }
+    qv_value_free(rec);
+    qv_iter_free(it);
+    qv_encoder_free(enc);
+    return rc;
+}
+
+/* Items of a CBOR sequence from a stream. An item's end is known only once
+ * it decodes, so a failure before the end of the input reads more and tries
+ * again: a damaged item is reported when the input ends, which costs memory
+ * for the rest of the file but never refuses a large item that is good. */
+typedef struct {
+    FILE *in;
+    FILE *spool; /* a copy of what was read, for the second pass over a pipe; or NULL */
+    uint8_t *buf;
+    size_t cap, start, end; /* buf[start, end) is read and not yet taken */
+    uint64_t offset;        /* of buf[start] in the input */
+    int eof;
+} reader;
+
+static void reader_init(reader *r, FILE *in, FILE *spool) {
+    r->in = in;
+    r->spool = spool;
+    r->start = r->end = 0;
+    r->offset = 0;
+    r->eof = 0;
+}
+
+/* The next item in *item, *len, valid until the next call; QV_NOTFOUND at
+ * the end of the input, the decoder's error for a bad or cut item. */
+static qv_status next_item(reader *r, qv_decoder *dec, const uint8_t **item, size_t *len) {
+    for (;;) {
+        if (r->end > r->start) {
+            qv_type t;
+            qv_decoder_reset(dec, r->buf + r->start, r->end - r->start);
+            qv_status st = qv_decoder_next(dec, &t);
+            if (!st) st = qv_decoder_skip(dec);
+            if (!st) {
+                *item = r->buf + r->start;
+                *len = qv_decoder_offset(dec);
+                r->start += *len;
+                r->offset += *len;
+                return QV_OK;
+            }
+            if (r->eof) return st;
+        } else if (r->eof) {
+            return QV_NOTFOUND;
+        }
+        memmove(r->buf, r->buf + r->start, r->end - r->start);
+        r->end -= r->start;
+        r->start = 0;
+        if (r->end == r->cap) {
+            size_t cap = r->cap ? 2 * r->cap : 1 << 16;
+            uint8_t *buf = cap > r->cap ? realloc(r->buf, cap) : NULL;
+            if (!buf) return qv_error_set(QV_ENOMEM, "out of memory for an item");
+            r->buf = buf;
+            r->cap = cap;
+        }
+        size_t got = fread(r->buf + r->end, 1, r->cap - r->end, r->in);
+        if (ferror(r->in)) return qv_error_set(QV_EIO, strerror(errno));
+        if (r->spool && fwrite(r->buf + r->end, 1, got, r->spool) != got)
+            return qv_error_set(QV_EIO, strerror(errno));
+        r->end += got;
+        r->eof = feof(r->in);
+    }
+}
+
+/* NULL when rec is a call as export writes it, else what is wrong. */
+static const char *check_call(const qv_value *rec) {
+    if (qv_value_type(rec) != QV_TYPE_MAP || qv_value_count(rec) != NFIELDS)
+        return "a call is a map of 9 entries";
+    for (size_t i = 0; i < NFIELDS; i++) {
+        const char *key = record_fields[i], *s;
+        const qv_value *v = qv_value_map_find(rec, key);
+        qv_type t = qv_value_type(v);
+        size_t len;
+        int64_t n;
+        if (!v) return "a call lacks a field";
+        if ((!strcmp(key, "name") && t != QV_TYPE_TEXT) || (!strcmp(key, "version") && t != QV_TYPE_TEXT && t != QV_TYPE_NULL) ||
+            (!strcmp(key, "args") && t != QV_TYPE_LIST) ||
+            ((!strcmp(key, "kwargs") || !strcmp(key, "meta")) && t != QV_TYPE_MAP) ||
+            ((!strcmp(key, "start_ns") || !strcmp(key, "duration_ns")) && qv_value_get_int(v, &n)))
+            return "a field of a call has the wrong type";
+        /* the language is handed on as a C string */
+        if (!strcmp(key, "lang") && (qv_value_get_text(v, &s, &len) || strlen(s) != len))
+            return "a call's lang is not text without NUL";
+    }
+    return NULL;
+}
+
+/* Store the call rec (checked) unless the cache holds it: *stored or *skipped. */
+static qv_status store_call(qv_cache *c, qv_encoder *enc, const qv_value *rec, uint64_t *stored, uint64_t *skipped) {
+    const qv_value *version = qv_value_map_find(rec, "version");
+    const char *name, *ver = NULL, *lang;
+    size_t name_len, ver_len = 0, len;
+    const void *call;
+    size_t call_len;
+    qv_digest key;
+    qv_value_get_text(qv_value_map_find(rec, "name"), &name, &name_len);
+    qv_value_get_text(qv_value_map_find(rec, "lang"), &lang, &len);
+    if (qv_value_type(version) == QV_TYPE_TEXT) qv_value_get_text(version, &ver, &ver_len);
+    /* the call's encoding, as every binding digests it */
+    qv_encoder_reset(enc);
+    qv_status st = qv_encoder_call_head(enc, name, name_len, ver, ver_len);
+    if (st || (st = qv_encoder_value(enc, qv_value_map_find(rec, "args"))) ||
+        (st = qv_encoder_value(enc, qv_value_map_find(rec, "kwargs"))) ||
+        (st = qv_encoder_finish(enc, &call, &call_len)))
+        return st;
+    qv_digest_bytes(&key, call, call_len);
+    if ((st = qv_cache_contains(c, &key)) != QV_NOTFOUND) {
+        if (!st) ++*skipped;
+        return st;
+    }
+    void *result = NULL, *meta = NULL;
+    size_t result_len, meta_len;
+    qv_store_info info = QV_STORE_INFO_INIT;
+    qv_value_get_int(qv_value_map_find(rec, "start_ns"), &info.start_ns);
+    qv_value_get_int(qv_value_map_find(rec, "duration_ns"), &info.duration_ns);
+    info.lang = lang;
+    if (!(st = qv_value_encode(qv_value_map_find(rec, "result"), &result, &result_len)) &&
+        !(st = qv_value_encode(qv_value_map_find(rec, "meta"), &meta, &meta_len))) {
+        info.meta = meta;
+        info.meta_len = meta_len;
+        if (!(st = qv_cache_store(c, &key, call, call_len, result, result_len, &info))) ++*stored;
+    }
+    qv_free(result);
+    qv_free(meta);
+    return st;
+}
+
+/* One pass over the export in r: check every item (c NULL), or store the
+ * calls into c. *calls is the number of calls in the file. 0, or an exit
+ * status after a message naming file. */
+static int import_pass(reader *r, const char *file, qv_cache *c, uint64_t size, progress *bar, uint64_t *calls,
+                       uint64_t *stored, uint64_t *skipped) {
+    const char *phase = c ? "storing calls" : "checking file";
+    uint64_t total = c ? *calls : size, n = 0, at = 0;
+    qv_decoder *dec = NULL;
+    qv_encoder *enc = NULL;
+    qv_value *v = NULL;
+    const qv_value *h;
+    const uint8_t *item;
+    size_t len;
+    int64_t number;
+    int ended = 0, rc = EXIT_FAILED;
+    qv_status st;
+    if ((st = qv_decoder_new(&dec)) || (st = qv_encoder_new(&enc))) {
+        fprintf(stderr, "quiver: import: %s\n", qv_errmsg());
+        goto done;
+    }
+    if (total) show_progress(phase, 0, total, bar);
+    if ((st = next_item(r, dec, &item, &len)) || (st = qv_value_decode(&v, item, len)) ||
+        !(h = qv_value_map_find(v, EXPORT_KEY)) || qv_value_get_int(h, &number)) {
+        fprintf(stderr, "quiver: %s: not a quiver export file (%s)\n", file,
+                st == QV_NOTFOUND ? "it is empty" : st ? qv_errmsg() : "no " EXPORT_KEY " header");
+        goto done;
+    }
+    if (number != EXPORT_VERSION) {
+        fprintf(stderr, "quiver: %s: a " EXPORT_KEY " %" PRId64 " file; quiver %s reads " EXPORT_KEY " %d\n", file,
+                number, qv_version(), EXPORT_VERSION);
+        goto done;
+    }
+    for (;;) {
+        const char *why = NULL;
+        at = r->offset;
+        qv_value_free(v);
+        v = NULL;
+        if ((st = next_item(r, dec, &item, &len)) == QV_NOTFOUND) break;
+        if (st == QV_EDECODE || (!st && (st = qv_value_decode(&v, item, len)))) {
+            fprintf(stderr, "quiver: %s: the item at byte %" PRIu64 " (call %" PRIu64 ") is damaged or cut short: %s\n",
+                    file, at, n + 1, qv_errmsg());
+            goto done;
+        } else if (st) {
+            fprintf(stderr, "quiver: %s: %s\n", file, qv_errmsg());
+            goto done;
+        } else if (ended) {
+            why = "an item after the end item";
+        } else if ((h = qv_value_map_find(v, EXPORT_END))) {
+            uint64_t count;
+            if (qv_value_count(v) != 1 || qv_value_get_uint(h, &count) || count != n)
+                why = "the end item does not count the calls before it";
+            ended = 1;
+        } else if (!c) {
+            why = check_call(v);
+        } else if ((st = store_call(c, enc, v, stored, skipped))) {
+            fprintf(stderr, "quiver: %s: storing call %" PRIu64 ": %s\n", file, n + 1, qv_errmsg());
+            goto done;
+        }
+        if (why) {
+            fprintf(stderr, "quiver: %s: the item at byte %" PRIu64 " (call %" PRIu64 "): %s\n", file, at, n + 1, why);
+            goto done;
+        }
+        if (!ended && ++n % PROGRESS_EVERY == 0) show_progress(phase, c ? n : r->offset, total, bar);
+    }
+    if (!ended) {
+        fprintf(stderr, "quiver: %s: truncated: the file ends after %" PRIu64 " calls, without its end item\n", file, n);
+        goto done;
+    }
+    if (total) show_progress(phase, total, total, bar);
+    *calls = n;
+    rc = 0;
+done:
+    qv_value_free(v);
+    qv_encoder_free(enc);
+    qv_decoder_free(dec);
+    return rc;
+}
+
+/* import checks the whole file, then stores: a damaged file changes nothing
+ * (and creates no cache). A pipe cannot be read twice: its bytes are kept in
+ * a temporary file for the second pass. */
+static int import_file(const char *path, const char *file, progress *bar) {
+    int from_stdin = !strcmp(file, "-");
+    FILE *in = from_stdin ? stdin : fopen(file, "rb");
+    if (!in) {
+        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
+        return EXIT_FAILED;
+    }
+    struct stat st;
+    off_t origin = ftello(in);
+    int seekable = fstat(fileno(in), &st) == 0 && S_ISREG(st.st_mode) && origin >= 0;
+    uint64_t size = seekable && st.st_size > origin ? (uint64_t)(st.st_size - origin) : 0;
+    FILE *spool = seekable ? NULL : tmpfile();
+    reader r = {0};
+    uint64_t calls = 0, stored = 0, skipped = 0;
+    qv_cache *c = NULL;
+    qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
+    int rc = EXIT_FAILED;
+    if (!seekable && !spool) {
+        fprintf(stderr, "quiver: import: a temporary file for %s: %s\n", file, strerror(errno));
+        goto done;
+    }
+    reader_init(&r, in, spool);
+    if ((rc = import_pass(&r, file, NULL, size, bar, &calls, &stored, &skipped))) goto done;
+    rc = EXIT_FAILED;
+    if (fseeko(seekable ? in : spool, seekable ? origin : 0, SEEK_SET)) {
+        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
+        goto done;
+    }
+    reader_init(&r, seekable ? in : spool, NULL);
+    if (qv_cache_open(&c, path, &opts)) {
+        rc = fail(path);
+        goto done;
+    }
+    if ((rc = import_pass(&r, file, c, size, bar, &calls, &stored, &skipped))) goto done;
+    printf("calls stored: %" PRIu64 "\ncalls skipped: %" PRIu64 " (in the cache already)\n", stored, skipped);
+done:
+    if (rc && c) fprintf(stderr, "quiver: %" PRIu64 " calls were stored before the failure\n", stored);
+    qv_cache_close(c);
+    free(r.buf);
+    if (spool) fclose(spool);
+    if (!from_stdin) fclose(in);
+    return rc;
+}
+
 int main(int argc, char **argv) {
-    if (argc >= 2 && strcmp(argv[1], "version") == 0) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--help") || (i == 1 && (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h"))))
+            return help(i > 1 ? argv[1] : argc > 2 ? argv[2] : "");
+    if (argc == 2 && strcmp(argv[1], "version") == 0) {
         printf("quiver %s\n", qv_version());
         return 0;
     }
@@ -244,10 +661,11 @@ int main(int argc, char **argv) {
     if (!known_command(cmd, argc - 3, arg)) return usage();
     progress bar;
     if (!progress_init(&bar)) return EXIT_USAGE;
+    if (!strcmp(cmd, "import")) return is_cache(path, 1) ? import_file(path, arg, &bar) : EXIT_NOCACHE;
     qv_maintenance_options mopts = QV_MAINTENANCE_OPTIONS_INIT;
     mopts.progress = show_progress;
     mopts.userdata = &bar;
-    if (!is_cache(path)) return EXIT_NOCACHE;
+    if (!is_cache(path, 0)) return EXIT_NOCACHE;
     int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
     if (!writes) opts.flags |= QV_CACHE_READONLY;
@@ -323,6 +741,8 @@ int main(int argc, char **argv) {
             printf("bad entries: %" PRIu64 "%s\n", bad, repair && bad ? " (removed)" : "");
             rc = bad && !repair ? EXIT_FAILED : 0;
         }
+    } else if (!strcmp(cmd, "export")) {
+        rc = export_cache(c, arg, &bar);
     }
     qv_cache_close(c);
     return rc;

@@ -91,6 +91,12 @@ progress_lines gc "marking calls"
 grep -q "^quiver: sweeping values: 1/1 (100%)$" "$tmp/err" || fail "gc: no sweep line: $(cat "$tmp/err")"
 QUIVER_PROGRESS_INTERVAL=0 run 0 verify "$big" --repair
 progress_lines "verify --repair" "checking calls"
+QUIVER_PROGRESS_INTERVAL=0 run 0 export "$big" "$tmp/big.cbor"
+progress_lines export "exporting calls"
+QUIVER_PROGRESS_INTERVAL=0 run 0 import "$tmp/bigcopy" "$tmp/big.cbor"
+progress_lines import "checking file"
+progress_lines import "storing calls"
+grep -q "^calls stored: 3002$" "$tmp/out" || fail "import of the big cache: $(cat "$tmp/out")"
 run 0 verify "$big"
 [ ! -s "$tmp/err" ] || fail "a short pass printed progress at the default interval: $(cat "$tmp/err")"
 QUIVER_PROGRESS_INTERVAL=soon run 2 verify "$big"
@@ -101,6 +107,91 @@ if command -v script >/dev/null 2>&1; then
     grep -q "checking calls *\[#*  *\] *[0-9]*% 256/3002" "$tmp/tty" || fail "no bar on a terminal: $(head -c 300 "$tmp/tty")"
     grep -q "\[#\{30\}\] 100% 3002/3002" "$tmp/tty" || fail "the bar does not reach 100%: $(tail -c 300 "$tmp/tty")"
 fi
+
+# export and import: a cache's calls go through a CBOR sequence file and come
+# back identical (same digests, results, times, language and metadata), and
+# exporting the copy gives the same bytes
+ex=$tmp/ex
+"$make_cache" "$ex" 5 >/dev/null || exit 1
+run 0 export "$ex" "$tmp/ex.cbor"
+grep -q "^calls exported: 7$" "$tmp/out" || fail "export: $(cat "$tmp/out")"
+run 0 import "$tmp/copy" "$tmp/ex.cbor"
+grep -q "^calls stored: 7$" "$tmp/out" || fail "import: $(cat "$tmp/out")"
+grep -q "^calls skipped: 0 " "$tmp/out" || fail "import: $(cat "$tmp/out")"
+"$quiver" ls "$ex" >"$tmp/ls.ex" && "$quiver" ls "$tmp/copy" >"$tmp/ls.copy" || fail "ls after import"
+[ "$(wc -l <"$tmp/ls.ex")" -eq 7 ] && cmp -s "$tmp/ls.ex" "$tmp/ls.copy" || fail "import changed the calls: $(cat "$tmp/ls.copy")"
+for d in $(cut -c 1-32 "$tmp/ls.ex"); do
+    "$quiver" show "$ex" "$d" >"$tmp/show.ex" && "$quiver" show "$tmp/copy" "$d" >"$tmp/show.copy" || fail "show $d"
+    cmp -s "$tmp/show.ex" "$tmp/show.copy" || fail "call $d differs after import: $(cat "$tmp/show.ex" "$tmp/show.copy")"
+done
+"$quiver" show "$tmp/copy" "$(grep cli.small "$tmp/ls.ex" | cut -c 1-32)" >"$tmp/show.copy"
+grep -q '"lang": "python"' "$tmp/show.copy" && grep -q '"meta": {"project": "p1"}' "$tmp/show.copy" &&
+    grep -q '"start_ns": 1700000000123456789' "$tmp/show.copy" && grep -q '"duration_ns": 1500' "$tmp/show.copy" ||
+    fail "import lost the time, language or metadata: $(cat "$tmp/show.copy")"
+run 0 stats "$tmp/copy"
+grep -q "^values: 1$" "$tmp/out" || fail "the large result is not stored by digest: $(cat "$tmp/out")"
+run 0 export "$tmp/copy" "$tmp/copy.cbor"
+cmp "$tmp/ex.cbor" "$tmp/copy.cbor" || fail "exporting the imported cache gives other bytes"
+grep -q "quiver-export" "$tmp/ex.cbor" || fail "no header naming the format"
+# importing again stores nothing: the calls are there
+run 0 import "$tmp/copy" "$tmp/ex.cbor"
+grep -q "^calls stored: 0$" "$tmp/out" && grep -q "^calls skipped: 7 " "$tmp/out" || fail "import again: $(cat "$tmp/out")"
+# "-" is stdout and stdin; the summary then goes to stderr
+"$quiver" export "$ex" - >"$tmp/stdout.cbor" 2>"$tmp/err" || fail "export to stdout: $(cat "$tmp/err")"
+cmp "$tmp/ex.cbor" "$tmp/stdout.cbor" || fail "export to stdout gives other bytes"
+grep -q "^calls exported: 7$" "$tmp/err" || fail "export to stdout: no summary on stderr: $(cat "$tmp/err")"
+"$quiver" import "$tmp/fromstdin" - <"$tmp/ex.cbor" >"$tmp/out" 2>"$tmp/err" || fail "import from stdin: $(cat "$tmp/err")"
+grep -q "^calls stored: 7$" "$tmp/out" || fail "import from stdin: $(cat "$tmp/out")"
+"$quiver" ls "$tmp/fromstdin" | cmp -s - "$tmp/ls.ex" || fail "import from stdin changed the calls"
+
+# bad input is refused before anything is stored: the target keeps its calls
+target=$tmp/target
+"$make_cache" "$target" >/dev/null || exit 1
+# refused FILE WHY: import FILE into the target fails, says WHY, stores nothing
+refused() {
+    run 1 import "$target" "$1"
+    grep -q "$2" "$tmp/err" || fail "import $1: no clear message: $(cat "$tmp/err")"
+    "$quiver" stats "$target" | grep -q "^entries: 2$" || fail "import $1 stored calls"
+}
+size=$(wc -c <"$tmp/ex.cbor")
+head -c $((size - 100)) "$tmp/ex.cbor" >"$tmp/cut.cbor"
+refused "$tmp/cut.cbor" "cut short"
+# cut exactly between two items: the end item is missing
+end=$(printf '\241\161quiver-export-end\007' | wc -c)
+head -c $((size - end)) "$tmp/ex.cbor" >"$tmp/noend.cbor"
+refused "$tmp/noend.cbor" "truncated"
+# the header, then an integer in a longer form than needed
+version=$("$quiver" version)
+hsize=$((1 + 11 + 1 + ${#version} + 14 + 1))
+{ head -c "$hsize" "$tmp/ex.cbor"; printf '\030\001'; tail -c +$((hsize + 1)) "$tmp/ex.cbor"; } >"$tmp/long.cbor"
+refused "$tmp/long.cbor" "not canonical"
+printf '\241\155quiver-export\002' >"$tmp/v2.cbor"
+refused "$tmp/v2.cbor" "quiver-export 2"
+refused "$tmp/file" "not a quiver export"
+: >"$tmp/empty.cbor"
+refused "$tmp/empty.cbor" "not a quiver export"
+run 1 import "$tmp/never" "$tmp/cut.cbor"
+[ ! -e "$tmp/never" ] || fail "a refused import created a cache"
+# import creates a cache where there is none, never in something else
+run 3 import "$tmp/file" "$tmp/ex.cbor"
+mkdir "$tmp/other" && echo hello >"$tmp/other/notes"
+run 3 import "$tmp/other" "$tmp/ex.cbor"
+[ "$(ls "$tmp/other")" = "notes" ] || fail "import wrote into a directory that is not a cache"
+run 3 import ":memory:" "$tmp/ex.cbor"
+run 3 export "$tmp/typo" "$tmp/x.cbor"
+[ ! -e "$tmp/typo" ] && [ ! -e "$tmp/x.cbor" ] || fail "export of a path that is not a cache created something"
+run 2 export "$ex"
+run 2 import "$tmp/copy" "$tmp/ex.cbor" extra
+run 1 import "$tmp/copy" "$tmp/absent.cbor"
+grep -q "absent.cbor" "$tmp/err" || fail "import of a missing file: $(cat "$tmp/err")"
+
+# --help: every command says what it does, on stdout, and exits 0
+for cmd in stats ls show evict gc verify export import version; do
+    run 0 "$cmd" --help
+    grep -q "^usage: quiver $cmd" "$tmp/out" || fail "$cmd --help: $(cat "$tmp/out")"
+done
+run 0 export --help
+grep -q "CBOR sequence" "$tmp/out" || fail "export --help does not say what it writes: $(cat "$tmp/out")"
 
 [ "$failures" -eq 0 ] && echo "all CLI checks passed"
 exit $((failures > 0))
