@@ -366,6 +366,7 @@ static int export_cache(qv_cache *c, const char *file, progress *bar) {
         /* the query is a snapshot: a call evicted since is simply gone */
         if ((st = qv_cache_load(c, &d, &rec)) == QV_NOTFOUND) {
             st = QV_OK;
+            hex[0] = '\0';
             continue;
         }
         if (st || (st = qv_value_encode(rec, &data, &len))) break;
@@ -575,9 +576,8 @@ static int import_pass(reader *r, const char *file, qv_cache *c, uint64_t size, 
             if (qv_value_count(v) != 1 || qv_value_get_uint(h, &count) || count != n)
                 why = "the end item does not count the calls before it";
             ended = 1;
-        } else if (!c) {
-            why = check_call(v);
-        } else if ((st = store_call(c, enc, v, stored, skipped))) {
+            /* checked in both passes: a file changed since the first is never stored unchecked */
+        } else if (!(why = check_call(v)) && c && (st = store_call(c, enc, v, stored, skipped))) {
             fprintf(stderr, "quiver: %s: storing call %" PRIu64 ": %s\n", file, n + 1, qv_errmsg());
             goto done;
         }
