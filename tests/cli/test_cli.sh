@@ -106,20 +106,25 @@ if command -v script >/dev/null 2>&1; then
     QUIVER_PROGRESS_INTERVAL=0 script -qec "'$quiver' verify '$big'" /dev/null >"$tmp/tty" 2>&1
     grep -q "checking calls *\[#*  *\] *[0-9]*% 256/3002" "$tmp/tty" || fail "no bar on a terminal: $(head -c 300 "$tmp/tty")"
     grep -q "\[#\{30\}\] 100% 3002/3002" "$tmp/tty" || fail "the bar does not reach 100%: $(tail -c 300 "$tmp/tty")"
+    QUIVER_PROGRESS_INTERVAL=0 script -qec "'$quiver' export '$big' '$tmp/tty.cbor'" /dev/null >"$tmp/tty" 2>&1
+    grep -q "exporting calls *\[#\{30\}\] 100% 3002/3002" "$tmp/tty" || fail "no export bar on a terminal: $(tail -c 300 "$tmp/tty")"
+    script -qec "'$quiver' export '$big' -; echo status \$?" /dev/null >"$tmp/tty" 2>&1
+    grep -q "not writing CBOR to a terminal" "$tmp/tty" && grep -q "status 2" "$tmp/tty" ||
+        fail "export wrote CBOR to a terminal: $(head -c 300 "$tmp/tty")"
 fi
 
 # export and import: a cache's calls go through a CBOR sequence file and come
 # back identical (same digests, results, times, language and metadata), and
 # exporting the copy gives the same bytes
 ex=$tmp/ex
-"$make_cache" "$ex" 5 >/dev/null || exit 1
+"$make_cache" "$ex" 5 rich >/dev/null || exit 1
 run 0 export "$ex" "$tmp/ex.cbor"
-grep -q "^calls exported: 7$" "$tmp/out" || fail "export: $(cat "$tmp/out")"
+grep -q "^calls exported: 8$" "$tmp/out" || fail "export: $(cat "$tmp/out")"
 run 0 import "$tmp/copy" "$tmp/ex.cbor"
-grep -q "^calls stored: 7$" "$tmp/out" || fail "import: $(cat "$tmp/out")"
+grep -q "^calls stored: 8$" "$tmp/out" || fail "import: $(cat "$tmp/out")"
 grep -q "^calls skipped: 0 " "$tmp/out" || fail "import: $(cat "$tmp/out")"
 "$quiver" ls "$ex" >"$tmp/ls.ex" && "$quiver" ls "$tmp/copy" >"$tmp/ls.copy" || fail "ls after import"
-[ "$(wc -l <"$tmp/ls.ex")" -eq 7 ] && cmp -s "$tmp/ls.ex" "$tmp/ls.copy" || fail "import changed the calls: $(cat "$tmp/ls.copy")"
+[ "$(wc -l <"$tmp/ls.ex")" -eq 8 ] && cmp -s "$tmp/ls.ex" "$tmp/ls.copy" || fail "import changed the calls: $(cat "$tmp/ls.copy")"
 for d in $(cut -c 1-32 "$tmp/ls.ex"); do
     "$quiver" show "$ex" "$d" >"$tmp/show.ex" && "$quiver" show "$tmp/copy" "$d" >"$tmp/show.copy" || fail "show $d"
     cmp -s "$tmp/show.ex" "$tmp/show.copy" || fail "call $d differs after import: $(cat "$tmp/show.ex" "$tmp/show.copy")"
@@ -129,19 +134,19 @@ grep -q '"lang": "python"' "$tmp/show.copy" && grep -q '"meta": {"project": "p1"
     grep -q '"start_ns": 1700000000123456789' "$tmp/show.copy" && grep -q '"duration_ns": 1500' "$tmp/show.copy" ||
     fail "import lost the time, language or metadata: $(cat "$tmp/show.copy")"
 run 0 stats "$tmp/copy"
-grep -q "^values: 1$" "$tmp/out" || fail "the large result is not stored by digest: $(cat "$tmp/out")"
+grep -q "^values: 2$" "$tmp/out" || fail "the large result and argument are not stored by digest: $(cat "$tmp/out")"
 run 0 export "$tmp/copy" "$tmp/copy.cbor"
 cmp "$tmp/ex.cbor" "$tmp/copy.cbor" || fail "exporting the imported cache gives other bytes"
 grep -q "quiver-export" "$tmp/ex.cbor" || fail "no header naming the format"
 # importing again stores nothing: the calls are there
 run 0 import "$tmp/copy" "$tmp/ex.cbor"
-grep -q "^calls stored: 0$" "$tmp/out" && grep -q "^calls skipped: 7 " "$tmp/out" || fail "import again: $(cat "$tmp/out")"
+grep -q "^calls stored: 0$" "$tmp/out" && grep -q "^calls skipped: 8 " "$tmp/out" || fail "import again: $(cat "$tmp/out")"
 # "-" is stdout and stdin; the summary then goes to stderr
 "$quiver" export "$ex" - >"$tmp/stdout.cbor" 2>"$tmp/err" || fail "export to stdout: $(cat "$tmp/err")"
 cmp "$tmp/ex.cbor" "$tmp/stdout.cbor" || fail "export to stdout gives other bytes"
-grep -q "^calls exported: 7$" "$tmp/err" || fail "export to stdout: no summary on stderr: $(cat "$tmp/err")"
+grep -q "^calls exported: 8$" "$tmp/err" || fail "export to stdout: no summary on stderr: $(cat "$tmp/err")"
 "$quiver" import "$tmp/fromstdin" - <"$tmp/ex.cbor" >"$tmp/out" 2>"$tmp/err" || fail "import from stdin: $(cat "$tmp/err")"
-grep -q "^calls stored: 7$" "$tmp/out" || fail "import from stdin: $(cat "$tmp/out")"
+grep -q "^calls stored: 8$" "$tmp/out" || fail "import from stdin: $(cat "$tmp/out")"
 "$quiver" ls "$tmp/fromstdin" | cmp -s - "$tmp/ls.ex" || fail "import from stdin changed the calls"
 
 # bad input is refused before anything is stored: the target keeps its calls
@@ -157,7 +162,7 @@ size=$(wc -c <"$tmp/ex.cbor")
 head -c $((size - 100)) "$tmp/ex.cbor" >"$tmp/cut.cbor"
 refused "$tmp/cut.cbor" "cut short"
 # cut exactly between two items: the end item is missing
-end=$(printf '\241\161quiver-export-end\007' | wc -c)
+end=$(printf '\241\161quiver-export-end\010' | wc -c)
 head -c $((size - end)) "$tmp/ex.cbor" >"$tmp/noend.cbor"
 refused "$tmp/noend.cbor" "truncated"
 # the header, then an integer in a longer form than needed
@@ -165,6 +170,17 @@ version=$("$quiver" version)
 hsize=$((1 + 11 + 1 + ${#version} + 14 + 1))
 { head -c "$hsize" "$tmp/ex.cbor"; printf '\030\001'; tail -c +$((hsize + 1)) "$tmp/ex.cbor"; } >"$tmp/long.cbor"
 refused "$tmp/long.cbor" "not canonical"
+# items that decode but are not what an export holds
+header() { head -c "$hsize" "$tmp/ex.cbor"; }
+{ header; printf '\241\141a\001\241\161quiver-export-end\001'; } >"$tmp/shape.cbor"
+refused "$tmp/shape.cbor" "a call is a map of 9 entries"
+{ header; printf '\241\161quiver-export-end\001'; } >"$tmp/count.cbor"
+refused "$tmp/count.cbor" "does not count the calls"
+{ cat "$tmp/ex.cbor"; printf '\001'; } >"$tmp/after.cbor"
+refused "$tmp/after.cbor" "after the end item"
+"$quiver" import "$target" - <"$tmp/cut.cbor" >"$tmp/out" 2>"$tmp/err" && fail "import of a cut file from stdin succeeded"
+grep -q "cut short" "$tmp/err" || fail "import of a cut file from stdin: $(cat "$tmp/err")"
+"$quiver" stats "$target" | grep -q "^entries: 2$" || fail "import of a cut file from stdin stored calls"
 printf '\241\155quiver-export\002' >"$tmp/v2.cbor"
 refused "$tmp/v2.cbor" "quiver-export 2"
 refused "$tmp/file" "not a quiver export"
