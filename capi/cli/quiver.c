@@ -442,9 +442,11 @@ static qv_status next_item(reader *r, qv_decoder *dec, const uint8_t **item, siz
         } else if (r->eof) {
             return QV_NOTFOUND;
         }
-        memmove(r->buf, r->buf + r->start, r->end - r->start);
-        r->end -= r->start;
-        r->start = 0;
+        if (r->start) {
+            memmove(r->buf, r->buf + r->start, r->end - r->start);
+            r->end -= r->start;
+            r->start = 0;
+        }
         if (r->end == r->cap) {
             size_t cap = r->cap ? 2 * r->cap : 1 << 16;
             uint8_t *buf = cap > r->cap ? realloc(r->buf, cap) : NULL;
