@@ -480,7 +480,8 @@ static const char *check_call(const qv_value *rec) {
         size_t len;
         int64_t n;
         if (!v) return "a call lacks a field";
-        if ((!strcmp(key, "name") && t != QV_TYPE_TEXT) || (!strcmp(key, "version") && t != QV_TYPE_TEXT && t != QV_TYPE_NULL) ||
+        if ((!strcmp(key, "name") && t != QV_TYPE_TEXT) ||
+            (!strcmp(key, "version") && t != QV_TYPE_TEXT && t != QV_TYPE_NULL) ||
             (!strcmp(key, "args") && t != QV_TYPE_LIST) ||
             ((!strcmp(key, "kwargs") || !strcmp(key, "meta")) && t != QV_TYPE_MAP) ||
             ((!strcmp(key, "start_ns") || !strcmp(key, "duration_ns")) && qv_value_get_int(v, &n)))
@@ -596,7 +597,8 @@ static int import_pass(reader *r, const char *file, qv_cache *c, uint64_t size, 
         if (!ended && ++n % PROGRESS_EVERY == 0) show_progress(phase, c ? n : r->offset, total, bar);
     }
     if (!ended) {
-        fprintf(stderr, "quiver: %s: truncated: the file ends after %" PRIu64 " calls, without its end item\n", file, n);
+        fprintf(stderr, "quiver: %s: truncated: the file ends after %" PRIu64 " calls, without its end item\n", file,
+                n);
         goto done;
     }
     if (total) show_progress(phase, total, total, bar);
