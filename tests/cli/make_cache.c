@@ -45,10 +45,12 @@ static qv_status store_rich(qv_cache *cache) {
         (st = qv_encoder_float(call, 1.5)) || (st = qv_encoder_text(call, "\xc3\xbc", 2)) ||
         (st = qv_encoder_list(call, 2)) || (st = qv_encoder_bool(call, 1)) || (st = qv_encoder_null(call)) ||
         (st = qv_encoder_tag(call, QV_TAG_TUPLE)) || (st = qv_encoder_list(call, 2)) ||
-        (st = qv_encoder_int(call, 1)) || (st = qv_encoder_int(call, 2)) || (st = qv_encoder_bigint(call, 0, two70, sizeof two70)) ||
+        (st = qv_encoder_int(call, 1)) || (st = qv_encoder_int(call, 2)) ||
+        (st = qv_encoder_bigint(call, 0, two70, sizeof two70)) ||
         (st = qv_encoder_int(call, -5)) || (st = qv_encoder_bytes(call, large, sizeof large)) ||
         (st = qv_encoder_map_begin(call)) || (st = qv_encoder_text(call, "z", 1)) ||
-        (st = qv_encoder_map_begin(call)) || (st = qv_encoder_text(call, "n", 1)) || (st = qv_encoder_int(call, 1)) || (st = qv_encoder_map_end(call)) ||
+        (st = qv_encoder_map_begin(call)) || (st = qv_encoder_text(call, "n", 1)) || (st = qv_encoder_int(call, 1)) ||
+        (st = qv_encoder_map_end(call)) ||
         (st = qv_encoder_text(call, "k", 1)) || (st = qv_encoder_bytes(call, ff, sizeof ff)) ||
         (st = qv_encoder_map_end(call)) || (st = qv_encoder_finish(call, &c, &clen)) ||
         (st = qv_encoder_tag(result, QV_TAG_TUPLE)) || (st = qv_encoder_list(result, 2)) ||
