@@ -73,11 +73,7 @@ struct qv_leases {
     size_t map_len;
     int shared;           /* a file every process maps, or private memory */
     _Atomic uint64_t fork_gen; /* private tables start empty in a child */
-    pthread_mutex_t beat_lock;
-    pthread_cond_t beat_cond;
-    pthread_t beat_thread;
-    int beat_running, closing;
-    uint64_t beat_gen;    /* the fork generation the heartbeat thread runs in */
+    struct qv_leases *beat_next; /* the shared tables the heartbeat visits */
 };
 
 /* ------------------------------------------------------------------ who am I */
@@ -105,12 +101,19 @@ static pthread_mutex_t tables_lock = PTHREAD_MUTEX_INITIALIZER;
 static table_entry *tables;
 static qv_leases *private_table;
 static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+/* The heartbeat's (see below): every open shared table, and the fork
+ * generation its thread runs in. */
+static pthread_mutex_t beat_lock = PTHREAD_MUTEX_INITIALIZER;
+static qv_leases *beat_tables;
+static uint64_t beat_gen = UINT64_MAX; /* the fork generation the thread runs in */
+
 
 /* Another thread may have held either lock at fork(): the child's copy of it
  * would never open. */
 static void reset_locks_in_child(void) {
     pthread_mutex_init(&self_lock, NULL);
     pthread_mutex_init(&tables_lock, NULL);
+    pthread_mutex_init(&beat_lock, NULL);
 }
 
 static void install_fork_handler(void) {
@@ -293,50 +296,47 @@ static void compact(qv_leases *t, const identity *id) {
 
 /* ------------------------------------------------------------ the heartbeat */
 
-/* One thread per shared table while it is open, proving every second that
- * the holders of this process live, for waiters in other pid namespaces
- * (containers sharing a cache directory), which cannot check a pid. */
-static void *beat_main(void *arg) {
-    qv_leases *t = arg;
-    pthread_mutex_lock(&t->beat_lock);
-    while (!t->closing) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += BEAT_NS / 1000000000;
-        pthread_cond_timedwait(&t->beat_cond, &t->beat_lock, &until);
-        if (t->closing || table_lock(t)) break;
+/* One thread per process, started when it first takes a lease on a shared
+ * table, proves every second that the holders of this process live, for
+ * waiters in other pid namespaces (containers sharing a cache directory),
+ * which cannot check a pid. One thread for every table: a process may open
+ * thousands of caches. */
+
+static void *beat_main(void *unused) {
+    for (;;) {
+        struct timespec pause = {BEAT_NS / 1000000000, BEAT_NS % 1000000000};
+        nanosleep(&pause, NULL);
         int32_t pid = (int32_t)getpid();
         int64_t now = now_ns(CLOCK_REALTIME);
-        for (uint32_t i = 0; i < NSLOTS; i++) {
-            slot *s = &t->slots[i];
-            if (s->state == SLOT_HELD && s->pid == pid) atomic_store(&s->beat_ns, now);
+        pthread_mutex_lock(&beat_lock);
+        for (qv_leases *t = beat_tables; t; t = t->beat_next) {
+            if (table_lock(t)) continue;
+            for (uint32_t i = 0; i < NSLOTS; i++) {
+                slot *s = &t->slots[i];
+                if (s->state == SLOT_HELD && s->pid == pid) atomic_store(&s->beat_ns, now);
+            }
+            table_unlock(t);
         }
-        table_unlock(t);
+        pthread_mutex_unlock(&beat_lock);
     }
-    pthread_mutex_unlock(&t->beat_lock);
     return NULL;
 }
 
-/* Started on the first lease taken, and again in a child after fork(). */
-static void beat_start(qv_leases *t) {
-    if (!t->shared) return;
+/* Started on the first lease taken, and again in a child after fork(), where
+ * the parent's thread does not exist. */
+static void beat_start(void) {
     uint64_t gen = qv__fork_generation();
-    pthread_mutex_lock(&t->beat_lock);
-    if (!t->beat_running || t->beat_gen != gen) {
-        if (t->beat_gen != gen) {
-            /* the parent's thread did not cross fork(): its handle is void */
-            t->beat_running = 0;
-        }
+    pthread_mutex_lock(&beat_lock);
+    if (beat_gen != gen) {
         pthread_attr_t attr;
+        pthread_t thread;
         pthread_attr_init(&attr);
         pthread_attr_setstacksize(&attr, 64 * 1024);
-        if (pthread_create(&t->beat_thread, &attr, beat_main, t) == 0) {
-            t->beat_running = 1;
-            t->beat_gen = gen;
-        }
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        if (pthread_create(&thread, &attr, beat_main, NULL) == 0) beat_gen = gen;
         pthread_attr_destroy(&attr);
     }
-    pthread_mutex_unlock(&t->beat_lock);
+    pthread_mutex_unlock(&beat_lock);
 }
 
 /* ------------------------------------------------------------- open, close */
@@ -390,6 +390,7 @@ static qv_status map_file(qv_leases *t, const char *dir) {
 
 qv_status qv__leases_open(qv_leases **out, const char *dir) {
     *out = NULL;
+    pthread_once(&fork_once, install_fork_handler);
     qv_leases *t = calloc(1, sizeof *t);
     if (!t) return qv__nomem();
     t->map_len = sizeof(header) + sizeof(slot) * NSLOTS;
@@ -408,22 +409,25 @@ qv_status qv__leases_open(qv_leases **out, const char *dir) {
     }
     t->slots = (slot *)(t->h + 1);
     t->fork_gen = qv__fork_generation();
-    pthread_mutex_init(&t->beat_lock, NULL);
-    pthread_cond_init(&t->beat_cond, NULL);
+    if (t->shared) {
+        pthread_mutex_lock(&beat_lock);
+        t->beat_next = beat_tables;
+        beat_tables = t;
+        pthread_mutex_unlock(&beat_lock);
+    }
     *out = t;
     return QV_OK;
 }
 
 void qv__leases_close(qv_leases *t) {
     if (!t) return;
-    pthread_mutex_lock(&t->beat_lock);
-    t->closing = 1;
-    int join = t->beat_running && t->beat_gen == qv__fork_generation();
-    pthread_cond_broadcast(&t->beat_cond);
-    pthread_mutex_unlock(&t->beat_lock);
-    if (join) pthread_join(t->beat_thread, NULL);
-    pthread_cond_destroy(&t->beat_cond);
-    pthread_mutex_destroy(&t->beat_lock);
+    if (t->shared) { /* out of the heartbeat's list before the mapping goes */
+        pthread_mutex_lock(&beat_lock);
+        qv_leases **p = &beat_tables;
+        while (*p && *p != t) p = &(*p)->beat_next;
+        if (*p) *p = t->beat_next;
+        pthread_mutex_unlock(&beat_lock);
+    }
     if (t->shared) {
         munmap(t->h, t->map_len);
     } else {
@@ -467,7 +471,7 @@ qv_status qv__lease_acquire(qv_leases *t, const qv_digest *key, int64_t wait_ns,
             take(s, key, &id);
             lease->serial = s->serial;
             table_unlock(t);
-            beat_start(t);
+            if (t->shared) beat_start();
             *outcome = QV_LEASE_HELD;
             return QV_OK;
         }

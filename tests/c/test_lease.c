@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -362,6 +363,62 @@ static void test_a_lease_from_another_boot_is_stale(void **state) {
     close(ready[1]);
 }
 
+static int thread_count(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int n = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "Threads: %d", &n) == 1) break;
+    if (f) fclose(f);
+    return n;
+}
+
+/* The heartbeat is one thread per process, whatever number of caches hold
+ * leases, and it renews a held lease's beat (offset 56 of its slot) every
+ * second. */
+static void test_one_heartbeat_thread_renews_every_lease(void **state) {
+    const char *dir = *state;
+    enum { N = 40 };
+    qv_leases *t[N];
+    qv_lease l[N];
+    char sub[4096];
+    int before = thread_count();
+    for (int i = 0; i < N; i++) {
+        snprintf(sub, sizeof sub, "%s/t%d", dir, i);
+        mkdir(sub, 0700);
+        QVT_OK(qv__leases_open(&t[i], sub));
+        assert_int_equal(acquire(t[i], 17, 0, &l[i]), QV_LEASE_HELD);
+    }
+    assert_true(thread_count() - before <= 1);
+    /* the first table's slot: its beat moves on while the lease is held */
+    snprintf(sub, sizeof sub, "%s/t0/quiver.leases", dir);
+    qv_digest k = key_of(17);
+    int64_t first = 0, later = 0;
+    for (int round = 0; round < 2; round++) {
+        FILE *f = fopen(sub, "rb");
+        assert_non_null(f);
+        uint8_t slot[80];
+        int64_t beat = 0;
+        assert_int_equal(fseek(f, 128, SEEK_SET), 0); /* past the header */
+        while (fread(slot, 1, 80, f) == 80)
+            if (memcmp(slot, k.bytes, 16) == 0) memcpy(&beat, slot + 56, 8);
+        fclose(f);
+        if (round == 0) {
+            first = beat;
+            struct timespec wait = {2, 500000000};
+            nanosleep(&wait, NULL);
+        } else {
+            later = beat;
+        }
+    }
+    assert_true(first > 0);
+    assert_true(later > first);
+    for (int i = 0; i < N; i++) {
+        release(t[i], 17, &l[i]);
+        qv__leases_close(t[i]);
+    }
+}
+
 static void test_fork_does_not_inherit_a_lease(void **state) {
     const char *dir = *state;
     qv_leases *t;
@@ -565,6 +622,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_dead_holder_is_taken_over_within_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_killed_waiter_leaves_the_others_alone, setup, teardown),
         cmocka_unit_test_setup_teardown(test_a_lease_from_another_boot_is_stale, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_heartbeat_thread_renews_every_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_does_not_inherit_a_lease, setup, teardown),
         cmocka_unit_test_setup_teardown(test_private_table_starts_empty_in_a_child, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eight_processes_run_a_slow_call_once, setup, teardown),
