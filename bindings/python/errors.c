@@ -15,17 +15,7 @@ static PyObject *qvpy_error_class(qv_status st) {
 PyObject *qvpy_raise(qv_status st) {
     /* QV_NOTFOUND is an answer and leaves no message of its own. */
     const char *msg = st == QV_NOTFOUND ? NULL : qv_errmsg();
-    if (!msg || !*msg) msg = qv_strerror(st);
-    PyObject *exc = PyObject_CallFunction(qvpy_error_class(st), "s", msg);
-    if (!exc) return NULL;
-    PyObject *code = PyLong_FromLong(st);
-    if (code) {
-        PyObject_SetAttrString(exc, "status", code);
-        Py_DECREF(code);
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    return NULL;
+    return qvpy_raise_msg(st, msg && *msg ? msg : qv_strerror(st));
 }
 
 PyObject *qvpy_raise_msg(qv_status st, const char *msg) {
