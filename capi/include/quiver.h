@@ -330,24 +330,70 @@ typedef struct qv_cache_options {
     uint64_t max_bytes;    /* evict least recently used calls above this size; 0: no limit for an
                             * LMDB cache, 256 MiB for a memory cache */
     uint64_t map_size;     /* initial LMDB map size; 0: 1 TiB of address space (the file grows as used) */
+    /* version 2 */
+    uint32_t timeout_ms;   /* remote tier: bound on connecting and on each round trip; 0: the URL's
+                            * timeout_ms, else 1000 */
+    uint32_t reserved;
+    const void *secret;    /* sign records and values with HMAC-SHA256 under this key and treat
+                            * entries whose tag fails as misses (docs/FORMAT.md); NULL: the
+                            * environment's QUIVER_SECRET, else unsigned. Copied at open. */
+    size_t secret_len;
 } qv_cache_options;
 
-#define QV_CACHE_OPTIONS_VERSION 1
-#define QV_CACHE_OPTIONS_INIT { QV_CACHE_OPTIONS_VERSION, QV_DURABILITY_SAFE, 0, 0, 0, 0 }
+#define QV_CACHE_OPTIONS_VERSION 2
+#define QV_CACHE_OPTIONS_INIT { QV_CACHE_OPTIONS_VERSION, QV_DURABILITY_SAFE, 0, 0, 0, 0, 0, 0, NULL, 0 }
 /* Fill opts with defaults for the given version (for callers without macros). */
 QV_EXPORT qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version);
 
 /* Open (creating when missing, unless read-only) the LMDB cache in directory
  * path. Handles for one path in one process share one environment. The path
- * ":memory:" opens a new process-private memory cache with these options. */
+ * ":memory:" opens a new process-private memory cache with these options.
+ *
+ * A URL opens the remote tier on a Redis-protocol server (Redis, Valkey):
+ *   redis://[user:password@]host[:port][/db][?prefix=...&timeout_ms=...]
+ *   unix:///path/to/redis.sock[?db=N&prefix=...&timeout_ms=...]
+ * The password may also come from QUIVER_REDIS_PASSWORD; the prefix defaults
+ * to "quiver:". Any other string containing "://" is refused (QV_EINVAL): a
+ * URL is never taken as a directory name. A server that does not answer is
+ * QV_EIO at open. docs/FORMAT.md gives the remote layout. */
 QV_EXPORT qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts);
 /* A new process-private memory cache with default options. */
 QV_EXPORT qv_status qv_cache_open_memory(qv_cache **out);
 /* Release the caller's handle. Contexts and futures that still use the cache
  * keep it alive until they are done with it. */
 QV_EXPORT void qv_cache_close(qv_cache *cache);
-/* The absolute directory of an LMDB cache, or ":memory:"; valid while cache lives. */
+/* The absolute directory of an LMDB cache, ":memory:", a remote tier's URL
+ * without its password, or "stack(<local>, <remote>)"; valid while cache lives. */
 QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
+
+#define QV_STACK_ASYNC 0x1u /* write the remote tier from a bounded queue, flushed at close */
+
+typedef struct qv_stack_options {
+    uint32_t version;     /* QV_STACK_OPTIONS_VERSION */
+    uint32_t flags;       /* QV_STACK_* */
+    uint32_t queue_limit; /* QV_STACK_ASYNC: stores waiting for the remote tier before new ones are
+                           * dropped (and counted, QV_STAT_DROPPED); 0: 1024 */
+    uint32_t reserved;
+} qv_stack_options;
+#define QV_STACK_OPTIONS_VERSION 1
+#define QV_STACK_OPTIONS_INIT { QV_STACK_OPTIONS_VERSION, 0, 0, 0 }
+QV_EXPORT qv_status qv_stack_options_init(qv_stack_options *opts, uint32_t version);
+
+/* A cache over two: reads try local, then remote, and copy remote hits into
+ * local; stores go to local, then to remote (synchronously, unless
+ * QV_STACK_ASYNC). When the remote tier fails, the stack goes on from local
+ * alone (one warning through qv_set_warning_handler) and retries the remote
+ * with backoff. Both caches are retained; close them and the stack in any
+ * order. Leases of calls through the stack are taken on both tiers. */
+QV_EXPORT qv_status qv_cache_stack(qv_cache **out, qv_cache *local, qv_cache *remote,
+                                   const qv_stack_options *opts);
+
+/* Something went wrong that the library worked around (a remote tier down, a
+ * queue that dropped stores): called on the thread that met it, with no lock
+ * of quiver's held. NULL restores the default, one line on stderr. destroy,
+ * if any, is called on userdata when the handler is replaced. */
+typedef void (*qv_warning_cb)(const char *message, void *userdata);
+QV_EXPORT void qv_set_warning_handler(qv_warning_cb cb, void *userdata, void (*destroy)(void *userdata));
 
 QV_EXPORT qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key);
 
@@ -440,7 +486,11 @@ QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
 #define QV_STAT_EVICTIONS   8  /* calls evicted for size (this handle) */
 #define QV_STAT_CORRUPT     9  /* corrupt entries met and treated as misses (this handle) */
 #define QV_STAT_MAP_SIZE   10  /* bytes of address space the store may use */
-#define QV_STAT_COUNT      11
+#define QV_STAT_REMOTE_HITS 11 /* a stack's hits served by its remote tier (this handle) */
+#define QV_STAT_REMOTE_ERRORS 12 /* remote round trips that failed or timed out (this handle) */
+#define QV_STAT_DROPPED    13  /* asynchronous remote stores dropped (this handle) */
+#define QV_STAT_FORGED     14  /* entries whose signature failed, treated as misses (this handle) */
+#define QV_STAT_COUNT      15
 QV_EXPORT qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out);
 /* The name of a QV_STAT_* ("hits"), or NULL when out of range. */
 QV_EXPORT const char *qv_stat_name(int which);

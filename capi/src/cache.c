@@ -7,6 +7,7 @@
  * docs/FORMAT.md describes every table and byte. This file opens and closes
  * caches and holds the hit path; cache.h lists the others. */
 #include <limits.h>
+#include <stddef.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,14 +50,20 @@ void qv__cache_after_fork(qv_cache *c) {
 
 /* ----------------------------------------------------------------- public */
 
+/* Options structs grow by appending fields; a caller compiled against an
+ * older version passes the smaller struct it knows. */
+size_t qv__cache_options_size(uint32_t version) {
+    return version < 2 ? offsetof(qv_cache_options, timeout_ms) : sizeof(qv_cache_options);
+}
+
 qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version) {
     if (!opts) return qv__error(QV_EINVAL, "qv_cache_options_init: opts is NULL");
     if (version == 0 || version > QV_CACHE_OPTIONS_VERSION)
         return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", version,
                          QV_CACHE_OPTIONS_VERSION);
     qv_cache_options d = QV_CACHE_OPTIONS_INIT;
-    *opts = d;
-    opts->version = version;
+    d.version = version;
+    memcpy(opts, &d, qv__cache_options_size(version)); /* a version 1 caller's struct is smaller */
     return QV_OK;
 }
 
@@ -119,7 +126,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
         if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
             return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
                              QV_CACHE_OPTIONS_VERSION);
-        o = *opts;
+        memcpy(&o, opts, qv__cache_options_size(opts->version));
     }
     if (o.durability > QV_DURABILITY_FAST) return qv__error(QV_EINVAL, "unknown durability %u", o.durability);
     qv_cache *c = aligned_alloc(64, (sizeof *c + 63) & ~(size_t)63);

@@ -117,6 +117,7 @@ typedef struct {
     int ok;
 } verify_ctx;
 
+size_t qv__cache_options_size(uint32_t version);
 void qv__cache_after_fork(qv_cache *c);
 int qv__record_is_ref(const uint8_t *p, size_t len);
 qv_status qv__record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end);

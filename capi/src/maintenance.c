@@ -282,7 +282,8 @@ qv_status qv_cache_sync(qv_cache *cache) {
 }
 
 static const char *const stat_names[QV_STAT_COUNT] = {
-    "hits", "misses", "entries", "values", "bytes", "max_bytes", "stores", "commits", "evictions", "corrupt", "map_size",
+    "hits", "misses", "entries", "values", "bytes", "max_bytes", "stores", "commits",
+    "evictions", "corrupt", "map_size", "remote_hits", "remote_errors", "dropped", "forged",
 };
 
 const char *qv_stat_name(int which) {
