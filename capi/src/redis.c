@@ -1,0 +1,1 @@
+/* redis.c: being written (issue 11). */
