@@ -366,6 +366,10 @@ QV_EXPORT void qv_cache_close(qv_cache *cache);
  * without its password, or "stack(<local>, <remote>)"; valid while cache lives. */
 QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
 
+/* 1 when the cache signs its entries and checks their tags (a secret was
+ * given, or QUIVER_SECRET is set); a stack is signed when both tiers are. */
+QV_EXPORT int qv_cache_signed(const qv_cache *cache);
+
 #define QV_STACK_ASYNC 0x1u /* write the remote tier from a bounded queue, flushed at close */
 
 typedef struct qv_stack_options {

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "tier.h"
 
 const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru"};
 
@@ -193,6 +193,7 @@ qv_cache *qv__cache_retain(qv_cache *cache) {
  * host can finalize in any order. */
 void qv_cache_close(qv_cache *cache) {
     if (!cache || atomic_fetch_sub_explicit(&cache->refs, 1, memory_order_acq_rel) != 1) return;
+    if (cache->tier) cache->tier->close(cache);
     if (cache->store) {
         qv__flush_pending_touches(cache);
         cache->store->ops->close(cache->store);
@@ -204,6 +205,7 @@ void qv_cache_close(qv_cache *cache) {
 
 qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
     if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_contains: NULL argument");
+    if (cache->tier) return cache->tier->contains(cache, key);
     qv_txn *txn;
     qv_status st = cache->store->ops->read_begin(cache->store, &txn);
     if (st) return st;
@@ -283,6 +285,7 @@ qv_status qv_cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb 
 qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
                              int64_t *duration_ns) {
     if (QV_UNLIKELY(!cache || !key || !cb)) return qv__error(QV_EINVAL, "qv_cache_get_with: NULL argument");
+    if (QV_UNLIKELY(cache->tier != NULL)) return cache->tier->get_with(cache, key, cb, userdata, duration_ns);
     uint8_t buf[HIT_STACK_BYTES], *heap = NULL;
     const uint8_t *data;
     size_t len;
@@ -293,11 +296,28 @@ qv_status qv__cache_get_with(qv_cache *cache, const qv_digest *key, qv_result_cb
     return st;
 }
 
+typedef struct {
+    void **data;
+    size_t *len;
+} copy_out;
+
+static qv_status copy_result(const void *data, size_t len, void *userdata) {
+    copy_out *out = userdata;
+    if (!(*out->data = malloc(len))) return qv__nomem();
+    memcpy(*out->data, data, len);
+    *out->len = len;
+    return QV_OK;
+}
+
 qv_status qv_cache_get(qv_cache *cache, const qv_digest *key, void **data, size_t *len) {
     if (!data || !len) return qv__error(QV_EINVAL, "qv_cache_get: NULL output");
     *data = NULL;
     *len = 0;
     if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_get: NULL argument");
+    if (cache->tier) {
+        copy_out out = {data, len};
+        return cache->tier->get_with(cache, key, copy_result, &out, NULL);
+    }
     uint8_t *heap = NULL;
     const uint8_t *p;
     /* a result has at least one byte, so every hit lands in heap */

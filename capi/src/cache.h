@@ -47,7 +47,10 @@ typedef struct {
 
 struct qv_cache {
     _Atomic int refs; /* the host's handle, plus every context and future using it */
-    qv_store *store;
+    qv_store *store;  /* NULL when tier is set */
+    /* A remote tier or a stack (tier.h): every public call goes through it. */
+    const struct qv_tier_ops *tier;
+    void *tier_state;
     char *path;
     uint32_t durability, flags, inline_limit;
     int memory; /* the memory store */
@@ -133,6 +136,12 @@ qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);
 qv_status qv__set_atime(wctx *w, const qv_digest *key, uint64_t t);
 qv_status qv__remove_call(wctx *w, const qv_digest *key);
 qv_status qv__group_commit(qv_cache *c, pending *p);
+/* An iterator over keys (malloc'd, taken over, freed even on failure). */
+qv_status qv__iter_new(qv_iter **out, qv_digest *keys, size_t n);
+/* The record of a call (p->key set to its digest), built with the given
+ * inline limit; b->refs is the caller's to free. */
+qv_status qv__record_prepare(pending *p, record_builder *b, const qv_digest *key, const void *call, size_t call_len, const void *result,
+                             size_t result_len, const qv_store_info *info);
 qv_status qv__flush_touches(wctx *w, uint64_t now);
 int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
 qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted);

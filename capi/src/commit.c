@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "tier.h"
 
 #define MAX_FULL_RETRIES 16
 
@@ -302,37 +302,43 @@ qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call
         return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", cache->path);
     if (info && (info->version == 0 || info->version > QV_STORE_INFO_VERSION))
         return qv__error(QV_EINVAL, "qv_store_info version %u is not supported", info->version);
-    qv_status st = qv_validate(result, result_len);
-    if (st) return qv__error(st, "the result is not one canonical item: %s", qv_errmsg());
-    pending p;
-    memset(&p, 0, sizeof p);
-    /* A key that is not the call's digest would file the result under
-     * another call: every language would get it for that call. Hashing the
-     * call again costs little next to a commit (docs/DECISIONS.md). */
-    qv_digest_bytes(&p.key, call, call_len);
-    if (key && memcmp(key->bytes, p.key.bytes, 16) != 0) {
-        char given[33], actual[33];
-        qv_digest_hex(key, given);
-        qv_digest_hex(&p.key, actual);
-        return qv__error(QV_EINVAL, "qv_cache_store: key %s is not the digest of the call encoding (%s)", given, actual);
-    }
     qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     if (!enc) return qv__nomem();
+    pending p;
     record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
-    st = qv__record_build(&b, &p, call, call_len, result, result_len, info);
-    if (!st && qv_validate(p.record, p.record_len) != QV_OK) {
-        /* Inline items nested near the depth limit would put the record past
-         * it: store every item by reference, each then a value of its own. */
-        b.inline_limit = 0;
-        b.nrefs = 0;
-        st = qv__record_build(&b, &p, call, call_len, result, result_len, info);
-    }
+    qv_status st = qv__record_prepare(&p, &b, key, call, call_len, result, result_len, info);
     if (!st) {
         p.refs = b.refs;
         p.nrefs = b.nrefs;
-        st = qv__group_commit(cache, &p);
+        st = cache->tier ? cache->tier->put(cache, &p) : qv__group_commit(cache, &p);
     }
     free(b.refs);
+    return st;
+}
+
+qv_status qv__record_prepare(pending *p, record_builder *b, const qv_digest *key, const void *call, size_t call_len,
+                             const void *result, size_t result_len, const qv_store_info *info) {
+    qv_status st = qv_validate(result, result_len);
+    if (st) return qv__error(st, "the result is not one canonical item: %s", qv_errmsg());
+    memset(p, 0, sizeof *p);
+    /* A key that is not the call's digest would file the result under
+     * another call: every language would get it for that call. Hashing the
+     * call again costs little next to a commit (docs/DECISIONS.md). */
+    qv_digest_bytes(&p->key, call, call_len);
+    if (key && memcmp(key->bytes, p->key.bytes, 16) != 0) {
+        char given[33], actual[33];
+        qv_digest_hex(key, given);
+        qv_digest_hex(&p->key, actual);
+        return qv__error(QV_EINVAL, "qv_cache_store: key %s is not the digest of the call encoding (%s)", given, actual);
+    }
+    st = qv__record_build(b, p, call, call_len, result, result_len, info);
+    if (!st && qv_validate(p->record, p->record_len) != QV_OK) {
+        /* Inline items nested near the depth limit would put the record past
+         * it: store every item by reference, each then a value of its own. */
+        b->inline_limit = 0;
+        b->nrefs = 0;
+        st = qv__record_build(b, p, call, call_len, result, result_len, info);
+    }
     return st;
 }
 

@@ -1,4 +1,7 @@
 /* Status codes and the thread-local last error message. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,4 +81,58 @@ void qv_free(void *p) {
 
 const char *qv_version(void) {
     return QV_VERSION_STRING;
+}
+
+/* ------------------------------------------------------------- warnings */
+
+/* The handler is reference-counted so that it can be replaced while another
+ * thread is inside it: the old one is destroyed when its last caller returns,
+ * and no lock of ours is held while it runs. */
+typedef struct warning_handler {
+    qv_warning_cb cb;
+    void *userdata;
+    void (*destroy)(void *);
+    _Atomic int refs;
+} warning_handler;
+
+static pthread_mutex_t handler_lock = PTHREAD_MUTEX_INITIALIZER;
+static warning_handler *handler;
+
+static void handler_release(warning_handler *h) {
+    if (!h || atomic_fetch_sub(&h->refs, 1) != 1) return;
+    if (h->destroy) h->destroy(h->userdata);
+    free(h);
+}
+
+void qv_set_warning_handler(qv_warning_cb cb, void *userdata, void (*destroy)(void *userdata)) {
+    warning_handler *h = NULL;
+    if (cb && (h = malloc(sizeof *h))) {
+        h->cb = cb;
+        h->userdata = userdata;
+        h->destroy = destroy;
+        atomic_init(&h->refs, 1);
+    }
+    pthread_mutex_lock(&handler_lock);
+    warning_handler *old = handler;
+    handler = h;
+    pthread_mutex_unlock(&handler_lock);
+    handler_release(old);
+}
+
+void qv__warn(const char *fmt, ...) {
+    char message[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&handler_lock);
+    warning_handler *h = handler;
+    if (h) atomic_fetch_add(&h->refs, 1);
+    pthread_mutex_unlock(&handler_lock);
+    if (!h) {
+        fprintf(stderr, "quiver: warning: %s\n", message);
+        return;
+    }
+    h->cb(message, h->userdata);
+    handler_release(h);
 }

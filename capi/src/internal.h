@@ -20,6 +20,9 @@
 
 /* error.c: set the thread's message and return status. */
 qv_status qv__error(qv_status status, const char *fmt, ...) QV_PRINTF(2, 3);
+/* A warning through the handler of qv_set_warning_handler (stderr by default).
+ * Call it with no lock held: the handler is host code. */
+void qv__warn(const char *fmt, ...) QV_PRINTF(1, 2);
 /* Whether the thread has a message (qv_error_set(st, NULL) clears it). */
 int qv__error_is_set(void);
 qv_status qv__nomem(void);

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "tier.h"
 
 /* ---------------------------------------------------------- maintenance */
 
@@ -26,8 +26,16 @@ static qv_status finish_write(wctx *w, qv_status st) {
     return w->c->store->ops->commit(w->c->store, w->txn);
 }
 
+/* gc and verify walk one store's tables in one transaction: a remote tier
+ * has no such transaction, and a stack's tiers are maintained one by one. */
+static qv_status not_a_store(qv_cache *cache, const char *what) {
+    return qv__error(QV_EINVAL, "%s: %s works on an LMDB or memory cache, not on a remote tier or stack", cache->path,
+                     what);
+}
+
 qv_status qv_cache_evict(qv_cache *cache, const qv_digest *key) {
     if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_evict: NULL argument");
+    if (cache->tier) return cache->tier->evict(cache, key);
     wctx w;
     qv_status st = write_txn(cache, &w);
     if (st) return st;
@@ -145,6 +153,7 @@ qv_status qv_cache_gc_ext(qv_cache *cache, const qv_maintenance_options *opts, u
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_gc: cache is NULL");
     qv_status st = check_options(opts, "qv_cache_gc_ext");
     if (st) return st;
+    if (cache->tier) return not_a_store(cache, "gc");
     wctx w;
     if ((st = write_txn(cache, &w))) return st;
     qv_store *s = cache->store;
@@ -240,6 +249,7 @@ qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opt
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_verify: cache is NULL");
     qv_status st = check_options(opts, "qv_cache_verify_ext");
     if (st) return st;
+    if (cache->tier) return not_a_store(cache, "verify");
     int repair = opts && (opts->flags & QV_MAINTENANCE_REPAIR);
     qv_store *s = cache->store;
     wctx w = {cache, NULL, 0};
@@ -277,6 +287,7 @@ qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opt
 
 qv_status qv_cache_sync(qv_cache *cache) {
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_sync: cache is NULL");
+    if (cache->tier) return cache->tier->sync(cache);
     qv__flush_pending_touches(cache);
     return cache->store->ops->sync(cache->store);
 }
@@ -293,6 +304,7 @@ const char *qv_stat_name(int which) {
 qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
     if (!cache || !out) return qv__error(QV_EINVAL, "qv_cache_stat: NULL argument");
     if (which < 0 || which >= QV_STAT_COUNT) return qv__error(QV_EINVAL, "unknown statistic %d", which);
+    if (cache->tier) return cache->tier->stat(cache, which, out);
     qv_store *s = cache->store;
     qv_txn *txn;
     qv_status st = QV_OK;

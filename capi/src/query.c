@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "tier.h"
 
 /* ------------------------------------------------------------------ query */
 
@@ -37,10 +37,21 @@ static qv_status name_check_visit(int key, const uint8_t *item, size_t len, void
     return QV_OK;
 }
 
+qv_status qv__iter_new(qv_iter **out, qv_digest *keys, size_t n) {
+    if (!(*out = calloc(1, sizeof **out))) {
+        free(keys);
+        return qv__nomem();
+    }
+    (*out)->keys = keys;
+    (*out)->n = n;
+    return QV_OK;
+}
+
 qv_status qv_cache_query(qv_iter **out, qv_cache *cache, const char *name) {
     if (!out) return qv__error(QV_EINVAL, "qv_cache_query: out is NULL");
     *out = NULL;
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_query: cache is NULL");
+    if (cache->tier) return cache->tier->query(out, cache, name);
     qv_iter *it = calloc(1, sizeof *it);
     if (!it) return qv__nomem();
     qv_store *s = cache->store;

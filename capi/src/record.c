@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "tier.h"
 
 /* Keys of a call record, by R_*, as qv_cache_load names them. */
 static const char *const record_keys[R_COUNT] = {"result",  "duration_ns", "start_ns", "name", "version",
@@ -262,6 +262,7 @@ qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record
     if (!record) return qv__error(QV_EINVAL, "qv_cache_load: record is NULL");
     *record = NULL;
     if (!cache || !key) return qv__error(QV_EINVAL, "qv_cache_load: NULL argument");
+    if (cache->tier) return cache->tier->load(cache, key, record);
     qv_txn *txn;
     qv_status st = cache->store->ops->read_begin(cache->store, &txn);
     if (st) return st;

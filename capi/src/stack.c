@@ -1,1 +1,10 @@
-/* stack.c: being written (issue 11). */
+/* stack.c: being written (issue 11); these two keep the library linkable meanwhile. */
+#include "tier.h"
+
+qv_status qv_stack_options_init(qv_stack_options *opts, uint32_t version) {
+    return qv__error(QV_EINVAL, "stacks are being built");
+}
+
+qv_status qv_cache_stack(qv_cache **out, qv_cache *local, qv_cache *remote, const qv_stack_options *opts) {
+    return qv__error(QV_EINVAL, "stacks are being built");
+}
