@@ -167,6 +167,29 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     return QV_OK;
 }
 
+/* A cache that is no store of its own (tier.h): a remote tier or a stack.
+ * state is the caller's to free when this fails. */
+qv_status qv__cache_new_tier(qv_cache **out, const char *path, uint32_t inline_limit, const struct qv_tier_ops *ops,
+                             void *state) {
+    *out = NULL;
+    qv_cache *c = aligned_alloc(64, (sizeof *c + 63) & ~(size_t)63);
+    if (!c) return qv__nomem();
+    memset(c, 0, sizeof *c);
+    if (!(c->path = strdup(path))) {
+        free(c);
+        return qv__nomem();
+    }
+    atomic_init(&c->refs, 1);
+    c->inline_limit = inline_limit ? inline_limit : DEFAULT_INLINE_LIMIT;
+    pthread_mutex_init(&c->qlock, NULL);
+    atomic_init(&c->fork_gen, qv__fork_generation());
+    atomic_init(&c->fixing_gen, qv__fork_generation());
+    c->tier = ops;
+    c->tier_state = state;
+    *out = c;
+    return QV_OK;
+}
+
 qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options *opts) {
     if (!path) {
         if (out) *out = NULL;

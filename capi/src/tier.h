@@ -24,4 +24,11 @@ typedef struct qv_tier_ops {
     void (*close)(qv_cache *c); /* frees tier_state, not the qv_cache */
 } qv_tier_ops;
 
+/* cache.c: a new cache (one reference) whose every call goes through ops,
+ * with path as qv_cache_path and the records of its stores built with
+ * inline_limit (0: the default). state is the caller's to free on failure,
+ * ops->close's once this succeeds. */
+qv_status qv__cache_new_tier(qv_cache **out, const char *path, uint32_t inline_limit, const qv_tier_ops *ops,
+                             void *state);
+
 #endif
