@@ -15,5 +15,6 @@ eval "$(python3 "$QUIVER_SOURCE/bench/tpe.py" "$tasks")"
 export QV_TPE_ROUNDTRIP_NS QV_TPE_TASK_NS
 "$QUIVER_BUILD/bin/bench_core" "$@"
 "$QUIVER_BUILD/bin/bench_lease" "$@"
+"$QUIVER_BUILD/bin/bench_remote" "$@"
 python3 "$QUIVER_SOURCE/bench/bench_python.py" "$@"
 lua5.4 "$QUIVER_SOURCE/bench/bench_lua.lua" "$@"
