@@ -289,10 +289,12 @@ func borrowed(p *C.qv_value) *Value {
 	return &Value{p: p}
 }
 
-// Cache is an LMDB cache directory. Safe for use by many goroutines.
+// Cache is an LMDB cache directory, a remote tier (a redis:// or unix:// URL)
+// or a stack of both. Safe for use by many goroutines.
 type Cache struct{ p *C.qv_cache }
 
-// Open opens (creating it when missing) the LMDB cache in directory path.
+// Open opens (creating it when missing) the LMDB cache in directory path, or
+// the remote tier a redis:// or unix:// URL names.
 func Open(path string) (*Cache, error) { return open(path, 0) }
 
 // OpenReadOnly opens an existing cache for reading only: stores are refused.
@@ -316,6 +318,24 @@ func open(path string, flags C.uint32_t) (*Cache, error) {
 	return &Cache{p: p}, nil
 }
 
+// Stack is a cache over two: reads try local, then remote, and copy remote
+// hits into local; stores go to both. Both stay usable and are closed on
+// their own (the stack keeps its own references).
+func Stack(local, remote *Cache) (*Cache, error) {
+	var opts C.qv_stack_options
+	var p *C.qv_cache
+	err := check(func() C.qv_status {
+		if st := C.qv_stack_options_init(&opts, C.QV_STACK_OPTIONS_VERSION); st != C.QV_OK {
+			return st
+		}
+		return C.qv_cache_stack(&p, local.p, remote.p, &opts)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{p: p}, nil
+}
+
 // Close releases the handle.
 func (c *Cache) Close() {
 	if c != nil && c.p != nil {
@@ -324,7 +344,7 @@ func (c *Cache) Close() {
 	}
 }
 
-// Path is the cache's absolute directory.
+// Path is the cache's absolute directory, or its URL, or "stack(...)".
 func (c *Cache) Path() string { return C.GoString(C.qv_cache_path(c.p)) }
 
 func (c *Cache) Contains(key Digest) (bool, error) {
@@ -351,6 +371,13 @@ func (c *Cache) Load(key Digest) (*Value, error) {
 func (c *Cache) Entries() (uint64, error) {
 	var n C.uint64_t
 	err := check(func() C.qv_status { return C.qv_cache_stat(c.p, C.QV_STAT_ENTRIES, &n) })
+	return uint64(n), err
+}
+
+// RemoteHits counts this stack's hits that its remote tier served.
+func (c *Cache) RemoteHits() (uint64, error) {
+	var n C.uint64_t
+	err := check(func() C.qv_status { return C.qv_cache_stat(c.p, C.QV_STAT_REMOTE_HITS, &n) })
 	return uint64(n), err
 }
 

@@ -323,7 +323,7 @@ impl fmt::Debug for ValueRef<'_> {
     }
 }
 
-/// A cache handle: an LMDB directory (or ":memory:"). Shared by any number of threads.
+/// A cache handle: an LMDB directory (or ":memory:"), a remote tier or a stack. Shared by any number of threads.
 pub struct Cache {
     ptr: NonNull<sys::qv_cache>,
 }
@@ -340,7 +340,8 @@ impl Drop for Cache {
 }
 
 impl Cache {
-    /// Open (creating it when missing) the LMDB cache in directory `path`.
+    /// Open (creating it when missing) the LMDB cache in directory `path`, or
+    /// the remote tier a `redis://` or `unix://` URL names.
     pub fn open(path: impl AsRef<Path>) -> Result<Cache> {
         Cache::open_with(path.as_ref(), 0)
     }
@@ -353,7 +354,7 @@ impl Cache {
     fn open_with(path: &Path, flags: u32) -> Result<Cache> {
         let cpath = path_cstring(path)?;
         let mut opts = sys::qv_cache_options::default();
-        // SAFETY: opts is the version-1 layout declared in sys.
+        // SAFETY: opts is the version-2 layout declared in sys.
         check(unsafe { sys::qv_cache_options_init(&mut opts, sys::QV_CACHE_OPTIONS_VERSION) })?;
         opts.flags = flags;
         let mut out = ptr::null_mut();
@@ -361,11 +362,22 @@ impl Cache {
         Ok(Cache { ptr: NonNull::new(out).expect("quiver returned QV_OK and no cache") })
     }
 
+    /// A cache over two: reads try `local`, then `remote`, and copy remote
+    /// hits into `local`; stores go to both. The stack holds its own
+    /// references: the two handles may be dropped before or after it.
+    pub fn stack(local: &Cache, remote: &Cache) -> Result<Cache> {
+        let mut opts = sys::qv_stack_options::default();
+        check(unsafe { sys::qv_stack_options_init(&mut opts, sys::QV_STACK_OPTIONS_VERSION) })?;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::qv_cache_stack(&mut out, local.raw(), remote.raw(), &opts) })?;
+        Ok(Cache { ptr: NonNull::new(out).expect("quiver returned QV_OK and no stack") })
+    }
+
     fn raw(&self) -> *mut sys::qv_cache {
         self.ptr.as_ptr()
     }
 
-    /// The absolute directory of the cache.
+    /// The absolute directory of the cache (a remote tier: its URL).
     pub fn path(&self) -> PathBuf {
         // SAFETY: valid while the cache lives; copied at once.
         let p = unsafe { CStr::from_ptr(sys::qv_cache_path(self.raw())) };
@@ -406,6 +418,10 @@ impl Cache {
     /// Lookups through this handle that did not.
     pub fn misses(&self) -> Result<u64> {
         self.stat(sys::QV_STAT_MISSES)
+    }
+    /// Hits of this stack that its remote tier served.
+    pub fn remote_hits(&self) -> Result<u64> {
+        self.stat(sys::QV_STAT_REMOTE_HITS)
     }
     /// Calls stored in the cache (by anyone).
     pub fn entries(&self) -> Result<u64> {

@@ -9,6 +9,7 @@ pub type qv_type = c_int;
 pub const QV_OK: qv_status = 0;
 pub const QV_NOTFOUND: qv_status = -1;
 pub const QV_EINVAL: qv_status = -2;
+pub const QV_EIO: qv_status = -12;
 pub const QV_ETYPE: qv_status = -14;
 pub const QV_EFAILED: qv_status = -17;
 
@@ -20,12 +21,15 @@ pub const QV_TYPE_TEXT: qv_type = 5;
 pub const QV_TYPE_BYTES: qv_type = 6;
 pub const QV_TYPE_LIST: qv_type = 7;
 
-pub const QV_CACHE_OPTIONS_VERSION: u32 = 1;
+pub const QV_CACHE_OPTIONS_VERSION: u32 = 2;
 pub const QV_CACHE_READONLY: u32 = 0x1;
 
 pub const QV_STAT_HITS: c_int = 0;
 pub const QV_STAT_MISSES: c_int = 1;
 pub const QV_STAT_ENTRIES: c_int = 2;
+pub const QV_STAT_REMOTE_HITS: c_int = 11;
+
+pub const QV_STACK_OPTIONS_VERSION: u32 = 1;
 
 pub const QV_FN_STAT_HITS: c_int = 0;
 pub const QV_FN_STAT_MISSES: c_int = 1;
@@ -36,8 +40,10 @@ pub struct qv_digest {
     pub bytes: [u8; 16],
 }
 
+/// The version-2 layout (timeout and secret for the remote tier); the C side
+/// copies as many fields as `version` says, so a version-1 caller still works.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct qv_cache_options {
     pub version: u32,
     pub durability: u32,
@@ -45,6 +51,36 @@ pub struct qv_cache_options {
     pub inline_limit: u32,
     pub max_bytes: u64,
     pub map_size: u64,
+    pub timeout_ms: u32,
+    pub reserved: u32,
+    pub secret: *const c_void,
+    pub secret_len: usize,
+}
+
+impl Default for qv_cache_options {
+    fn default() -> Self {
+        qv_cache_options {
+            version: 0,
+            durability: 0,
+            flags: 0,
+            inline_limit: 0,
+            max_bytes: 0,
+            map_size: 0,
+            timeout_ms: 0,
+            reserved: 0,
+            secret: std::ptr::null(),
+            secret_len: 0,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct qv_stack_options {
+    pub version: u32,
+    pub flags: u32,
+    pub queue_limit: u32,
+    pub reserved: u32,
 }
 
 #[repr(C)]
@@ -110,6 +146,13 @@ extern "C" {
     pub fn qv_cache_options_init(opts: *mut qv_cache_options, version: u32) -> qv_status;
     pub fn qv_cache_open(out: *mut *mut qv_cache, path: *const c_char, opts: *const qv_cache_options) -> qv_status;
     pub fn qv_cache_close(cache: *mut qv_cache);
+    pub fn qv_stack_options_init(opts: *mut qv_stack_options, version: u32) -> qv_status;
+    pub fn qv_cache_stack(
+        out: *mut *mut qv_cache,
+        local: *mut qv_cache,
+        remote: *mut qv_cache,
+        opts: *const qv_stack_options,
+    ) -> qv_status;
     pub fn qv_cache_path(cache: *const qv_cache) -> *const c_char;
     pub fn qv_cache_contains(cache: *mut qv_cache, key: *const qv_digest) -> qv_status;
     pub fn qv_cache_get_value(cache: *mut qv_cache, key: *const qv_digest, out: *mut *mut qv_value) -> qv_status;
