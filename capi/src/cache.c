@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sign.h"
 #include "tier.h"
 
 const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru"};
@@ -145,7 +146,11 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     atomic_init(&c->fork_gen, qv__fork_generation());
     atomic_init(&c->fixing_gen, qv__fork_generation());
     qv_store_config cfg = {qv__table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
-    qv_status st;
+    qv_status st = qv__signer_from_options(&c->signer, &o);
+    if (st) {
+        qv_cache_close(c);
+        return st;
+    }
     if (memory) {
         c->path = strdup(":memory:");
         st = c->path ? qv__store_memory_open(&c->store, &cfg) : qv__nomem();
@@ -157,7 +162,9 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
             if (!c->path) st = qv__nomem();
         }
     }
+    if (!st && c->signer) st = qv__store_signed_open(&c->store, c->store, c->signer, &cfg);
     if (!st) st = init_meta(c);
+    if (!st) st = qv__sign_open_meta(c);
     if (!st && c->max_bytes && !(c->flags & QV_CACHE_READONLY)) st = qv__backfill_atimes(c);
     if (st) {
         qv_cache_close(c);
@@ -221,6 +228,7 @@ void qv_cache_close(qv_cache *cache) {
         qv__flush_pending_touches(cache);
         cache->store->ops->close(cache->store);
     }
+    qv__signer_free(cache->signer);
     pthread_mutex_destroy(&cache->qlock);
     free(cache->path);
     free(cache);
@@ -236,7 +244,7 @@ qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
     size_t n;
     st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n);
     cache->store->ops->read_end(cache->store, txn);
-    return st;
+    return st == QV__EFORGED ? QV_NOTFOUND : st;
 }
 
 static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
@@ -245,6 +253,17 @@ static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *wha
     qv__cache_count(c, QV_STAT_CORRUPT, 1);
     qv__cache_count(c, QV_STAT_MISSES, 1);
     qv__error(QV_ECORRUPT, "%s: entry %s is corrupt (%s); treated as a miss", c->path, hex, what);
+    return QV_NOTFOUND;
+}
+
+/* An entry whose signature failed: someone without the secret wrote it. */
+static qv_status forged_miss(qv_cache *c, const qv_digest *key) {
+    char hex[33], why[256];
+    qv_digest_hex(key, hex);
+    snprintf(why, sizeof why, "%s", qv_errmsg());
+    qv__cache_count(c, QV_STAT_FORGED, 1);
+    qv__cache_count(c, QV_STAT_MISSES, 1);
+    qv__error(QV_ECORRUPT, "%s: entry %s is forged (%s); treated as a miss", c->path, hex, why);
     return QV_NOTFOUND;
 }
 
@@ -269,6 +288,7 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     if (st) {
         s->ops->read_end(s, txn);
         if (st == QV_NOTFOUND) qv__cache_count(cache, QV_STAT_MISSES, 1);
+        if (st == QV__EFORGED) return forged_miss(cache, key);
         return st;
     }
     const uint8_t *rec = v;
@@ -282,6 +302,7 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     if (qv__record_is_ref(data, len)) {
         if ((st = s->ops->get(s, txn, T_VALUES, data + 6, 16, &v, &len)) || qv_validate(v, len)) {
             s->ops->read_end(s, txn);
+            if (st == QV__EFORGED) return forged_miss(cache, key);
             if (st && st != QV_NOTFOUND) return st;
             return corrupt_miss(cache, key, st ? "its result value is missing" : "its result value is invalid");
         }

@@ -51,6 +51,10 @@ struct qv_cache {
     /* A remote tier or a stack (tier.h): every public call goes through it. */
     const struct qv_tier_ops *tier;
     void *tier_state;
+    /* Signs records and values (sign.h); NULL: unsigned. Owned and freed at
+     * close; a stack borrows its local tier's when both tiers are signed and
+     * clears it in its tier close. */
+    struct qv_signer *signer;
     char *path;
     uint32_t durability, flags, inline_limit;
     int memory; /* the memory store */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sign.h"
 #include "tier.h"
 
 #define MAX_FULL_RETRIES 16
@@ -59,8 +60,10 @@ static qv_status ref_value(wctx *w, const valref *r) {
     qv_status st = qv__get_count(w, T_REFS, &r->digest, &n);
     if (st && st != QV_NOTFOUND) return st;
     /* The value's own presence decides, so a count left without its value
-     * (by a crash of a foreign writer, say) heals instead of poisoning. */
-    if ((st = s->ops->get(s, w->txn, T_VALUES, r->digest.bytes, 16, &v, &len)) == QV_NOTFOUND) {
+     * (by a crash of a foreign writer, say) heals instead of poisoning; so
+     * does a value whose signature fails, which is replaced. */
+    st = s->ops->get(s, w->txn, T_VALUES, r->digest.bytes, 16, &v, &len);
+    if (st == QV_NOTFOUND || st == QV__EFORGED) {
         if ((st = s->ops->put(s, w->txn, T_VALUES, r->digest.bytes, 16, r->data, r->len))) return st;
         w->bytes += r->len;
     } else if (st) {
@@ -135,6 +138,12 @@ qv_status qv__remove_call(wctx *w, const qv_digest *key) {
     const void *v;
     size_t len;
     qv_status st = s->ops->get(s, w->txn, T_CALLS, key->bytes, 16, &v, &len);
+    if (st == QV__EFORGED) {
+        /* a forged record cannot be trusted to name its values or its name:
+         * gc reclaims what only it held */
+        if ((st = s->ops->del(s, w->txn, T_CALLS, key->bytes, 16))) return st;
+        return drop_atime(w, key);
+    }
     if (st) return st;
     /* copy: deleting invalidates v */
     uint8_t *rec = malloc(len ? len : 1);
@@ -160,7 +169,7 @@ static qv_status apply(wctx *w, pending *p, uint64_t now) {
     const void *v;
     size_t len;
     qv_status st = s->ops->get(s, w->txn, T_CALLS, p->key.bytes, 16, &v, &len);
-    if (st == QV_OK) st = qv__remove_call(w, &p->key); /* a rerun replaces the record */
+    if (st == QV_OK || st == QV__EFORGED) st = qv__remove_call(w, &p->key); /* a rerun replaces the record */
     if (st && st != QV_NOTFOUND) return st;
     for (size_t i = 0; i < p->nrefs; i++)
         if ((st = ref_value(w, &p->refs[i]))) return st;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sign.h"
 #include "tier.h"
 
 /* Keys of a call record, by R_*, as qv_cache_load names them. */
@@ -271,6 +272,10 @@ qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record
     if (!(st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n)))
         st = load_record(cache, txn, v, n, record);
     cache->store->ops->read_end(cache->store, txn);
+    if (st == QV__EFORGED) {
+        qv__cache_count(cache, QV_STAT_FORGED, 1);
+        st = QV_ECORRUPT;
+    }
     if (st == QV_ECORRUPT) {
         char hex[33], why[512];
         qv_digest_hex(key, hex);

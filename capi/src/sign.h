@@ -9,6 +9,7 @@
 #define QV_SIGN_H
 
 #include "internal.h"
+#include "store.h"
 
 #define QV_SIGN_TAG_LEN 32
 
@@ -38,5 +39,14 @@ qv_status qv__sign(const qv_signer *signer, const char *table, const void *key, 
  * than a tag or the tag is wrong. */
 qv_status qv__sign_check(const qv_signer *signer, const char *table, const void *key, size_t klen, const void *stored,
                          size_t slen, size_t *payload_len);
+
+/* The store of a signed LMDB or memory cache: inner with its "calls" and
+ * "values" tables (named in cfg) signed; get on them is QV__EFORGED when the
+ * tag fails, and a scan shows such an entry with an empty value. Takes over
+ * inner (closed on failure too); signer is borrowed and must outlive it. */
+qv_status qv__store_signed_open(qv_store **out, qv_store *inner, const qv_signer *signer, const qv_store_config *cfg);
+/* At open, after the meta table is initialised: a cache whose meta "signed"
+ * is 1 refuses a handle without a secret; a writable signed handle sets it. */
+qv_status qv__sign_open_meta(qv_cache *c);
 
 #endif
