@@ -10,8 +10,8 @@
  *     as the entry holds in Redis (record, and value when not inline); a small
  *     int result and a 4 KiB one (a value of its own, so record and value are
  *     fetched in one pipelined round trip);
- *  2. a remote hit through a stack: the local tier misses, Redis answers, and
- *     the stack copies the entry into the local tier (a local store included);
+ *  2. a remote hit through a stack: the local tier misses, Redis answers (the
+ *     stack's worker thread copies the entry into the local tier meanwhile);
  *     every lookup is on a distinct key, since a repeated key would be a
  *     local hit; against the same GET;
  *  3. a local hit through a stack against a plain local hit on the same key;
@@ -490,7 +490,7 @@ static void bench_remote_hits(size_t size) {
     add_row(name, median(bare, cfg.reps), g, G_MAX_RATIO, 1.5, "same key; anchor: GET of the entry's %zu bytes", nbytes);
     snprintf(name, sizeof name, "remote hit through a stack, %s", what);
     add_row(name, median(through, cfg.reps), g, G_MAX_RATIO, 1.5,
-            "local miss, Redis hit, copied into local; distinct keys (%llu remote hits, %llu copied)",
+            "local miss, Redis hit; distinct keys (%llu remote hits, %llu copied into local so far)",
             (unsigned long long)remote_hits, (unsigned long long)local_entries);
     free(bare);
     free(through);
