@@ -6,7 +6,8 @@
  * trip and not a local commit. Stores go to local, then to remote: on the
  * caller's thread, or with QV_STACK_ASYNC through a bounded queue that the
  * same worker drains. The remote tier failing never fails a stack call: the
- * stack goes on from local, with one warning per outage, and tries the remote
+ * stack goes on from local, with one warning per outage (the remote tier's
+ * own when its server is unreachable), and tries the remote
  * again on the next call (the remote tier's transport does the backoff).
  * Warnings are emitted on host threads (a call on the stack, sync, close),
  * never on the worker: a host's handler may not expect a thread it does not
@@ -107,6 +108,9 @@ static void remote_failed(qv_cache *c, stack *s, qv_status st) {
         msg = s->full_msg;
     } else {
         if (!atomic_compare_exchange_strong(&s->down, &expected, 1)) return;
+        /* A remote tier warns of an unreachable server itself, once per
+         * outage (redis.c): a second warning would say the same. */
+        if (s->remote->tier && (st == QV_EIO || st == QV_ETIMEOUT)) return;
         msg = s->down_msg;
     }
     stack_after_fork(s);
