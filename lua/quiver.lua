@@ -91,10 +91,12 @@ local function new_cache(h)
   return setmetatable({_h = h, _path = core.qv_cache_path(h)}, Cache)
 end
 
--- "lmdb <path>" or "memory", then the counts or "closed": how tostring
--- shows a cache, and the cache a memo would use now.
+-- "lmdb <path>", "memory", "redis <url>" or "stack(<local>, <remote>)",
+-- then the counts or "closed": how tostring shows a cache, and the cache a
+-- memo would use now.
 local function describe(path, entries, bytes)
-  local kind = path == ":memory:" and "memory" or ("lmdb " .. path)
+  local kind = path == ":memory:" and "memory" or path:find("^stack%(") and path
+    or path:find("://", 1, true) and ("redis " .. path) or ("lmdb " .. path)
   if not entries then return "quiver.cache(" .. kind .. ", closed)" end
   return string.format("quiver.cache(%s, %d entries, %d bytes)", kind, entries, bytes)
 end
@@ -102,11 +104,24 @@ end
 local durability = {safe = core.QV_DURABILITY_SAFE, durable = core.QV_DURABILITY_DURABLE,
                     fast = core.QV_DURABILITY_FAST}
 
---- Open (creating it when missing) the LMDB cache in directory path.
+local function check_count(fn, name, v, max)
+  if v ~= nil and (math.type(v) ~= "integer" or v < 0 or (max and v > max)) then
+    error(string.format("%s: %s must be a non-negative integer, got %s", fn, name, tostring(v)), 3)
+  end
+  return v
+end
+
+--- Open (creating it when missing) the LMDB cache in directory path, or the
+-- remote tier a URL names: redis://[user:password@]host[:port][/db] or
+-- unix:///path/to/redis.sock (then ?db=, prefix=, timeout_ms=). Any other
+-- "scheme://" is refused: a URL is never taken as a directory.
 -- opts: readonly, durability ("safe", "durable", "fast"), max_bytes,
--- map_size, inline_limit. The path ":memory:" gives a private memory cache.
+-- map_size, inline_limit, timeout_ms (a remote tier's bound on connecting and
+-- on each round trip; default the URL's, else 1000), secret (a string: sign
+-- records and values with HMAC-SHA256 and read forged ones as misses;
+-- default QUIVER_SECRET). The path ":memory:" gives a private memory cache.
 function M.open(path, opts)
-  if type(path) ~= "string" then error("quiver.open: expected a path, got " .. type(path), 2) end
+  if type(path) ~= "string" then error("quiver.open: expected a path or URL, got " .. type(path), 2) end
   opts = opts or {}
   local o = core.qv_cache_options()
   core.qv_cache_options_init(o, core.QV_CACHE_OPTIONS_VERSION)
@@ -118,8 +133,30 @@ function M.open(path, opts)
   if opts.max_bytes then o.max_bytes = opts.max_bytes end
   if opts.map_size then o.map_size = opts.map_size end
   if opts.inline_limit then o.inline_limit = opts.inline_limit end
-  local _, h = core.qv_cache_open(path, o)
-  return new_cache(h)
+  if check_count("quiver.open", "timeout_ms", opts.timeout_ms, 0xffffffff) then o.timeout_ms = opts.timeout_ms end
+  if opts.secret ~= nil and (type(opts.secret) ~= "string" or opts.secret == "") then
+    error("quiver.open: secret must be a non-empty string, got " .. type(opts.secret), 2)
+  end
+  return new_cache(core.cache_open(path, o, opts.secret))
+end
+
+--- A cache over two: reads try local, then remote, and copy remote hits into
+-- local; stores go to local, then to remote. A memoized call through it runs
+-- once across every process sharing the remote. When the remote is down it
+-- goes on from local (one warning, on stderr) and retries later.
+-- opts: async (write the remote from a bounded queue, flushed at close),
+-- queue_limit (stores waiting before new ones are dropped; default 1024).
+function M.stack(local_cache, remote, opts)
+  opts = opts or {}
+  local lh, rh = handle(local_cache), handle(remote)
+  local o = core.qv_stack_options()
+  o.version = core.QV_STACK_OPTIONS_VERSION
+  if opts.async then o.flags = core.QV_STACK_ASYNC end
+  if check_count("quiver.stack", "queue_limit", opts.queue_limit, 0xffffffff) then o.queue_limit = opts.queue_limit end
+  local _, h = core.qv_cache_stack(lh, rh, o)
+  local c = new_cache(h)
+  c._tiers = {local_cache, remote}
+  return c
 end
 
 --- A new cache in this process's memory.
@@ -190,7 +227,8 @@ function Cache:query(t)
   end
 end
 
---- Counters and sizes, by name: hits, misses, entries, values, bytes, ...
+--- Counters and sizes, by name: hits, misses, entries, values, bytes, ...,
+-- and for remote tiers and stacks remote_hits, remote_errors, dropped, forged.
 function Cache:stats()
   local h, s = handle(self), {}
   for i = 0, core.QV_STAT_COUNT - 1 do

@@ -227,15 +227,21 @@ static PyObject *qvpy_n_cache_load(PyObject *self, PyObject *a) {
 }
 
 static PyObject *qvpy_n_cache_open(PyObject *self, PyObject *a) {
-    const char *path;
-    unsigned int durability, flags;
+    const char *path, *secret = NULL;
+    Py_ssize_t secret_len = 0;
+    unsigned int durability, flags, timeout_ms = 0;
     unsigned long long max_bytes, map_size;
-    if (!PyArg_ParseTuple(a, "sIIKK", &path, &durability, &flags, &max_bytes, &map_size)) return NULL;
+    if (!PyArg_ParseTuple(a, "sIIKK|Iz#", &path, &durability, &flags, &max_bytes, &map_size, &timeout_ms, &secret,
+                          &secret_len))
+        return NULL;
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.durability = durability;
     o.flags = flags;
     o.max_bytes = max_bytes;
     o.map_size = map_size;
+    o.timeout_ms = timeout_ms;
+    o.secret = secret;
+    o.secret_len = (size_t)secret_len;
     qv_cache *c = NULL;
     qv_status st;
     Py_BEGIN_ALLOW_THREADS
@@ -245,6 +251,67 @@ static PyObject *qvpy_n_cache_open(PyObject *self, PyObject *a) {
     return qvpy_cache_wrap(c, 1);
 }
 
+/* cache_stack(local, remote, flags, queue_limit): the core's stack of two
+ * caches, a cache of its own that retains both. */
+static PyObject *qvpy_n_cache_stack(PyObject *self, PyObject *a) {
+    PyObject *local, *remote;
+    unsigned int flags, queue_limit;
+    if (!PyArg_ParseTuple(a, "OOII", &local, &remote, &flags, &queue_limit)) return NULL;
+    qv_cache *lc = qvpy_cache_enter(local);
+    if (!lc) return NULL;
+    qv_cache *rc = qvpy_cache_enter(remote);
+    if (!rc) {
+        qvpy_cache_leave(local);
+        return NULL;
+    }
+    qv_stack_options o = QV_STACK_OPTIONS_INIT;
+    o.flags = flags;
+    o.queue_limit = queue_limit;
+    qv_cache *c = NULL;
+    qv_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = qv_cache_stack(&c, lc, rc, &o);
+    Py_END_ALLOW_THREADS
+    qvpy_cache_leave(remote);
+    qvpy_cache_leave(local);
+    if (st) return qvpy_raise(st);
+    return qvpy_cache_wrap(c, 1);
+}
+
+static PyObject *qvpy_n_cache_signed(PyObject *self, PyObject *a) {
+    PyObject *cache;
+    if (!PyArg_ParseTuple(a, "O", &cache)) return NULL;
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) return NULL;
+    int s = qv_cache_signed(c);
+    qvpy_cache_leave(cache);
+    return PyBool_FromLong(s);
+}
+
+/* The core's warnings (a remote tier down, stores dropped) as QuiverWarning.
+ * They come from whichever thread met the problem, a pool's or a stack's
+ * queue included, which may never have run Python: the GIL is taken for
+ * them. While the interpreter goes away it cannot be, and the core's own
+ * stderr line says it instead. An exception pending on this thread is kept,
+ * and a warning turned into an error (a filter) is reported as unraisable,
+ * since no Python caller is there to receive it. */
+static void qvpy_warning_cb(const char *message, void *unused) {
+#if PY_VERSION_HEX >= 0x030D0000
+    int finalizing = !Py_IsInitialized() || Py_IsFinalizing();
+#else
+    int finalizing = !Py_IsInitialized() || _Py_IsFinalizing();
+#endif
+    if (finalizing || !qvpy_warning) {
+        fprintf(stderr, "quiver: warning: %s\n", message);
+        return;
+    }
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (PyErr_WarnEx(qvpy_warning, message, 1)) PyErr_WriteUnraisable(qvpy_warning);
+    PyErr_Restore(type, value, tb);
+    PyGILState_Release(g);
+}
 static PyObject *qvpy_n_cache_default(PyObject *self, PyObject *unused) {
     qv_cache *c = NULL;
     qv_status st = qv_cache_default(&c);
@@ -342,9 +409,12 @@ static PyMethodDef qvpy_natives[] = {
     {"decode", qvpy_n_decode, METH_VARARGS, "decode(data, trusted=True) -> obj."},
     {"digest", qvpy_n_digest, METH_VARARGS, "digest(obj, raw=False) -> 32 hex characters (or 16 bytes)."},
     {"call_encoding", qvpy_n_call_encoding, METH_VARARGS, "call_encoding(name, version, args, kwargs) -> bytes."},
-    {"cache_open", qvpy_n_cache_open, METH_VARARGS, "cache_open(path, durability, flags, max_bytes, map_size)."},
+    {"cache_open", qvpy_n_cache_open, METH_VARARGS,
+     "cache_open(path, durability, flags, max_bytes, map_size, timeout_ms=0, secret=None)."},
     {"cache_default", qvpy_n_cache_default, METH_NOARGS, "The process-wide default cache (DESIGN section 9)."},
     {"stack_handle", qvpy_n_stack_handle, METH_NOARGS, "A handle for a cache stack."},
+    {"cache_stack", qvpy_n_cache_stack, METH_VARARGS, "cache_stack(local, remote, flags, queue_limit) -> cache."},
+    {"cache_signed", qvpy_n_cache_signed, METH_VARARGS, "cache_signed(cache) -> whether its entries are signed."},
     {"cache_get", qvpy_n_cache_get, METH_VARARGS, "cache_get(cache, digest) -> value or the miss signal."},
     {"cache_get_raw", qvpy_n_cache_get_raw, METH_VARARGS, "cache_get_raw(cache, digest) -> bytes or None."},
     {"cache_store_raw", qvpy_n_cache_store_raw, METH_VARARGS,
@@ -367,6 +437,7 @@ void qvpy_module_init(PyObject *m) {
     PyModule_AddObject(m, "MemoBase", (PyObject *)&qvpy_memo_type);
     PyModule_AddFunctions(m, qvpy_natives);
     qv_ctx_set_provider(qvpy_provide, NULL, NULL);
+    qv_set_warning_handler(qvpy_warning_cb, NULL, NULL);
 }
 int qvpy_value_from_py(qv_value **out, PyObject *o) {
     qv_encoder *enc = qvpy_enc_acquire(1);

@@ -82,12 +82,32 @@ def _distrust(path):
     return None
 
 
+def _is_url(path):
+    """Whether path names a remote tier (redis://, unix://) rather than a directory:
+    anything with "://" goes to the core as it is, which refuses other schemes."""
+    return isinstance(path, str) and "://" in path
+
+
 def _decide_trust(c, trust_pickle):
-    """Decide once, at open, whether c's pickles may be loaded."""
-    c._distrust = None if trust_pickle else _distrust(c.path)
+    """Decide once, at open, whether c's pickles may be loaded: when told to,
+    when its entries are signed with the cache's secret (a forged one is a
+    miss before it is decoded, whatever its files or server), else for an
+    LMDB cache nobody else could have written (issue 17). A remote tier is
+    shared over the network: unsigned, it is never trusted by default."""
+    if trust_pickle or _quiver.cache_signed(c):
+        c._distrust = None
+    elif _is_url(c.path):
+        c._distrust = (f"{c.path} is a remote tier others can write, and its entries are not signed "
+                       "(give every process the same secret: secret= or QUIVER_SECRET)")
+    else:
+        c._distrust = _distrust(c.path)
     c._trusted = c._distrust is None
     if not c._trusted:
         _untrusted.add(c)
+
+
+def _restack(local, remote, asynchronous, queue_limit):
+    return Cache.stack(local, remote, asynchronous=asynchronous, queue_limit=queue_limit)
 
 
 class Record:
@@ -127,22 +147,48 @@ class Cache(_quiver.CacheHandle):
     a stack of caches (Cache.stack). Safe to share between threads."""
 
     @classmethod
-    def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0):
-        """Open (creating it unless readonly) the LMDB cache in directory path.
+    def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
+             timeout=None, secret=None):
+        """Open (creating it unless readonly) the LMDB cache in directory path,
+        or the remote tier a URL names: redis://[user:password@]host[:port][/db]
+        or unix:///path/to/redis.sock (options after "?": db, prefix, timeout_ms).
 
         durability: "safe" (default), "durable" (fsync every commit) or "fast";
         max_bytes: evict least recently used calls above this size (0: no limit);
         readonly: refuse every write; trust_pickle: load pickled values even
         when someone other than this user or root could have written them
-        (README, "Pickles and trust"); decided now, at open."""
+        (README, "Pickles and trust"); decided now, at open. timeout: seconds
+        that bound connecting to a remote tier and each round trip (None: the
+        URL's timeout_ms, else 1 s). secret (bytes or str): sign every record
+        and value with HMAC-SHA256 under it, and read entries whose signature
+        fails as misses (None: QUIVER_SECRET, else unsigned); a signed cache
+        is trusted with pickles."""
         if isinstance(durability, str):
             if durability not in _DURABILITY:
                 raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, not {durability!r}")
             durability = _DURABILITY[durability]
         flags = _quiver.QV_CACHE_READONLY if readonly else 0
-        c = _quiver.cache_open(os.fspath(path), durability, flags, max_bytes, map_size)
+        if timeout is None:
+            timeout_ms = 0
+        else:
+            if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+                raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+            timeout_ms = max(1, min(int(round(timeout * 1000)), 2**32 - 1))
+        if isinstance(secret, str):
+            secret = secret.encode()
+        elif secret is not None:
+            if not isinstance(secret, (bytes, bytearray, memoryview)):
+                raise TypeError(f"secret must be bytes or str, not {type(secret).__name__}")
+            secret = bytes(secret)
+        if secret is not None and not secret:
+            raise ValueError("secret must not be empty")
+        where = path if _is_url(path) else os.fspath(path)
+        c = _quiver.cache_open(where, durability, flags, max_bytes, map_size, timeout_ms, secret)
+        # what a copy in another process reopens: the URL as given, password
+        # included, since path shows it without one
         c._options = dict(durability=durability, max_bytes=max_bytes, readonly=readonly, trust_pickle=trust_pickle,
-                          map_size=map_size)
+                          map_size=map_size, timeout=timeout, secret=secret)
+        c._where = where if _is_url(where) else None
         _decide_trust(c, trust_pickle)
         return c
 
@@ -154,11 +200,53 @@ class Cache(_quiver.CacheHandle):
         return c
 
     @classmethod
-    def stack(cls, *caches):
+    def stack(cls, *caches, asynchronous=False, queue_limit=1024):
         """Read through every cache in order, write to the first, and copy hits
-        from later caches into the first (a fast local cache over a shared one)."""
+        from later caches into the first (a fast local cache over a shared one).
+
+        Cache.stack(local, remote) over a remote tier (Cache.open("redis://..."))
+        is the core's stack: a call computes once across every machine sharing
+        the remote, and when the remote is down the stack goes on from local
+        with one QuiverWarning. asynchronous: write the remote from a queue of
+        up to queue_limit stores, flushed at close (those dropped when it is
+        full are counted in stats()["dropped"]). Its pickles are trusted when
+        both caches are signed with a secret, or both are trusted.
+
+        The remote may also be given as its URL: when it cannot be reached now,
+        the local cache is returned alone, with one QuiverWarning (a bare
+        Cache.open(url) raises instead)."""
+        if len(caches) == 2 and _is_url(caches[1]) and isinstance(caches[0], Cache):
+            try:
+                caches = (caches[0], Cache.open(caches[1]))
+            except _quiver.IOError as e:
+                warnings.warn(f"the remote tier cannot be reached, so this process works from its local cache "
+                              f"alone: {e}", QuiverWarning, stacklevel=2)
+                return caches[0]
         if len(caches) < 2 or not all(isinstance(c, Cache) for c in caches):
             raise TypeError("Cache.stack takes two or more caches")
+        if not isinstance(queue_limit, int) or isinstance(queue_limit, bool) or not 0 < queue_limit < 2**32:
+            raise ValueError(f"queue_limit must be a positive integer, not {queue_limit!r}")
+        remote = len(caches) == 2 and not caches[1]._stack and _is_url(caches[1].path)
+        if asynchronous and not remote:
+            raise ValueError("asynchronous stacks write a remote tier: Cache.stack(local, Cache.open(url), "
+                             "asynchronous=True)")
+        if remote:
+            local, far = caches
+            if local._stack:
+                raise TypeError("the local cache of a stack over a remote tier is one cache, not a stack")
+            flags = _quiver.QV_STACK_ASYNC if asynchronous else 0
+            s = _quiver.cache_stack(local, far, flags, queue_limit)
+            s._tiers = (local, far)
+            s._options = None
+            s._stack_options = (bool(asynchronous), queue_limit)
+            if _quiver.cache_signed(s) or (local._trusted and far._trusted):
+                s._distrust = None
+            else:
+                s._distrust = "; ".join(c._distrust for c in caches if not c._trusted)
+            s._trusted = s._distrust is None
+            if not s._trusted:
+                _untrusted.add(s)
+            return s
         s = _quiver.stack_handle()
         s._layers = caches
         s._options = None
@@ -171,6 +259,9 @@ class Cache(_quiver.CacheHandle):
     def __reduce__(self):
         if self._stack:
             return (Cache.stack, tuple(self._layers))
+        tiers = getattr(self, "_tiers", None)
+        if tiers:
+            return (_restack, tiers + self._stack_options)
         if self.closed:
             raise _quiver.ClosedError("a closed cache cannot be pickled")
         if self.path == ":memory:":
@@ -181,15 +272,21 @@ class Cache(_quiver.CacheHandle):
                           "process shares", QuiverWarning, stacklevel=2)
             return (Cache.memory, ())
         options = getattr(self, "_options", None) or {}
-        return (Cache._reopen, (self.path, options))
+        return (Cache._reopen, (getattr(self, "_where", None) or self.path, options))
 
     def __repr__(self):
-        """<quiver.Cache KIND [PATH], N entries, B bytes>: KIND lmdb, memory or
-        stack (then its caches, in order); a closed cache says closed."""
+        """<quiver.Cache KIND [PATH], N entries, B bytes>: KIND lmdb, memory,
+        redis (a remote tier, its URL without password) or stack (then its
+        caches, in order); a closed cache says closed."""
         if self._stack:
             return f"<quiver.Cache stack of {', '.join(map(repr, self._layers))}>"
+        tiers = getattr(self, "_tiers", None)
+        if tiers:
+            mode = ", asynchronous" if self._stack_options[0] else ""
+            state = " closed" if self.closed else ""
+            return f"<quiver.Cache stack of {tiers[0]!r}, {tiers[1]!r}{mode}{state}>"
         path = getattr(self, "_closed_path", None) if self.closed else self.path
-        where = "memory" if path == ":memory:" else f"lmdb {path!r}"
+        where = "memory" if path == ":memory:" else f"redis {path!r}" if _is_url(path) else f"lmdb {path!r}"
         if self.closed:
             return f"<quiver.Cache {where} closed>"
         try:

@@ -244,4 +244,74 @@ function H.cfunction(name, version, cname)
   return H.quiver.cfunction(name, version, H.fixture, "qvt_" .. cname, signatures[cname])
 end
 
+-- ------------------------------------------------------------ redis-server
+
+-- A real redis-server for the remote tier's specs, on a free loopback port
+-- (and a unix socket in its own directory), with no persistence: H.redis()
+-- starts one and waits until it answers PING; :stop() kills it, :start()
+-- starts it again on the same port. Call :stop() from finally() so that a
+-- failing spec stops it too; `timeout` ends it anyway after 290 s (ctest's
+-- limit is 300), should busted itself die.
+local Redis = {}
+Redis.__index = Redis
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read("a")
+  return out, p:close()
+end
+
+function Redis:cli(...)
+  local words = {}
+  for i, w in ipairs({...}) do words[i] = shell_quote(tostring(w)) end
+  return (sh("redis-cli -p " .. self.port .. " " .. table.concat(words, " ") .. " 2>/dev/null"):gsub("%s+$", ""))
+end
+
+-- Through the unix socket, which is this server's alone (another test's may
+-- hold a port this one tried).
+function Redis:ping()
+  return (sh("redis-cli -s " .. shell_quote(self.socket) .. " ping 2>/dev/null"):gsub("%s+$", "")) == "PONG"
+end
+
+function Redis:start()
+  for _ = 1, 10 do
+    local port = self.port or math.random(20000, 60000)
+    local pid = sh(string.format("timeout 290 redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no "
+      .. "--unixsocket %s --unixsocketperm 700 --dir %s --logfile %s/redis.log >/dev/null 2>&1 & echo $!",
+      port, shell_quote(self.socket), shell_quote(self.dir), shell_quote(self.dir)))
+    self.pid = tonumber(pid)
+    self.port = port
+    for _ = 1, 500 do
+      if self:ping() then return self end
+      sh("sleep 0.02")
+    end
+    self:stop()
+    self.port = nil
+  end
+  error("redis-server did not start")
+end
+
+function Redis:stop()
+  if self.pid then
+    -- (timeout passes the signal on; the exited process may stay a zombie,
+    -- so the wait is for the server to stop answering, not for the pid)
+    sh("kill " .. self.pid .. " 2>/dev/null")
+    self.pid = nil
+    for _ = 1, 250 do
+      if not self:ping() then return end
+      sh("sleep 0.02")
+    end
+    error("redis-server on port " .. self.port .. " did not stop")
+  end
+end
+
+function H.redis()
+  local dir = H.tmpdir("redis")
+  local r = setmetatable({dir = dir, socket = dir .. "/redis.sock"}, Redis)
+  r:start()
+  r.url = "redis://127.0.0.1:" .. r.port .. "/0"
+  r.unix_url = "unix://" .. r.socket
+  return r
+end
+
 return H
