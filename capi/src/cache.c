@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "sign.h"
+#include "remote.h"
 #include "tier.h"
 
 const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru"};
@@ -201,6 +202,14 @@ qv_status qv_cache_open(qv_cache **out, const char *path, const qv_cache_options
     if (!path) {
         if (out) *out = NULL;
         return qv__error(QV_EINVAL, "qv_cache_open: path is NULL");
+    }
+    /* A URL is never a directory: "redis://h/0" must not become ./redis:/h/0 */
+    if (strstr(path, "://")) {
+        if (!strncmp(path, "redis://", 8) || !strncmp(path, "unix://", 7)) return qv__remote_open(out, path, opts);
+        if (out) *out = NULL;
+        return qv__error(QV_EINVAL, "%s: not a cache; a URL opens a remote tier only as redis://host[:port][/db] "
+                                    "or unix:///path/to/redis.sock",
+                         path);
     }
     return cache_new(out, path, opts, strcmp(path, ":memory:") == 0);
 }

@@ -140,6 +140,11 @@ qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);
 qv_status qv__set_atime(wctx *w, const qv_digest *key, uint64_t t);
 qv_status qv__remove_call(wctx *w, const qv_digest *key);
 qv_status qv__group_commit(qv_cache *c, pending *p);
+/* Where qv__record_load finds the values a record refers to: QV_NOTFOUND
+ * when missing (the record is then corrupt). */
+typedef qv_status (*qv_value_lookup)(const uint8_t digest[16], const void **data, size_t *len, void *userdata);
+/* A record as qv_cache_load gives it: text keys, every reference resolved. */
+qv_status qv__record_load(const void *data, size_t len, qv_value_lookup lookup, void *userdata, qv_value **out);
 /* An iterator over keys (malloc'd, taken over, freed even on failure). */
 qv_status qv__iter_new(qv_iter **out, qv_digest *keys, size_t n);
 /* The record of a call (p->key set to its digest), built with the given

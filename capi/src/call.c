@@ -7,6 +7,8 @@
 
 #include "internal.h"
 #include "lease.h"
+#include "remote.h"
+#include "stack.h"
 
 qv_status qv_call_options_init(qv_call_options *opts, uint32_t version) {
     if (!opts || version == 0 || version > QV_CALL_OPTIONS_VERSION)
@@ -67,24 +69,46 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
         o = *opts;
     }
     *outcome = QV_CALL_HIT;
+    int bare_remote = qv__remote_is(cache);
     qv_status st;
-    if (!(o.flags & (QV_CALL_MISSED | QV_CALL_RERUN)) && (st = lookup(cache, key, hit, userdata)) != QV_NOTFOUND)
+    /* An unreachable remote tier is a miss: the call computes (and its store
+     * fails softly) rather than fail (DESIGN section 12). */
+    if (!(o.flags & (QV_CALL_MISSED | QV_CALL_RERUN)) && (st = lookup(cache, key, hit, userdata)) != QV_NOTFOUND &&
+        !(st == QV_EIO && bare_remote))
         return st;
 
-    qv_leases *leases = o.flags & QV_CALL_NO_DEDUP ? NULL : qv__leases_of(cache);
+    /* A stack takes the local lease (its directory's table), then the remote
+     * one (in Redis); a bare remote tier only the remote one. A URL or a
+     * stack has no directory, so never a lease file of its own. */
+    qv_cache *local = NULL, *remote = NULL;
+    qv_leases *leases = NULL;
+    if (!(o.flags & QV_CALL_NO_DEDUP)) {
+        if (bare_remote) remote = cache;
+        else if (qv__stack_tiers(cache, &local, &remote)) leases = local ? qv__leases_of(local) : NULL;
+        else leases = qv__leases_of(cache);
+    }
     qv_lease lease;
-    int taken = QV_LEASE_TIMEOUT;
+    qv_remote_lease *rlease = NULL;
+    int taken = QV_LEASE_TIMEOUT, rtaken = QV_LEASE_TIMEOUT;
     int64_t wait = o.wait_timeout_ns == 0 ? -1 : o.wait_timeout_ns < 0 ? 0 : o.wait_timeout_ns;
     if (leases && qv__lease_acquire(leases, key, wait, &taken, &lease)) taken = QV_LEASE_TIMEOUT;
+    if (remote && taken != QV_LEASE_DONE && qv__remote_lease_acquire(remote, key, wait, &rtaken, &rlease))
+        rtaken = QV_LEASE_TIMEOUT;
+    int got = taken == QV_LEASE_DONE || rtaken == QV_LEASE_DONE  ? QV_LEASE_DONE
+              : taken == QV_LEASE_HELD || rtaken == QV_LEASE_HELD ? QV_LEASE_HELD
+                                                                  : QV_LEASE_TIMEOUT;
     /* Stored while we took the lease, or by the holder we waited for. Not
-     * there after a release: the holder failed, and we run it ourselves. */
+     * there after a release: the holder failed, and we run it ourselves. A
+     * bare remote lease taken says the call was not stored when taken. */
     st = QV_NOTFOUND;
-    if (taken != QV_LEASE_TIMEOUT && !(taken == QV_LEASE_HELD && (o.flags & QV_CALL_RERUN))) {
+    if (got != QV_LEASE_TIMEOUT && !(got == QV_LEASE_HELD && ((o.flags & QV_CALL_RERUN) || bare_remote))) {
         /* asked first, so this second look counts no second miss */
         st = qv_cache_contains(cache, key);
         if (st == QV_OK) st = lookup(cache, key, hit, userdata);
+        if (st == QV_EIO && bare_remote) st = QV_NOTFOUND;
     }
     if (st == QV_NOTFOUND) st = run_and_store(outcome, cache, key, call, call_len, &o, body, userdata);
+    qv__remote_lease_release(rlease);
     if (taken == QV_LEASE_HELD) qv__lease_release(leases, key, &lease);
     return st;
 }

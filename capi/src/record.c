@@ -184,8 +184,13 @@ int64_t qv__record_duration(const uint8_t *rec, size_t len, size_t result_end) {
 /* Results this small are copied to the stack on a hit, larger ones to the heap. */
 /* ------------------------------------------------------------------- load */
 
+typedef struct {
+    qv_value_lookup lookup;
+    void *userdata;
+} resolver;
+
 /* A record item, with a value reference replaced by the value itself. */
-static qv_status resolve(qv_cache *c, qv_txn *txn, const qv_value *item, qv_value **out) {
+static qv_status resolve(const resolver *r, const qv_value *item, qv_value **out) {
     uint64_t tag;
     const qv_value *content;
     const uint8_t *d;
@@ -193,7 +198,7 @@ static qv_status resolve(qv_cache *c, qv_txn *txn, const qv_value *item, qv_valu
     if (qv_value_get_tag(item, &tag, &content) == QV_OK && tag == QV_TAG_REF &&
         qv_value_get_bytes(content, &d, &n) == QV_OK && n == 16) {
         const void *v;
-        qv_status st = c->store->ops->get(c->store, txn, T_VALUES, d, 16, &v, &n);
+        qv_status st = r->lookup(d, &v, &n, r->userdata);
         if (st == QV_NOTFOUND) return qv__error(QV_ECORRUPT, "a value the record refers to is missing");
         if (st) return st;
         if (qv_value_decode(out, v, n)) return qv__error(QV_ECORRUPT, "a value the record refers to: %s", qv_errmsg());
@@ -202,22 +207,22 @@ static qv_status resolve(qv_cache *c, qv_txn *txn, const qv_value *item, qv_valu
     return qv_value_clone(out, item);
 }
 
-static qv_status resolve_field(qv_cache *c, qv_txn *txn, int key, const qv_value *item, qv_value **out) {
+static qv_status resolve_field(const resolver *r, int key, const qv_value *item, qv_value **out) {
     qv_status st;
     if (key == R_ARGS || key == R_KWARGS) {
         size_t n = qv_value_count(item);
         if ((st = key == R_ARGS ? qv_value_new_list(out) : qv_value_new_map(out))) return st;
         for (size_t i = 0; i < n; i++) {
             qv_value *v, *k = NULL;
-            if (key == R_ARGS) st = resolve(c, txn, qv_value_list_get(item, i), &v);
+            if (key == R_ARGS) st = resolve(r, qv_value_list_get(item, i), &v);
             else if (!(st = qv_value_clone(&k, qv_value_map_key(item, i)))) {
-                if ((st = resolve(c, txn, qv_value_map_value(item, i), &v))) qv_value_free(k);
+                if ((st = resolve(r, qv_value_map_value(item, i), &v))) qv_value_free(k);
             }
             if (!st) st = key == R_ARGS ? qv_value_list_append(*out, v) : qv_value_map_set(*out, k, v);
             if (st) break;
         }
     } else if (key == R_RESULT) {
-        return resolve(c, txn, item, out);
+        return resolve(r, item, out);
     } else {
         return qv_value_clone(out, item);
     }
@@ -228,8 +233,8 @@ static qv_status resolve_field(qv_cache *c, qv_txn *txn, int key, const qv_value
     return st;
 }
 
-/* The record with text keys and every reference resolved. */
-static qv_status load_record(qv_cache *c, qv_txn *txn, const void *data, size_t len, qv_value **out) {
+qv_status qv__record_load(const void *data, size_t len, qv_value_lookup lookup, void *userdata, qv_value **out) {
+    resolver r = {lookup, userdata};
     qv_value *raw;
     qv_status st = qv_value_decode(&raw, data, len);
     if (st) return qv__error(QV_ECORRUPT, "call record is malformed: %s", qv_errmsg());
@@ -244,7 +249,7 @@ static qv_status load_record(qv_cache *c, qv_txn *txn, const void *data, size_t 
                 st = qv__error(QV_ECORRUPT, "call record has a key that is not a field number");
             } else if (k < R_COUNT) { /* fields of a newer format are skipped */
                 qv_value *key, *v;
-                if (!(st = resolve_field(c, txn, (int)k, qv_value_map_value(raw, i), &v))) {
+                if (!(st = resolve_field(&r, (int)k, qv_value_map_value(raw, i), &v))) {
                     if ((st = qv_value_new_text(&key, record_keys[k], strlen(record_keys[k])))) qv_value_free(v);
                     else st = qv_value_map_set(*out, key, v);
                 }
@@ -259,6 +264,16 @@ static qv_status load_record(qv_cache *c, qv_txn *txn, const void *data, size_t 
     return st;
 }
 
+typedef struct {
+    qv_cache *c;
+    qv_txn *txn;
+} store_values;
+
+static qv_status value_in_store(const uint8_t digest[16], const void **data, size_t *len, void *userdata) {
+    store_values *sv = userdata;
+    return sv->c->store->ops->get(sv->c->store, sv->txn, T_VALUES, digest, 16, data, len);
+}
+
 qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record) {
     if (!record) return qv__error(QV_EINVAL, "qv_cache_load: record is NULL");
     *record = NULL;
@@ -269,8 +284,9 @@ qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record
     if (st) return st;
     const void *v;
     size_t n;
+    store_values sv = {cache, txn};
     if (!(st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n)))
-        st = load_record(cache, txn, v, n, record);
+        st = qv__record_load(v, n, value_in_store, &sv, record);
     cache->store->ops->read_end(cache->store, txn);
     if (st == QV__EFORGED) {
         qv__cache_count(cache, QV_STAT_FORGED, 1);

@@ -1,1 +1,802 @@
-/* remote.c: being written (issue 11). */
+/* The remote tier: a cache on a Redis-protocol server (redis.c), holding
+ * the same record and value bytes as an LMDB cache under the same digests.
+ *
+ *   <prefix>c:<32 hex>  a call record (docs/FORMAT.md)
+ *   <prefix>v:<32 hex>  a value the records refer to
+ *   <prefix>l:<32 hex>  a call's lease while one caller runs it
+ *
+ * A lookup is one round trip: a server-side script gets the record and, when
+ * its result is a reference, the value too. Whatever comes back is checked
+ * here as if it came from a stranger (anyone who can reach the server can
+ * write it): a record that does not parse, a value that is gone or invalid,
+ * is a miss counted as corrupt. docs/DECISIONS.md ("The remote tier") says
+ * why the timeouts, script, leases and keys are as they are. */
+#include "remote.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lease.h"
+#include "redis.h"
+#include "tier.h"
+
+#define DEFAULT_TIMEOUT_MS 1000
+#define MAX_PREFIX 200
+#define KEY_CAP (MAX_PREFIX + 2 + 32 + 1)
+#define SCAN_COUNT "1000"
+#define LEASE_TTL_MS 3000
+#define LEASE_TTL_TEXT "3000" /* the same, as PX and PEXPIRE take it */
+#define LEASE_RENEW_NS ((int64_t)LEASE_TTL_MS * 1000000 / 3)
+#define LEASE_POLL_MIN_NS 5000000ll
+#define LEASE_POLL_MAX_NS 50000000ll
+#define LEASE_DEFAULT_WAIT_NS 600000000000ll
+
+typedef struct {
+    qv_redis *r;
+    char prefix[MAX_PREFIX + 1];
+    size_t plen;
+} remote;
+
+/* GET the record; when its result (key 0, right after the map's head) is a
+ * value reference, GET the value too. Lua strings are 1-based: byte 1 is
+ * the map's head (a second byte when it has 24 or more entries), then key 0,
+ * then the reference's six head bytes (record.c's ref_head) and its 16-byte
+ * digest. */
+static const char get_script_text[] =
+    "local r = redis.call('GET', KEYS[1])\n"
+    "if not r then return false end\n"
+    "local h = 2\n"
+    "if string.byte(r, 1) == 184 then h = 3 end\n"
+    "if string.sub(r, h, h + 6) == '\\0\\218\\81\\86\\0\\3\\80' then\n"
+    "  local hex = string.gsub(string.sub(r, h + 7, h + 22), '.', function(c)\n"
+    "    return string.format('%02x', string.byte(c)) end)\n"
+    "  return {r, redis.call('GET', ARGV[1] .. hex)}\n"
+    "end\n"
+    "return {r}\n";
+/* A lease is renewed or given back only by the token that took it. */
+static const char renew_script_text[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                        "  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
+                                        "return 0\n";
+static const char release_script_text[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
+                                          "  return redis.call('DEL', KEYS[1]) end\n"
+                                          "return 0\n";
+static qv_redis_script get_script, renew_script, release_script;
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_init(void) {
+    qv__redis_script_init(&get_script, get_script_text);
+    qv__redis_script_init(&renew_script, renew_script_text);
+    qv__redis_script_init(&release_script, release_script_text);
+}
+
+static const qv_tier_ops remote_ops;
+
+int qv__remote_is(const qv_cache *cache) {
+    return cache && cache->tier == &remote_ops;
+}
+
+static remote *state_of(qv_cache *c) {
+    return c->tier_state;
+}
+
+static void hex16(const uint8_t *d, char *out) {
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+}
+
+/* <prefix><kind>:<hex> into out (KEY_CAP bytes); returns its length. */
+static size_t key_of(const remote *t, char kind, const uint8_t *digest, char *out) {
+    memcpy(out, t->prefix, t->plen);
+    out[t->plen] = kind;
+    out[t->plen + 1] = ':';
+    hex16(digest, out + t->plen + 2);
+    out[t->plen + 34] = 0;
+    return t->plen + 34;
+}
+
+/* A failed round trip: counted, and its status passed on. */
+static qv_status io_failed(qv_cache *c, qv_status st) {
+    if (st == QV_EIO) qv__cache_count(c, QV_STAT_REMOTE_ERRORS, 1);
+    return st;
+}
+
+static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
+    char hex[33];
+    qv_digest_hex(key, hex);
+    qv__cache_count(c, QV_STAT_CORRUPT, 1);
+    qv__cache_count(c, QV_STAT_MISSES, 1);
+    qv__error(QV_ECORRUPT, "%s: entry %s is corrupt (%s); treated as a miss", c->path, hex, what);
+    return QV_NOTFOUND;
+}
+
+static int is_bytes(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_STRING;
+}
+
+/* ------------------------------------------------------------------ reads */
+
+static qv_status remote_contains(qv_cache *c, const qv_digest *key) {
+    remote *t = state_of(c);
+    char k[KEY_CAP];
+    qv_redis_cmd cmd;
+    qv__redis_cmd(&cmd, 1, "EXISTS");
+    qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
+    redisReply *reply;
+    qv_status st = qv__redis_run(t->r, &cmd, 1, &reply);
+    if (st) return io_failed(c, st);
+    st = reply->type != REDIS_REPLY_INTEGER ? qv__redis_refused(t->r, reply, "EXISTS")
+         : reply->integer ? QV_OK
+                          : QV_NOTFOUND;
+    freeReplyObject(reply);
+    return st;
+}
+
+static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb cb, void *userdata,
+                                 int64_t *duration_ns) {
+    remote *t = state_of(c);
+    char k[KEY_CAP], vprefix[MAX_PREFIX + 3];
+    memcpy(vprefix, t->prefix, t->plen);
+    memcpy(vprefix + t->plen, "v:", 2);
+    qv_redis_cmd cmd = {.argc = 3};
+    qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
+    qv__redis_arg(&cmd, vprefix, t->plen + 2);
+    redisReply *reply;
+    qv_status st = qv__redis_eval(t->r, &get_script, 1, &cmd, &reply);
+    if (st) return io_failed(c, st);
+    if (reply->type == REDIS_REPLY_NIL) {
+        freeReplyObject(reply);
+        qv__cache_count(c, QV_STAT_MISSES, 1);
+        return QV_NOTFOUND;
+    }
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 || !is_bytes(reply->element[0])) {
+        st = reply->type == REDIS_REPLY_ERROR ? qv__redis_refused(t->r, reply, "a lookup")
+                                              : corrupt_miss(c, key, "the record is not a string");
+        freeReplyObject(reply);
+        return st;
+    }
+    const uint8_t *rec = (const uint8_t *)reply->element[0]->str, *data;
+    size_t n = reply->element[0]->len, rs, re, len;
+    /* the whole record, not only its result: a round trip costs far more */
+    if (qv_validate(rec, n) || qv__record_result(rec, n, &rs, &re)) {
+        st = corrupt_miss(c, key, qv_errmsg());
+        freeReplyObject(reply);
+        return st;
+    }
+    data = rec + rs;
+    len = re - rs;
+    if (qv__record_is_ref(data, len)) {
+        const redisReply *v = reply->elements > 1 ? reply->element[1] : NULL;
+        if (!is_bytes(v) || qv_validate(v->str, v->len)) {
+            st = corrupt_miss(c, key, is_bytes(v) ? "its result value is invalid"
+                                                  : "its result value is gone (evicted by the server?)");
+            freeReplyObject(reply);
+            return st;
+        }
+        data = (const uint8_t *)v->str;
+        len = v->len;
+    }
+    if (duration_ns) *duration_ns = qv__record_duration(rec, n, re);
+    qv__cache_count(c, QV_STAT_HITS, 1);
+    /* no connection is held: the reply is ours */
+    st = cb(data, len, userdata);
+    freeReplyObject(reply);
+    return st;
+}
+
+typedef struct {
+    qv_digest *digests;
+    size_t n, cap;
+    int failed;
+} digest_list;
+
+static qv_status collect_ref(int key, const uint8_t *item, size_t len, void *userdata) {
+    digest_list *l = userdata;
+    if (!qv__record_is_ref(item, len)) return QV_OK;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 8;
+        qv_digest *d = realloc(l->digests, cap * sizeof *d);
+        if (!d) return qv__nomem();
+        l->digests = d;
+        l->cap = cap;
+    }
+    memcpy(l->digests[l->n++].bytes, item + 6, 16);
+    return QV_OK;
+}
+
+typedef struct {
+    const digest_list *refs;
+    redisReply *values; /* MGET's array, one per ref */
+} fetched;
+
+static qv_status fetched_value(const uint8_t digest[16], const void **data, size_t *len, void *userdata) {
+    const fetched *f = userdata;
+    for (size_t i = 0; i < f->refs->n; i++) {
+        if (memcmp(f->refs->digests[i].bytes, digest, 16)) continue;
+        const redisReply *v = f->values->element[i];
+        if (!is_bytes(v)) return QV_NOTFOUND;
+        *data = v->str;
+        *len = v->len;
+        return QV_OK;
+    }
+    return QV_NOTFOUND;
+}
+
+/* Two round trips: the record, then every value it refers to at once. */
+static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **record) {
+    remote *t = state_of(c);
+    char k[KEY_CAP];
+    qv_redis_cmd cmd;
+    qv__redis_cmd(&cmd, 1, "GET");
+    qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
+    redisReply *rec = NULL, *values = NULL;
+    qv_status st = qv__redis_run(t->r, &cmd, 1, &rec);
+    if (st) return io_failed(c, st);
+    digest_list refs = {0};
+    char *keys = NULL;
+    qv_redis_cmd *mget = NULL;
+    if (rec->type == REDIS_REPLY_NIL) {
+        st = QV_NOTFOUND;
+        goto done;
+    }
+    if (!is_bytes(rec)) {
+        st = qv__redis_refused(t->r, rec, "GET");
+        goto done;
+    }
+    if ((st = qv__record_walk((const uint8_t *)rec->str, rec->len, collect_ref, &refs))) goto corrupt;
+    if (refs.n) {
+        /* MGET with one word per value: a command of its own size */
+        size_t words = refs.n + 1;
+        mget = malloc(sizeof *mget + words * (sizeof(const char *) + sizeof(size_t)));
+        keys = malloc(refs.n * KEY_CAP);
+        if (!mget || !keys) {
+            st = qv__nomem();
+            goto done;
+        }
+        const char **argv = (const char **)(mget + 1);
+        size_t *lens = (size_t *)(argv + words);
+        argv[0] = "MGET";
+        lens[0] = 4;
+        for (size_t i = 0; i < refs.n; i++) {
+            argv[i + 1] = keys + i * KEY_CAP;
+            lens[i + 1] = key_of(t, 'v', refs.digests[i].bytes, keys + i * KEY_CAP);
+        }
+        if ((st = qv__redis_run_argv(t->r, (int)words, argv, lens, &values))) {
+            st = io_failed(c, st);
+            goto done;
+        }
+        if (values->type != REDIS_REPLY_ARRAY || values->elements != refs.n) {
+            st = qv__redis_refused(t->r, values, "MGET");
+            goto done;
+        }
+    }
+    fetched f = {&refs, values};
+    st = qv__record_load(rec->str, rec->len, fetched_value, &f, record);
+    if (st != QV_ECORRUPT) goto done;
+corrupt:;
+    char hex[33], why[512];
+    qv_digest_hex(key, hex);
+    snprintf(why, sizeof why, "%s", qv_errmsg());
+    st = qv__error(QV_ECORRUPT, "%s: entry %s is corrupt: %s", c->path, hex, why);
+done:
+    freeReplyObject(rec);
+    if (values) freeReplyObject(values);
+    free(refs.digests);
+    free(keys);
+    free(mget);
+    return st;
+}
+
+/* ----------------------------------------------------------------- writes */
+
+/* Values first (SET NX: a value is the same bytes whoever writes it), then
+ * the record, in one pipeline: Redis runs a connection's commands in order,
+ * so a record is never there before its values. A value the server refused
+ * (full, read-only) takes its record back out rather than leave it pointing
+ * at nothing. */
+static qv_status remote_put(qv_cache *c, pending *p) {
+    remote *t = state_of(c);
+    size_t n = p->nrefs + 1;
+    qv_redis_cmd *cmds = malloc(n * sizeof *cmds);
+    char *keys = malloc(n * KEY_CAP);
+    redisReply **replies = calloc(n, sizeof *replies);
+    qv_status st = QV_OK;
+    if (!cmds || !keys || !replies) {
+        st = qv__nomem();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char *k = keys + i * KEY_CAP;
+        int value = i < p->nrefs;
+        qv_redis_cmd *cmd = &cmds[i];
+        qv__redis_cmd(cmd, 1, "SET");
+        qv__redis_arg(cmd, k, key_of(t, value ? 'v' : 'c', value ? p->refs[i].digest.bytes : p->key.bytes, k));
+        if (value) {
+            qv__redis_arg(cmd, p->refs[i].data, p->refs[i].len);
+            qv__redis_arg(cmd, "NX", 2);
+        } else {
+            qv__redis_arg(cmd, p->record, p->record_len);
+        }
+    }
+    if ((st = qv__redis_run(t->r, cmds, n, replies))) {
+        st = io_failed(c, st);
+        goto done;
+    }
+    for (size_t i = 0; i < n && !st; i++)
+        if (replies[i]->type == REDIS_REPLY_ERROR) st = qv__redis_refused(t->r, replies[i], "a store");
+    if (st && replies[n - 1]->type != REDIS_REPLY_ERROR) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", qv_errmsg());
+        qv_redis_cmd del;
+        redisReply *r;
+        qv__redis_cmd(&del, 1, "DEL");
+        qv__redis_arg(&del, keys + p->nrefs * KEY_CAP, t->plen + 34);
+        if (qv__redis_run(t->r, &del, 1, &r) == QV_OK) freeReplyObject(r);
+        qv__error(st, "%s", msg);
+    }
+    if (!st) qv__cache_count(c, QV_STAT_STORES, 1);
+done:
+    for (size_t i = 0; replies && i < n; i++)
+        if (replies[i]) freeReplyObject(replies[i]);
+    free(replies);
+    free(keys);
+    free(cmds);
+    return st;
+}
+
+/* The record goes; its values stay (other records may share them) until the
+ * server's own eviction takes them. */
+static qv_status remote_evict(qv_cache *c, const qv_digest *key) {
+    remote *t = state_of(c);
+    char k[KEY_CAP];
+    qv_redis_cmd cmd;
+    qv__redis_cmd(&cmd, 1, "DEL");
+    qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
+    redisReply *reply;
+    qv_status st = qv__redis_run(t->r, &cmd, 1, &reply);
+    if (st) return io_failed(c, st);
+    st = reply->type != REDIS_REPLY_INTEGER ? qv__redis_refused(t->r, reply, "DEL")
+         : reply->integer ? QV_OK
+                          : QV_NOTFOUND;
+    freeReplyObject(reply);
+    return st;
+}
+
+static qv_status remote_sync(qv_cache *c) {
+    return QV_OK; /* every store is on the server when it returns */
+}
+
+/* ------------------------------------------------------- scans, queries */
+
+/* A SCAN pattern for <prefix><kind>:*, the prefix's glob characters escaped. */
+static size_t pattern_of(const remote *t, char kind, char *out) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->plen; i++) {
+        if (strchr("*?[]\\", t->prefix[i])) out[n++] = '\\';
+        out[n++] = t->prefix[i];
+    }
+    out[n++] = kind;
+    out[n++] = ':';
+    out[n++] = '*';
+    out[n] = 0;
+    return n;
+}
+
+typedef qv_status (*scan_visit)(redisReply *keys, void *userdata);
+
+/* Every key of one kind, a batch at a time: SCAN walks the whole keyspace
+ * (every key of the database, quiver's or not), so its cost grows with the
+ * database, not with the answer. */
+static qv_status scan_kind(qv_cache *c, char kind, scan_visit visit, void *userdata) {
+    remote *t = state_of(c);
+    char pattern[2 * MAX_PREFIX + 4], cursor[32] = "0";
+    size_t plen = pattern_of(t, kind, pattern);
+    qv_status st = QV_OK;
+    do {
+        qv_redis_cmd cmd;
+        redisReply *reply;
+        qv__redis_cmd(&cmd, 6, "SCAN", cursor, "MATCH", pattern, "COUNT", SCAN_COUNT);
+        cmd.len[3] = plen;
+        if ((st = qv__redis_run(t->r, &cmd, 1, &reply))) return io_failed(c, st);
+        if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 || !is_bytes(reply->element[0]) ||
+            reply->element[0]->len >= sizeof cursor || reply->element[1]->type != REDIS_REPLY_ARRAY) {
+            st = qv__redis_refused(t->r, reply, "SCAN");
+        } else {
+            memcpy(cursor, reply->element[0]->str, reply->element[0]->len);
+            cursor[reply->element[0]->len] = 0;
+            st = visit(reply->element[1], userdata);
+        }
+        freeReplyObject(reply);
+    } while (!st && strcmp(cursor, "0"));
+    return st;
+}
+
+static qv_status count_keys(redisReply *keys, void *userdata) {
+    *(uint64_t *)userdata += keys->elements;
+    return QV_OK;
+}
+
+typedef struct {
+    qv_cache *c;
+    const uint8_t *name; /* the name's encoding, or NULL for every call */
+    size_t name_len;
+    qv_digest *keys;
+    size_t n, cap;
+} query_scan;
+
+typedef struct {
+    const uint8_t *name;
+    size_t len;
+    int match;
+} name_match;
+
+static qv_status match_name(int key, const uint8_t *item, size_t len, void *userdata) {
+    name_match *m = userdata;
+    if (key == R_NAME) m->match = len == m->len && memcmp(item, m->name, len) == 0;
+    return QV_OK;
+}
+
+static qv_status collect_calls(redisReply *keys, void *userdata) {
+    query_scan *q = userdata;
+    remote *t = state_of(q->c);
+    redisReply *records = NULL;
+    qv_status st = QV_OK;
+    if (q->name && keys->elements) { /* the name is in the record: fetch them, a batch at once */
+        size_t words = keys->elements + 1;
+        const char **argv = malloc(words * sizeof *argv);
+        size_t *lens = malloc(words * sizeof *lens);
+        if (!argv || !lens) st = qv__nomem();
+        else {
+            argv[0] = "MGET";
+            lens[0] = 4;
+            for (size_t i = 0; i < keys->elements; i++) {
+                argv[i + 1] = keys->element[i]->str;
+                lens[i + 1] = keys->element[i]->len;
+            }
+            if ((st = qv__redis_run_argv(t->r, (int)words, argv, lens, &records))) st = io_failed(q->c, st);
+            else if (records->type != REDIS_REPLY_ARRAY || records->elements != keys->elements)
+                st = qv__redis_refused(t->r, records, "MGET");
+        }
+        free(argv);
+        free(lens);
+    }
+    for (size_t i = 0; !st && i < keys->elements; i++) {
+        const redisReply *k = keys->element[i];
+        qv_digest d;
+        if (!is_bytes(k) || k->len != t->plen + 34 || qv_digest_parse(&d, k->str + t->plen + 2, 32)) continue;
+        if (q->name) {
+            const redisReply *rec = records->element[i];
+            name_match m = {q->name, q->name_len, 0};
+            if (!is_bytes(rec) || qv__record_walk((const uint8_t *)rec->str, rec->len, match_name, &m) || !m.match)
+                continue;
+        }
+        if (q->n == q->cap) {
+            size_t cap = q->cap ? q->cap * 2 : 64;
+            qv_digest *grown = realloc(q->keys, cap * sizeof *grown);
+            if (!grown) {
+                st = qv__nomem();
+                break;
+            }
+            q->keys = grown;
+            q->cap = cap;
+        }
+        q->keys[q->n++] = d;
+    }
+    if (records) freeReplyObject(records);
+    return st;
+}
+
+/* Every stored call, or those under one name: a SCAN of the keyspace, and
+ * for a name every record read and parsed (a remote tier has no name index;
+ * docs/DECISIONS.md). */
+static qv_status remote_query(qv_iter **out, qv_cache *c, const char *name) {
+    query_scan q = {c, NULL, 0, NULL, 0, 0};
+    uint8_t *enc_name = NULL;
+    qv_status st = QV_OK;
+    if (name) {
+        qv_encoder *e = qv__thread_encoder_for(QV_ENCODER_RECORDS);
+        const void *p;
+        if (!e) return qv__nomem();
+        qv_encoder_reset(e);
+        if ((st = qv_encoder_text(e, name, strlen(name))) || (st = qv_encoder_finish(e, &p, &q.name_len))) return st;
+        if (!(enc_name = malloc(q.name_len))) return qv__nomem();
+        memcpy(enc_name, p, q.name_len);
+        q.name = enc_name;
+    }
+    st = scan_kind(c, 'c', collect_calls, &q);
+    free(enc_name);
+    if (st) {
+        free(q.keys);
+        return st;
+    }
+    return qv__iter_new(out, q.keys, q.n);
+}
+
+/* Counters of this handle, and two counts that SCAN the keyspace (entries:
+ * <prefix>c:* keys, values: <prefix>v:* keys; not DBSIZE, which would count
+ * other prefixes' keys and everything else in the database). Bytes and the
+ * size limit are the server's business (INFO memory, maxmemory): 0 here. */
+static qv_status remote_stat(qv_cache *c, int which, uint64_t *out) {
+    *out = 0;
+    switch (which) {
+    case QV_STAT_ENTRIES:
+    case QV_STAT_VALUES:
+        return scan_kind(c, which == QV_STAT_ENTRIES ? 'c' : 'v', count_keys, out);
+    case QV_STAT_BYTES:
+    case QV_STAT_MAX_BYTES:
+    case QV_STAT_MAP_SIZE:
+        return QV_OK;
+    default:
+        for (int i = 0; i < QV_SHARDS; i++) *out += atomic_load_explicit(&c->stats[i].n[which], memory_order_relaxed);
+        return QV_OK;
+    }
+}
+
+/* ------------------------------------------------------------ open, close */
+
+static void remote_close(qv_cache *c) {
+    remote *t = state_of(c);
+    if (!t) return;
+    qv__redis_close(t->r);
+    free(t);
+}
+
+static const qv_tier_ops remote_ops = {
+    remote_contains, remote_get_with, remote_put, remote_load, remote_evict, remote_stat, remote_query, remote_sync,
+    remote_close,
+};
+
+qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_options *opts) {
+    *out = NULL;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    if (opts) {
+        if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
+            return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
+                             QV_CACHE_OPTIONS_VERSION);
+        memcpy(&o, opts, qv__cache_options_size(opts->version));
+    }
+    pthread_once(&scripts_once, scripts_init);
+    qv_redis_url u;
+    qv_status st = qv__redis_url_parse(&u, url);
+    if (st) return st;
+    if (strlen(u.prefix) > MAX_PREFIX) {
+        st = qv__error(QV_EINVAL, "%s: the key prefix is longer than %d bytes", u.display, MAX_PREFIX);
+        qv__redis_url_free(&u);
+        return st;
+    }
+    uint32_t timeout_ms = o.timeout_ms ? o.timeout_ms : u.timeout_ms ? u.timeout_ms : DEFAULT_TIMEOUT_MS;
+    remote *t = calloc(1, sizeof *t);
+    if (!t) st = qv__nomem();
+    else {
+        t->plen = strlen(u.prefix);
+        memcpy(t->prefix, u.prefix, t->plen + 1);
+        st = qv__redis_open(&t->r, &u, timeout_ms);
+    }
+    if (!st && !(st = qv__cache_new_tier(out, u.display, o.inline_limit, &remote_ops, t))) {
+        (*out)->flags = o.flags & QV_CACHE_READONLY;
+        t = NULL;
+    }
+    if (t) {
+        qv__redis_close(t->r);
+        free(t);
+    }
+    qv__redis_url_free(&u);
+    return st;
+}
+
+/* ----------------------------------------------------------------- leases */
+
+/* Held leases of this process, renewed by one background thread: a lease
+ * held less than a third of its time is never touched, so short calls cost
+ * nothing more than taking and giving back. */
+struct qv_remote_lease {
+    struct qv_remote_lease *next;
+    qv_cache *cache; /* retained while held */
+    char key[KEY_CAP];
+    size_t key_len;
+    char token[33];
+    int64_t renewed_ns;
+};
+
+static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t held_wake;
+static qv_remote_lease *held;
+static pid_t renewer_pid; /* the process whose renewer runs */
+static pthread_once_t renewer_once = PTHREAD_ONCE_INIT;
+
+static int64_t mono_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void renew(qv_cache *c, const char *key, size_t key_len, const char *token) {
+    qv_redis_cmd cmd = {.argc = 3};
+    redisReply *reply;
+    qv__redis_arg(&cmd, key, key_len);
+    qv__redis_arg(&cmd, token, 32);
+    qv__redis_arg(&cmd, LEASE_TTL_TEXT, sizeof LEASE_TTL_TEXT - 1);
+    /* a failed renewal is the holder's loss: its lease may expire and another
+     * caller run the call too, which costs time, never a wrong answer */
+    if (qv__redis_eval(state_of(c)->r, &renew_script, 1, &cmd, &reply) == QV_OK) freeReplyObject(reply);
+    else qv__cache_count(c, QV_STAT_REMOTE_ERRORS, 1);
+}
+
+typedef struct {
+    qv_cache *cache;
+    char key[KEY_CAP];
+    size_t key_len;
+    char token[33];
+} renewal;
+
+static void *renewer(void *unused) {
+    pthread_mutex_lock(&held_lock);
+    for (;;) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t t = (int64_t)until.tv_nsec + LEASE_RENEW_NS / 4;
+        until.tv_sec += t / 1000000000;
+        until.tv_nsec = t % 1000000000;
+        pthread_cond_timedwait(&held_wake, &held_lock, &until);
+        if (renewer_pid != getpid()) break; /* a forked child's copy of the list is not ours */
+        int64_t now = mono_ns();
+        size_t n = 0;
+        for (qv_remote_lease *l = held; l; l = l->next) n += now - l->renewed_ns >= LEASE_RENEW_NS;
+        if (!n) continue;
+        renewal *due = malloc(n * sizeof *due);
+        if (!due) continue;
+        n = 0;
+        for (qv_remote_lease *l = held; l; l = l->next) {
+            if (now - l->renewed_ns < LEASE_RENEW_NS) continue;
+            l->renewed_ns = now;
+            due[n].cache = qv__cache_retain(l->cache);
+            memcpy(due[n].key, l->key, l->key_len);
+            due[n].key_len = l->key_len;
+            memcpy(due[n].token, l->token, sizeof l->token);
+            n++;
+        }
+        /* round trips with no lock held */
+        pthread_mutex_unlock(&held_lock);
+        for (size_t i = 0; i < n; i++) {
+            renew(due[i].cache, due[i].key, due[i].key_len, due[i].token);
+            qv_cache_close(due[i].cache);
+        }
+        free(due);
+        pthread_mutex_lock(&held_lock);
+    }
+    pthread_mutex_unlock(&held_lock);
+    return NULL;
+}
+
+static void held_prepare(void) {
+    pthread_mutex_lock(&held_lock);
+}
+
+static void held_parent(void) {
+    pthread_mutex_unlock(&held_lock);
+}
+
+/* The child holds none of its parent's leases (its parent renews and gives
+ * them back) and has no renewer until it takes a lease of its own. */
+static void held_child(void) {
+    held = NULL;
+    pthread_mutex_unlock(&held_lock);
+}
+
+static void renewer_init(void) {
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(&held_wake, &a);
+    pthread_condattr_destroy(&a);
+    pthread_atfork(held_prepare, held_parent, held_child);
+}
+
+/* With held_lock held: a renewer for this process, started once. */
+static void ensure_renewer_locked(void) {
+    if (renewer_pid == getpid()) return;
+    pthread_t th;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &attr, renewer, NULL) == 0) renewer_pid = getpid();
+    pthread_attr_destroy(&attr);
+}
+
+qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_t wait_ns, int *outcome,
+                                   qv_remote_lease **lease) {
+    *lease = NULL;
+    *outcome = QV_LEASE_TIMEOUT;
+    remote *t = state_of(cache);
+    qv_remote_lease *l = calloc(1, sizeof *l);
+    uint8_t random[16];
+    if (!l) return qv__nomem();
+    if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random) {
+        /* unique enough: only this process's own leases could share it */
+        uint64_t mix[2] = {(uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)l, (uint64_t)mono_ns()};
+        memcpy(random, mix, sizeof random);
+    }
+    hex16(random, l->token);
+    l->key_len = key_of(t, 'l', key->bytes, l->key);
+    char record_key[KEY_CAP];
+    qv_redis_cmd cmds[2];
+    qv__redis_cmd(&cmds[0], 1, "SET");
+    qv__redis_arg(&cmds[0], l->key, l->key_len);
+    qv__redis_arg(&cmds[0], l->token, 32);
+    qv__redis_arg(&cmds[0], "NX", 2);
+    qv__redis_arg(&cmds[0], "PX", 2);
+    qv__redis_arg(&cmds[0], LEASE_TTL_TEXT, sizeof LEASE_TTL_TEXT - 1);
+    qv__redis_cmd(&cmds[1], 1, "EXISTS");
+    qv__redis_arg(&cmds[1], record_key, key_of(t, 'c', key->bytes, record_key));
+    int64_t deadline = mono_ns() + (wait_ns < 0 ? LEASE_DEFAULT_WAIT_NS : wait_ns), pause = LEASE_POLL_MIN_NS;
+    qv_status st;
+    for (;;) {
+        redisReply *r[2];
+        /* unreachable: run without a lease, never wait for the server */
+        if ((st = qv__redis_run(t->r, cmds, 2, r))) {
+            io_failed(cache, st);
+            break;
+        }
+        int taken = r[0]->type == REDIS_REPLY_STATUS, refused = r[0]->type == REDIS_REPLY_ERROR;
+        int stored = r[1]->type == REDIS_REPLY_INTEGER && r[1]->integer;
+        freeReplyObject(r[0]);
+        freeReplyObject(r[1]);
+        if (taken && !stored) {
+            l->cache = qv__cache_retain(cache);
+            l->renewed_ns = mono_ns();
+            pthread_once(&renewer_once, renewer_init);
+            pthread_mutex_lock(&held_lock);
+            ensure_renewer_locked();
+            l->next = held;
+            held = l;
+            pthread_mutex_unlock(&held_lock);
+            *lease = l;
+            *outcome = QV_LEASE_HELD;
+            return QV_OK;
+        }
+        if (taken) { /* stored just before: give the lease straight back */
+            l->cache = qv__cache_retain(cache);
+            qv__remote_lease_release(l);
+            l = NULL;
+        }
+        if (stored) {
+            *outcome = QV_LEASE_DONE;
+            break;
+        }
+        int64_t now = mono_ns();
+        if (refused || now >= deadline) break; /* a full server refuses the lease too */
+        int64_t nap = pause < deadline - now ? pause : deadline - now;
+        struct timespec ts = {nap / 1000000000, nap % 1000000000};
+        nanosleep(&ts, NULL);
+        pause = pause * 2 > LEASE_POLL_MAX_NS ? LEASE_POLL_MAX_NS : pause * 2;
+    }
+    free(l);
+    return QV_OK;
+}
+
+void qv__remote_lease_release(qv_remote_lease *l) {
+    if (!l) return;
+    pthread_mutex_lock(&held_lock);
+    for (qv_remote_lease **p = &held; *p; p = &(*p)->next)
+        if (*p == l) {
+            *p = l->next;
+            break;
+        }
+    pthread_mutex_unlock(&held_lock);
+    qv_redis_cmd cmd = {.argc = 3};
+    redisReply *reply;
+    qv__redis_arg(&cmd, l->key, l->key_len);
+    qv__redis_arg(&cmd, l->token, 32);
+    /* unreachable: the lease expires on its own within its ttl */
+    if (qv__redis_eval(state_of(l->cache)->r, &release_script, 1, &cmd, &reply) == QV_OK) freeReplyObject(reply);
+    else qv__cache_count(l->cache, QV_STAT_REMOTE_ERRORS, 1);
+    qv_cache_close(l->cache);
+    free(l);
+}
