@@ -657,6 +657,33 @@ static double hits_threaded(qv_cache *c, raw_env *r, int nthreads, int floor, in
     return sum / nthreads;
 }
 
+/* The row "signed hit": row 1's hit on a cache with a secret, against row 1. */
+static hit_bench *signed_bench;
+static double q_hits_signed(hit_bench *b, int64_t arg, size_t ops) {
+    return q_hits_hot(signed_bench, arg, ops);
+}
+
+static void bench_signed(hit_bench *plain, raw_env *r, int64_t hot) {
+    char dir[PATH_MAX];
+    subdir(dir, "hot-signed");
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.durability = QV_DURABILITY_FAST;
+    o.secret = "bench";
+    o.secret_len = 5;
+    qv_cache *c;
+    QV_CHECK(qv_cache_open(&c, dir, &o));
+    fill_cache(c, cfg.hot_n, cfg.fill_threads);
+    hit_bench b;
+    hit_bench_init(&b, c, r);
+    signed_bench = &b;
+    double q, f;
+    run_pair_hot(plain, q_hits_signed, q_hits_hot, hot, &q, &f);
+    add_row("   signed hit (HMAC-SHA256), hot key", q, f, G_NONE, 0, "floor: row 1, unsigned");
+    hit_bench_free(&b);
+    qv_cache_close(c);
+    rm_tree(dir);
+}
+
 static void bench_hot(void) {
     char qdir[PATH_MAX], rdir[PATH_MAX];
     subdir(qdir, "hot-quiver");
@@ -678,6 +705,7 @@ static void bench_hot(void) {
     add_row("   part: encode + digest", q, f, G_NONE, 0, "floor: plain encoder + XXH3_128bits");
     run_pair_hot(&b, q_get_only, f_get_only, hot, &q, &f);
     add_row("   part: get_with + decode, key given", q, f, G_NONE, 0, "floor: renew/get/copy/reset");
+    bench_signed(&b, &r, hot);
     hit_bench_free(&b);
 
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
