@@ -52,8 +52,8 @@ struct qv_cache {
     const struct qv_tier_ops *tier;
     void *tier_state;
     /* Signs records and values (sign.h); NULL: unsigned. Owned and freed at
-     * close; a stack borrows its local tier's when both tiers are signed and
-     * clears it in its tier close. */
+     * close. A remote tier sets its own; a stack has none (qv_cache_signed
+     * asks its tiers). */
     struct qv_signer *signer;
     char *path;
     uint32_t durability, flags, inline_limit;

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cache.h"
+#include "stack.h"
 
 #define BLOCK 64
 static const char DOMAIN[] = "quiver/sign/v1";
@@ -115,7 +115,11 @@ qv_status qv__sign_check(const qv_signer *signer, const char *table, const void 
     return QV_OK;
 }
 
+/* A stack holds no signer of its own: its hits come from both tiers, so it
+ * is signed when both are. */
 int qv_cache_signed(const qv_cache *cache) {
+    qv_cache *local, *remote;
+    if (qv__stack_tiers((qv_cache *)cache, &local, &remote)) return qv_cache_signed(local) && qv_cache_signed(remote);
     return cache && cache->signer != NULL;
 }
 

@@ -471,6 +471,38 @@ static void binary_secret(void **state) {
     assert_null(c);
 }
 
+static qv_cache *memory_cache(const char *secret) {
+    qv_cache_options o = signed_options(secret);
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, ":memory:", &o));
+    return c;
+}
+
+/* A stack is signed when both tiers are; a remote hit copied into the local
+ * tier is signed again there, with the local tier's own secret. */
+static void stacks(void **state) {
+    qv_cache *local = memory_cache(SECRET), *remote = memory_cache("battery staple"), *plain = memory_cache(NULL);
+    qv_cache *st, *half;
+    QVT_OK(qv_cache_stack(&st, local, remote, NULL));
+    QVT_OK(qv_cache_stack(&half, local, plain, NULL));
+    assert_int_equal(qv_cache_signed(st), 1);
+    assert_int_equal(qv_cache_signed(half), 0);
+    store(remote, 16, 0);
+    store(remote, 17, 1);
+    QVT_OK(lookup(st, 16, 0));
+    QVT_OK(lookup(st, 17, 1));
+    QVT_OK(qv_cache_sync(st)); /* the copies into local are written in the background */
+    QVT_OK(lookup(local, 16, 0));
+    QVT_OK(lookup(local, 17, 1));
+    assert_int_equal(stat_of(local, QV_STAT_FORGED), 0);
+    assert_int_equal(stat_of(st, QV_STAT_FORGED), 0);
+    qv_cache_close(half);
+    qv_cache_close(st);
+    qv_cache_close(plain);
+    qv_cache_close(remote);
+    qv_cache_close(local);
+}
+
 int main(void) {
     unsetenv("QUIVER_SECRET");
     const struct CMUnitTest tests[] = {
@@ -478,6 +510,7 @@ int main(void) {
         cmocka_unit_test(tampered_record),  cmocka_unit_test(tampered_value),    cmocka_unit_test(moved_record),
         cmocka_unit_test(unsigned_entries), cmocka_unit_test(wrong_secret),      cmocka_unit_test(secret_from_environment),
         cmocka_unit_test(binary_secret),
+        cmocka_unit_test(stacks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
