@@ -343,7 +343,9 @@ def _tag_hook(tag, value, trusted):
                 or "someone else could have written it"
             raise UntrustedPickleError(
                 f"refusing to unpickle a value from a cache others could write (unpickling runs code): {why}; "
-                "open it with Cache.open(path, trust_pickle=True) if you trust whoever can write it")
+                "sign its entries with a secret every writer shares (Cache.open(path, secret=...) or "
+                "QUIVER_SECRET), or open it with Cache.open(path, trust_pickle=True) if you trust whoever "
+                "can write it")
         return pickle.loads(value)
     if tag == REGISTERED_TAG and isinstance(value, list) and len(value) == 2 and value[0] in _by_name:
         return _by_name[value[0]](value[1])
