@@ -165,7 +165,18 @@ def test_compute_once_across_machines(redis_server, tmpdir_path):
 
 def test_redis_down_at_open(redis_server, tmpdir_path):
     url = redis_server.url
+    remote = Cache.open(url, timeout=0.3)
     redis_server.stop()
+    # down when the stack is made: it works from local, with one warning
+    f, runs = counting("remote.down_at_stack")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        s = Cache.stack(Cache.open(os.path.join(tmpdir_path, "s")), remote)
+        with quiver.cache(s):
+            assert [f(i % 2) for i in range(4)] == [1, 2, 1, 2]
+    assert runs == [0, 1]
+    assert len([w for w in said if issubclass(w.category, QuiverWarning)]) == 1, [str(w.message) for w in said]
+    s.close()
     t = time.monotonic()
     with pytest.raises(quiver.IOError) as e:
         Cache.open(url, timeout=0.5)
