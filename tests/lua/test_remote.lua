@@ -7,6 +7,10 @@ local function exists(path)
   return os.rename(path, path) ~= nil
 end
 
+local function core_signed(c)
+  return require("quiver_core").qv_cache_signed(rawget(c, "_h")) == 1
+end
+
 -- Wall-clock seconds (os.clock is CPU time).
 local function now()
   local p = assert(io.popen("date +%s.%N"))
@@ -59,6 +63,31 @@ describe("the remote tier", function()
     assert.has_error(function() quiver.open("redis://127.0.0.1:1/0", {timeout_ms = -1}) end)
     assert.has_error(function() quiver.open("redis://127.0.0.1:1/0", {secret = 42}) end)
     assert.has_error(function() quiver.open("redis://127.0.0.1:1/0", {secret = ""}) end)
+  end)
+
+  it("signs entries with a secret, LMDB and remote alike", function()
+    local r = H.redis()
+    finally(function() r:stop() end)
+    for _, where in ipairs({H.tmpdir("signed"), r.url}) do
+      local add, runs = counting("remote.lua_signed")
+      local c = quiver.open(where, {secret = "team secret"})
+      if core_signed(c) then
+        quiver.with_cache(c, function() assert.are.equal(3, add(1, 2)) end)
+        c:close()
+        local again = quiver.open(where, {secret = "team secret"})
+        quiver.with_cache(again, function() assert.are.equal(3, add(1, 2)) end)
+        assert.are.equal(1, runs())
+        local other = quiver.open(where, {secret = "another"})
+        quiver.with_cache(other, function() assert.are.equal(3, add(1, 2)) end)
+        assert.are.equal(2, runs())
+        assert.is_true(other:stats().forged >= 1)
+        again:close()
+        other:close()
+      else
+        assert.are.equal(r.url, where) -- only the remote tier may not sign yet
+        c:close()
+      end
+    end
   end)
 
   it("hits a call Python stored in Redis: the same digest", function()
