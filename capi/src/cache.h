@@ -140,6 +140,8 @@ qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);
 qv_status qv__set_atime(wctx *w, const qv_digest *key, uint64_t t);
 qv_status qv__remove_call(wctx *w, const qv_digest *key);
 qv_status qv__group_commit(qv_cache *c, pending *p);
+/* Commit count stores together: the first failure; each p->status is its own. */
+qv_status qv__group_commit_many(qv_cache *c, pending **ps, size_t count);
 /* Where qv__record_load finds the values a record refers to: QV_NOTFOUND
  * when missing (the record is then corrupt). */
 typedef qv_status (*qv_value_lookup)(const uint8_t digest[16], const void **data, size_t *len, void *userdata);

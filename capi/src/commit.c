@@ -251,15 +251,28 @@ static void commit_batch(qv_cache *c, pending *batch) {
  * come back with their next ones. Each waiter sleeps on its own condition, so
  * a commit wakes exactly the threads it served, and the next leader. */
 qv_status qv__group_commit(qv_cache *c, pending *p) {
+    return qv__group_commit_many(c, &p, 1);
+}
+
+/* ps are queued together, so the batch that takes one takes them all: their
+ * owner waits on the first, which is also the one a finished leader wakes
+ * when the group heads the queue (a stack's worker storing what it
+ * gathered, stack.c). */
+qv_status qv__group_commit_many(qv_cache *c, pending **ps, size_t count) {
     qv__cache_after_fork(c);
-    p->next = NULL;
-    p->done = 0;
-    pthread_cond_init(&p->wake, NULL);
+    for (size_t i = 0; i < count; i++) {
+        ps[i]->next = NULL;
+        ps[i]->done = 0;
+        pthread_cond_init(&ps[i]->wake, NULL);
+    }
+    pending *p = ps[0];
     pthread_mutex_lock(&c->qlock);
-    if (c->tail) c->tail->next = p;
-    else c->head = p;
-    c->tail = p;
-    c->queued++;
+    for (size_t i = 0; i < count; i++) {
+        if (c->tail) c->tail->next = ps[i];
+        else c->head = ps[i];
+        c->tail = ps[i];
+    }
+    c->queued += count;
     if (c->gatherer && c->queued >= c->gather_target) pthread_cond_signal(&c->gatherer->wake);
     while (!p->done) {
         if (c->writer_busy) {
@@ -299,9 +312,12 @@ qv_status qv__group_commit(qv_cache *c, pending *p) {
         if (c->head) pthread_cond_signal(&c->head->wake); /* the next leader */
     }
     pthread_mutex_unlock(&c->qlock);
-    pthread_cond_destroy(&p->wake);
-    if (p->status) qv__error(p->status, "%s", p->message);
-    return p->status;
+    qv_status st = QV_OK;
+    for (size_t i = 0; i < count; i++) {
+        pthread_cond_destroy(&ps[i]->wake);
+        if (!st && ps[i]->status) qv__error(st = ps[i]->status, "%s", ps[i]->message);
+    }
+    return st;
 }
 
 qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call, size_t call_len, const void *result,

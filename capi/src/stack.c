@@ -30,6 +30,9 @@ typedef struct job {
     struct job *next;
     int kind;
     pending p;
+    /* JOB_COPY, once built: what j->p points to */
+    void *call, *result, *record;
+    valref *refs;
 } job;
 
 typedef struct {
@@ -55,6 +58,14 @@ typedef struct {
 
 static const qv_tier_ops stack_ops;
 
+static void free_job(job *j) {
+    free(j->call);
+    qv_free(j->result);
+    free(j->record);
+    free(j->refs);
+    free(j);
+}
+
 /* ------------------------------------------------------------------ fork */
 
 /* A child of fork() inherits the queue as the parent left it, but not the
@@ -72,7 +83,7 @@ static void stack_after_fork(stack *s) {
         pthread_cond_init(&s->idle, NULL);
         for (job *j = s->head; j;) {
             job *next = j->next;
-            free(j);
+            free_job(j);
             j = next;
         }
         s->head = s->tail = NULL;
@@ -126,6 +137,11 @@ static void remote_failed(qv_cache *c, stack *s, qv_status st) {
     pthread_mutex_unlock(&s->lock);
 }
 
+static void remote_met(qv_cache *c, stack *s, qv_status st) {
+    if (st) remote_failed(c, s, st);
+    else remote_answered(s);
+}
+
 /* Emit the warnings that are due, on a host thread with no lock held. Drops
  * are told once a run of them is over (drops), so a full queue makes one
  * warning, not one per store. */
@@ -155,73 +171,105 @@ static qv_status tier_put(qv_cache *c, pending *p) {
     return qv__group_commit(c, p);
 }
 
-/* Store a record loaded from the remote tier into the local one, rebuilt
- * from its fields as export and import do: the call's digest is checked
- * again on the way in, so a remote entry filed under another call's key is
- * not copied. */
-static void store_record(qv_cache *local, const qv_digest *key, const qv_value *rec) {
+/* A remote hit's record, loaded and rebuilt from its fields into j->p as
+ * export and import do, with the local tier's inline limit: the call's
+ * digest is checked again on the way, so a remote entry filed under another
+ * call's key is not copied. 1 when j->p is ready to store. */
+static int build_copy(qv_cache *c, stack *s, job *j) {
+    qv_digest key = j->p.key; /* qv__record_prepare clears j->p */
+    if (qv_cache_contains(s->local, &key) == QV_OK) return 0; /* copied already, or stored since */
+    qv_value *rec;
+    qv_status st = qv_cache_load(s->remote, &key, &rec);
+    if (st) {
+        remote_failed(c, s, st);
+        return 0;
+    }
+    remote_answered(s);
     const qv_value *name = qv_value_map_find(rec, "name"), *version = qv_value_map_find(rec, "version"),
                    *args = qv_value_map_find(rec, "args"), *kwargs = qv_value_map_find(rec, "kwargs"),
                    *result = qv_value_map_find(rec, "result"), *meta = qv_value_map_find(rec, "meta"),
                    *lang = qv_value_map_find(rec, "lang");
     const char *n, *v = NULL, *l;
-    size_t nlen, vlen = 0, llen;
-    if (!args || !kwargs || !result || qv_value_get_text(name, &n, &nlen) || qv_value_get_text(lang, &l, &llen) ||
-        (qv_value_type(version) == QV_TYPE_TEXT && qv_value_get_text(version, &v, &vlen)))
-        return;
+    size_t nlen, vlen = 0, llen, call_len, result_len, meta_len = 0;
+    const void *call;
+    void *meta_enc = NULL;
+    char *lang_z = NULL;
+    qv_encoder *calls = qv__thread_encoder_for(QV_ENCODER_CALLS), *records = qv__thread_encoder_for(QV_ENCODER_RECORDS);
+    st = QV_ECORRUPT;
+    if (!args || !kwargs || !result || !calls || !records || qv_value_get_text(name, &n, &nlen) ||
+        qv_value_get_text(lang, &l, &llen) || (qv_value_type(version) == QV_TYPE_TEXT && qv_value_get_text(version, &v, &vlen)))
+        goto done;
     qv_store_info info = QV_STORE_INFO_INIT;
     qv_value_get_int(qv_value_map_find(rec, "start_ns"), &info.start_ns);
     qv_value_get_int(qv_value_map_find(rec, "duration_ns"), &info.duration_ns);
-    char *lang_z = strndup(l, llen);
-    qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_CALLS); /* the worker's own */
-    void *res = NULL, *meta_enc = NULL;
-    size_t res_len, meta_len = 0;
-    const void *call;
-    size_t call_len;
-    if (!lang_z || !enc) goto done;
-    info.lang = lang_z;
-    qv_encoder_reset(enc);
-    if (qv_encoder_call_head(enc, n, nlen, v, vlen) || qv_encoder_value(enc, args) || qv_encoder_value(enc, kwargs) ||
-        qv_encoder_finish(enc, &call, &call_len) || qv_value_encode(result, &res, &res_len) ||
+    qv_encoder_reset(calls);
+    if (!(info.lang = lang_z = strndup(l, llen)) || qv_encoder_call_head(calls, n, nlen, v, vlen) ||
+        qv_encoder_value(calls, args) || qv_encoder_value(calls, kwargs) || qv_encoder_finish(calls, &call, &call_len) ||
+        !(j->call = malloc(call_len)) || qv_value_encode(result, &j->result, &result_len) ||
         (meta && qv_value_encode(meta, &meta_enc, &meta_len)))
         goto done;
+    memcpy(j->call, call, call_len);
     info.meta = meta_enc;
     info.meta_len = meta_len;
-    qv_cache_store(local, key, call, call_len, res, res_len, &info);
+    record_builder b = {records, s->local->inline_limit, NULL, 0, 0};
+    st = qv__record_prepare(&j->p, &b, &key, j->call, call_len, j->result, result_len, &info);
+    j->refs = b.refs; /* the values point into j->call and j->result */
+    /* the record is in this thread's encoder, which the next one reuses */
+    if (!st && !(j->record = malloc(j->p.record_len))) st = QV_ENOMEM;
+    if (!st) {
+        memcpy(j->record, j->p.record, j->p.record_len);
+        j->p.record = j->record;
+        j->p.refs = b.refs;
+        j->p.nrefs = b.nrefs;
+    }
 done:
-    qv_free(res);
     qv_free(meta_enc);
     free(lang_z);
-}
-
-static void copy_to_local(qv_cache *c, stack *s, const qv_digest *key) {
-    if (qv_cache_contains(s->local, key) == QV_OK) return; /* copied already, or stored since */
-    qv_value *rec;
-    qv_status st = qv_cache_load(s->remote, key, &rec);
-    if (st) {
-        remote_failed(c, s, st);
-        return;
-    }
-    remote_answered(s);
-    store_record(s->local, key, rec);
     qv_value_free(rec);
+    return st == QV_OK;
 }
 
-static void run_job(qv_cache *c, stack *s, job *j) {
-    if (j->kind == JOB_COPY) {
-        copy_to_local(c, s, &j->p.key);
-        return;
+/* Store ps into the tier c: in one commit when c is a store of its own.
+ * QV_OK, or the first failure (remote: passed to remote_failed as met). */
+static qv_status store_all(qv_cache *stack_c, stack *s, qv_cache *c, pending **ps, size_t n) {
+    if (!c->tier && !(c->flags & QV_CACHE_READONLY)) {
+        qv_status st = qv__group_commit_many(c, ps, n);
+        if (c == s->remote) remote_met(stack_c, s, st);
+        return st;
     }
+    qv_status first = QV_OK;
+    for (size_t i = 0; i < n; i++) {
+        qv_status st = tier_put(c, ps[i]);
+        if (c == s->remote) remote_met(stack_c, s, st);
+        if (st && !first) first = st;
+    }
+    return first;
+}
+
+#define BATCH 64 /* jobs the worker takes at once: a local commit for all its copies */
+
+/* Run a list of at most BATCH jobs: the copies into local, the stores into
+ * remote, each in as few commits as the tier allows. */
+static void run_batch(qv_cache *c, stack *s, job *list) {
+    pending *copies[BATCH], *pushes[BATCH];
+    size_t nc = 0, np = 0;
+    for (job *j = list; j; j = j->next) {
+        if (j->kind == JOB_COPY) {
+            if (build_copy(c, s, j)) copies[nc++] = &j->p;
+        } else {
+            pushes[np++] = &j->p;
+        }
+    }
+    if (nc) store_all(c, s, s->local, copies, nc); /* a copy that fails is fetched again next time */
+    if (!np) return;
     /* Closing while the remote is down: one attempt is enough to know, the
      * rest would each wait for the remote tier's timeout. */
-    if (s->stopping && atomic_load(&s->down)) {
-        qv__cache_count(c, QV_STAT_DROPPED, 1);
-        atomic_fetch_add(&s->dropped_unreported, 1);
+    if (atomic_load(&s->stopping) && atomic_load(&s->down)) {
+        qv__cache_count(c, QV_STAT_DROPPED, np);
+        atomic_fetch_add(&s->dropped_unreported, np);
         return;
     }
-    qv_status st = tier_put(s->remote, &j->p);
-    if (st) remote_failed(c, s, st);
-    else remote_answered(s);
+    store_all(c, s, s->remote, pushes, np);
 }
 
 static void *worker_main(void *arg) {
@@ -230,14 +278,20 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->head && !s->stopping) pthread_cond_wait(&s->work, &s->lock);
-        job *j = s->head;
-        if (!j) break;
-        if (!(s->head = j->next)) s->tail = NULL;
-        s->queued--;
+        job *list = s->head, *last = list;
+        if (!list) break;
+        for (int n = 1; n < BATCH && last->next; n++) last = last->next;
+        if (!(s->head = last->next)) s->tail = NULL;
+        last->next = NULL;
+        for (job *j = list; j; j = j->next) s->queued--;
         s->busy = 1;
         pthread_mutex_unlock(&s->lock);
-        run_job(c, s, j);
-        free(j);
+        run_batch(c, s, list);
+        for (job *j = list; j;) {
+            job *next = j->next;
+            free_job(j);
+            j = next;
+        }
         pthread_mutex_lock(&s->lock);
         s->busy = 0;
         if (!s->head) pthread_cond_broadcast(&s->idle);
@@ -283,7 +337,7 @@ static void drain(stack *s) {
 }
 
 static void request_copy(qv_cache *c, stack *s, const qv_digest *key) {
-    job *j = malloc(sizeof *j);
+    job *j = calloc(1, sizeof *j);
     if (!j) return; /* a copy is an optimisation: the next hit asks again */
     j->kind = JOB_COPY;
     j->p.key = *key;
@@ -325,7 +379,7 @@ static int push_async(qv_cache *c, stack *s, const pending *p) {
     int queued = enqueue(c, s, j, &was_empty);
     if (queued == 1) return was_empty;
     if (queued < 0) {
-        run_job(c, s, j); /* no thread: store it now */
+        run_batch(c, s, j); /* no thread: store it now */
     } else {
         qv__cache_count(c, QV_STAT_DROPPED, 1);
         atomic_fetch_add(&s->dropped_unreported, 1);
@@ -529,7 +583,7 @@ static qv_status stack_sync(qv_cache *c) {
 }
 
 /* Closing waits for the queue: every store queued is attempted, and while
- * the remote is down only one waits for its timeout (run_job). */
+ * the remote is down only one waits for its timeout (run_batch). */
 static void stack_close(qv_cache *c) {
     stack *s = c->tier_state;
     stack_after_fork(s);
