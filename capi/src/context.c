@@ -113,11 +113,12 @@ static qv_status default_path(const char **path, char **owned) {
     const char *env = getenv("QUIVER_CACHE");
     *owned = NULL;
     if (env && *env) {
-        const char *colon = strstr(env, "://");
-        if (colon && colon > env && strspn(env, "abcdefghijklmnopqrstuvwxyz0123456789+.-") == (size_t)(colon - env))
+        /* a URL opens the remote tier; any other scheme is refused, never
+         * taken for a directory */
+        if (strstr(env, "://") && strncmp(env, "redis://", 8) && strncmp(env, "unix://", 7))
             return qv__error(QV_EINVAL,
-                             "QUIVER_CACHE=%s: remote caches (URLs) are not supported yet; "
-                             "give a directory, or :memory:",
+                             "QUIVER_CACHE=%s: not a cache; give a directory, :memory:, "
+                             "redis://host[:port][/db] or unix:///path/to/redis.sock",
                              env);
         *path = env;
         return QV_OK;
@@ -144,10 +145,11 @@ static qv_status open_default_cache(void) {
     const char *path;
     char *owned;
     if (st || (st = default_path(&path, &owned))) return st;
-    int memory = !strcmp(path, ":memory:");
-    /* a memory cache keeps its own default limit unless QUIVER_MAX_SIZE says */
+    int memory = !strcmp(path, ":memory:"), url = strstr(path, "://") != NULL;
+    /* a memory cache keeps its own default limit unless QUIVER_MAX_SIZE says;
+     * a remote tier's size is the server's (maxmemory) */
     if (!sized && !memory) opts.max_bytes = DEFAULT_MAX_BYTES;
-    if (!memory && (st = make_private_dirs(path))) {
+    if (!memory && !url && (st = make_private_dirs(path))) {
         free(owned);
         return st;
     }

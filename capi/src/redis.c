@@ -344,6 +344,16 @@ static qv_status borrow(qv_redis *r, redisContext **out) {
     pthread_mutex_unlock(&r->lock);
     char why[sizeof r->why];
     qv_status st = connect_one(r, out, why, sizeof why);
+    /* a server that hangs still accepts connections (the kernel does): it
+     * is back when it answers */
+    if (!st && probe) {
+        static const char *ping[1] = {"PING"};
+        static const size_t ping_len[1] = {4};
+        if ((st = simple(*out, "PING", 1, ping, ping_len, why, sizeof why))) {
+            redisFree(*out);
+            *out = NULL;
+        }
+    }
     if (st) {
         failed(r, NULL, why);
         return qv__error(QV_EIO, "remote tier %s is unreachable (%s); retrying with backoff", r->u.display, why);

@@ -23,6 +23,7 @@
 
 #include "lease.h"
 #include "redis.h"
+#include "sign.h"
 #include "tier.h"
 
 #define DEFAULT_TIMEOUT_MS 1000
@@ -117,24 +118,51 @@ static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *wha
     return QV_NOTFOUND;
 }
 
+/* An entry whose tag fails (docs/FORMAT.md 13.5): written by someone
+ * without the secret. */
+static qv_status forged_miss(qv_cache *c, const qv_digest *key) {
+    char hex[33], why[256];
+    qv_digest_hex(key, hex);
+    snprintf(why, sizeof why, "%s", qv_errmsg());
+    qv__cache_count(c, QV_STAT_FORGED, 1);
+    qv__cache_count(c, QV_STAT_MISSES, 1);
+    qv__error(QV_ECORRUPT, "%s: entry %s is forged (%s); treated as a miss", c->path, hex, why);
+    return QV_NOTFOUND;
+}
+
+/* The payload of a stored entry: all of it, or for a signed cache what
+ * precedes a tag that checks (QV__EFORGED when it does not). */
+static qv_status payload_of(const qv_cache *c, const char *table, const uint8_t *digest, const char *stored,
+                            size_t slen, size_t *len) {
+    if (!c->signer) {
+        *len = slen;
+        return QV_OK;
+    }
+    return qv__sign_check(c->signer, table, digest, 16, stored, slen, len);
+}
+
 static int is_bytes(const redisReply *r) {
     return r && r->type == REDIS_REPLY_STRING;
 }
 
 /* ------------------------------------------------------------------ reads */
 
+/* EXISTS; for a signed cache a GET and its tag checked, as LMDB's contains
+ * reads a forged entry as absent. */
 static qv_status remote_contains(qv_cache *c, const qv_digest *key) {
     remote *t = state_of(c);
     char k[KEY_CAP];
     qv_redis_cmd cmd;
-    qv__redis_cmd(&cmd, 1, "EXISTS");
+    qv__redis_cmd(&cmd, 1, c->signer ? "GET" : "EXISTS");
     qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
     redisReply *reply;
     qv_status st = qv__redis_run(t->r, &cmd, 1, &reply);
     if (st) return io_failed(c, st);
-    st = reply->type != REDIS_REPLY_INTEGER ? qv__redis_refused(t->r, reply, "EXISTS")
-         : reply->integer ? QV_OK
-                          : QV_NOTFOUND;
+    size_t len;
+    if (reply->type == REDIS_REPLY_NIL || (reply->type == REDIS_REPLY_INTEGER && !reply->integer)) st = QV_NOTFOUND;
+    else if (reply->type == REDIS_REPLY_INTEGER) st = QV_OK;
+    else if (!is_bytes(reply)) st = qv__redis_refused(t->r, reply, "a lookup");
+    else st = payload_of(c, "calls", key->bytes, reply->str, reply->len, &len) ? QV_NOTFOUND : QV_OK;
     freeReplyObject(reply);
     return st;
 }
@@ -163,7 +191,11 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
         return st;
     }
     const uint8_t *rec = (const uint8_t *)reply->element[0]->str, *data;
-    size_t n = reply->element[0]->len, rs, re, len;
+    size_t n, rs, re, len;
+    if (payload_of(c, "calls", key->bytes, reply->element[0]->str, reply->element[0]->len, &n)) {
+        freeReplyObject(reply);
+        return forged_miss(c, key);
+    }
     /* the whole record, not only its result: a round trip costs far more */
     if (qv_validate(rec, n) || qv__record_result(rec, n, &rs, &re)) {
         st = corrupt_miss(c, key, qv_errmsg());
@@ -174,14 +206,17 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
     len = re - rs;
     if (qv__record_is_ref(data, len)) {
         const redisReply *v = reply->elements > 1 ? reply->element[1] : NULL;
-        if (!is_bytes(v) || qv_validate(v->str, v->len)) {
+        if (is_bytes(v) && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
+            freeReplyObject(reply);
+            return forged_miss(c, key);
+        }
+        if (!is_bytes(v) || qv_validate(v->str, len)) {
             st = corrupt_miss(c, key, is_bytes(v) ? "its result value is invalid"
                                                   : "its result value is gone (evicted by the server?)");
             freeReplyObject(reply);
             return st;
         }
         data = (const uint8_t *)v->str;
-        len = v->len;
     }
     if (duration_ns) *duration_ns = qv__record_duration(rec, n, re);
     qv__cache_count(c, QV_STAT_HITS, 1);
@@ -212,6 +247,7 @@ static qv_status collect_ref(int key, const uint8_t *item, size_t len, void *use
 }
 
 typedef struct {
+    const qv_cache *c;
     const digest_list *refs;
     redisReply *values; /* MGET's array, one per ref */
 } fetched;
@@ -223,8 +259,7 @@ static qv_status fetched_value(const uint8_t digest[16], const void **data, size
         const redisReply *v = f->values->element[i];
         if (!is_bytes(v)) return QV_NOTFOUND;
         *data = v->str;
-        *len = v->len;
-        return QV_OK;
+        return payload_of(f->c, "values", digest, v->str, v->len, len);
     }
     return QV_NOTFOUND;
 }
@@ -250,7 +285,9 @@ static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **recor
         st = qv__redis_refused(t->r, rec, "GET");
         goto done;
     }
-    if ((st = qv__record_walk((const uint8_t *)rec->str, rec->len, collect_ref, &refs))) goto corrupt;
+    size_t rec_len;
+    if ((st = payload_of(c, "calls", key->bytes, rec->str, rec->len, &rec_len))) goto corrupt;
+    if ((st = qv__record_walk((const uint8_t *)rec->str, rec_len, collect_ref, &refs))) goto corrupt;
     if (refs.n) {
         /* MGET with one word per value: a command of its own size */
         size_t words = refs.n + 1;
@@ -277,10 +314,11 @@ static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **recor
             goto done;
         }
     }
-    fetched f = {&refs, values};
-    st = qv__record_load(rec->str, rec->len, fetched_value, &f, record);
-    if (st != QV_ECORRUPT) goto done;
-corrupt:;
+    fetched f = {c, &refs, values};
+    st = qv__record_load(rec->str, rec_len, fetched_value, &f, record);
+    if (st != QV_ECORRUPT && st != QV__EFORGED) goto done;
+corrupt:
+    if (st == QV__EFORGED) qv__cache_count(c, QV_STAT_FORGED, 1);
     char hex[33], why[512];
     qv_digest_hex(key, hex);
     snprintf(why, sizeof why, "%s", qv_errmsg());
@@ -296,19 +334,25 @@ done:
 
 /* ----------------------------------------------------------------- writes */
 
-/* Values first (SET NX: a value is the same bytes whoever writes it), then
- * the record, in one pipeline: Redis runs a connection's commands in order,
- * so a record is never there before its values. A value the server refused
- * (full, read-only) takes its record back out rather than leave it pointing
- * at nothing. */
+/* Values first, then the record, in one pipeline: Redis runs a
+ * connection's commands in order, so a record is never there before its
+ * values. A value is written over (SET, not SET NX) although it is the same
+ * bytes whoever writes it: NX would save no bytes on the wire, and would
+ * keep a garbage or forged value under the digest for good. A value the
+ * server refused (full, read-only) takes its record back out rather than
+ * leave it pointing at nothing. */
 static qv_status remote_put(qv_cache *c, pending *p) {
     remote *t = state_of(c);
     size_t n = p->nrefs + 1;
     qv_redis_cmd *cmds = malloc(n * sizeof *cmds);
     char *keys = malloc(n * KEY_CAP);
     redisReply **replies = calloc(n, sizeof *replies);
+    /* a signed cache stores payload || tag: one buffer for them all */
+    size_t total = 0;
+    for (size_t i = 0; c->signer && i < n; i++) total += (i < p->nrefs ? p->refs[i].len : p->record_len) + QV_SIGN_TAG_LEN;
+    uint8_t *signed_bytes = total ? malloc(total) : NULL, *next = signed_bytes;
     qv_status st = QV_OK;
-    if (!cmds || !keys || !replies) {
+    if (!cmds || !keys || !replies || (total && !signed_bytes)) {
         st = qv__nomem();
         goto done;
     }
@@ -317,13 +361,18 @@ static qv_status remote_put(qv_cache *c, pending *p) {
         int value = i < p->nrefs;
         qv_redis_cmd *cmd = &cmds[i];
         qv__redis_cmd(cmd, 1, "SET");
-        qv__redis_arg(cmd, k, key_of(t, value ? 'v' : 'c', value ? p->refs[i].digest.bytes : p->key.bytes, k));
-        if (value) {
-            qv__redis_arg(cmd, p->refs[i].data, p->refs[i].len);
-            qv__redis_arg(cmd, "NX", 2);
-        } else {
-            qv__redis_arg(cmd, p->record, p->record_len);
+        const uint8_t *digest = value ? p->refs[i].digest.bytes : p->key.bytes;
+        const uint8_t *data = value ? p->refs[i].data : p->record;
+        size_t len = value ? p->refs[i].len : p->record_len;
+        qv__redis_arg(cmd, k, key_of(t, value ? 'v' : 'c', digest, k));
+        if (c->signer) {
+            memcpy(next, data, len);
+            qv__sign(c->signer, value ? "values" : "calls", digest, 16, data, len, next + len);
+            data = next;
+            len += QV_SIGN_TAG_LEN;
+            next += len;
         }
+        qv__redis_arg(cmd, data, len);
     }
     if ((st = qv__redis_run(t->r, cmds, n, replies))) {
         st = io_failed(c, st);
@@ -348,6 +397,7 @@ done:
     free(replies);
     free(keys);
     free(cmds);
+    free(signed_bytes);
     return st;
 }
 
@@ -474,7 +524,9 @@ static qv_status collect_calls(redisReply *keys, void *userdata) {
         if (q->name) {
             const redisReply *rec = records->element[i];
             name_match m = {q->name, q->name_len, 0};
-            if (!is_bytes(rec) || qv__record_walk((const uint8_t *)rec->str, rec->len, match_name, &m) || !m.match)
+            size_t len;
+            if (!is_bytes(rec) || payload_of(q->c, "calls", d.bytes, rec->str, rec->len, &len) ||
+                qv__record_walk((const uint8_t *)rec->str, len, match_name, &m) || !m.match)
                 continue;
         }
         if (q->n == q->cap) {
@@ -582,6 +634,10 @@ qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_option
     if (!st && !(st = qv__cache_new_tier(out, u.display, o.inline_limit, &remote_ops, t))) {
         (*out)->flags = o.flags & QV_CACHE_READONLY;
         t = NULL;
+        if ((st = qv__signer_from_options(&(*out)->signer, &o))) {
+            qv_cache_close(*out);
+            *out = NULL;
+        }
     }
     if (t) {
         qv__redis_close(t->r);

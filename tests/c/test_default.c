@@ -229,16 +229,21 @@ static void processes_share(void **state) {
     free(tmp);
 }
 
-/* A URL is the Redis tier, which C does not have yet: an error, never a
- * directory named "redis:". */
-static void url_refused(void **state) {
+/* A URL is the Redis tier (tests/c/test_remote.c opens it with a server;
+ * here nothing listens, a clear error), and any other scheme is refused:
+ * never a directory named "redis:" or "ftp:". */
+static void url_is_never_a_directory(void **state) {
     char *tmp = qvt_tempdir("default-url");
     char *home_env = join("HOME=", tmp);
-    const char *env[] = {"QUIVER_CACHE=redis://127.0.0.1:6379/0", home_env, NULL};
+    const char *env[] = {"QUIVER_CACHE=redis://127.0.0.1:1/0", home_env, NULL};
     outcome o = resolve_in(tmp, env, 0, NULL);
+    assert_int_equal(o.st, QV_EIO);
+    assert_non_null(strstr(o.msg, "redis://127.0.0.1:1/0"));
+    const char *ftp[] = {"QUIVER_CACHE=ftp://127.0.0.1/cache", home_env, NULL};
+    o = resolve_in(tmp, ftp, 0, NULL);
     assert_int_equal(o.st, QV_EINVAL);
-    assert_non_null(strstr(o.msg, "redis://127.0.0.1:6379/0"));
-    assert_non_null(strstr(o.msg, "not supported"));
+    assert_non_null(strstr(o.msg, "ftp://127.0.0.1/cache"));
+    assert_non_null(strstr(o.msg, "not a cache"));
     DIR *d = opendir(tmp);
     int entries = 0;
     for (struct dirent *e; (e = readdir(d));) entries += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
@@ -301,7 +306,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(xdg_cache_home), cmocka_unit_test(only_home), cmocka_unit_test(no_home),
         cmocka_unit_test(quiver_cache_directory), cmocka_unit_test(memory), cmocka_unit_test(processes_share),
-        cmocka_unit_test(url_refused), cmocka_unit_test(max_size),
+        cmocka_unit_test(url_is_never_a_directory), cmocka_unit_test(max_size),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -628,6 +628,9 @@ static void corrupt_entries_are_misses(void **state) {
     got g = {0};
     assert_int_equal(qv_cache_get_with(c, &b.key, keep, &g), QV_NOTFOUND);
     assert_int_equal(stat_of(c, QV_STAT_CORRUPT), ++corrupt);
+    /* the next store of the call replaces it, value and all */
+    QVT_OK(qv_cache_store(c, &b.key, b.bytes, b.len, big, len, NULL));
+    expect_hit(c, &b, big, len);
     /* a value of the wrong type under the key */
     freeReplyObject(redisCommand(r, "DEL quiver:c:%s", hex));
     freeReplyObject(redisCommand(r, "LPUSH quiver:c:%s x", hex));
@@ -780,6 +783,129 @@ static void dead_holder_is_taken_over(void **state) {
     qv_cache_close(c);
 }
 
+/* The server stops answering (SIGSTOP: connections stay open, nothing
+ * comes back): the call that meets it waits at most timeout_ms, those after
+ * it fail at once, and it comes back after SIGCONT. */
+static void server_hangs(void **state) {
+    server *s = *state;
+    char url[700];
+    snprintf(url, sizeof url, "%s?timeout_ms=200", s->url);
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, url, NULL));
+    call a = make_call("remote.f", 1);
+    spec sp = {.result = {0x05}};
+    QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL));
+    kill(s->pid, SIGSTOP);
+    int64_t worst = 0;
+    int slow = 0;
+    for (int i = 0; i < 30; i++) {
+        call k = make_call("remote.f", 100 + i);
+        int outcome;
+        int64_t t0 = now_ns();
+        QVT_OK(qv_call_run(&outcome, c, &k.key, k.bytes, k.len, NULL, ignore, body, &sp));
+        int64_t dt = now_ns() - t0;
+        assert_true(outcome < 0); /* computed, not kept */
+        worst = dt > worst ? dt : worst;
+        slow += dt > 5000000;
+        sleep_ms(10);
+    }
+    print_message("server hung: slowest call %.1f ms (timeout 200 ms), %d of 30 took over 5 ms\n", worst / 1e6, slow);
+    assert_true(worst < 200000000ll + 100000000ll);
+    assert_true(slow <= 6); /* the backoff's probes, 50 ms doubling, each up to 200 ms */
+    kill(s->pid, SIGCONT);
+    int64_t t0 = now_ns();
+    qv_status st;
+    while ((st = qv_cache_contains(c, &a.key)) == QV_EIO && now_ns() - t0 < 8000000000ll) sleep_ms(20);
+    QVT_OK(st);
+    qv_cache_close(c);
+}
+
+/* A forked child gets connections of its own, never its parent's. */
+static void fork_after_open(void **state) {
+    server *s = *state;
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    call a = make_call("remote.f", 1);
+    uint8_t small[1] = {0x07};
+    QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
+    pid_t kid = fork();
+    assert_true(kid >= 0);
+    if (kid == 0) {
+        got g = {0};
+        int ok = qv_cache_get_with(c, &a.key, keep, &g) == QV_OK && g.len == 1 && g.data[0] == 0x07;
+        call b = make_call("remote.f", 2);
+        ok = ok && qv_cache_store(c, &b.key, b.bytes, b.len, small, 1, NULL) == QV_OK;
+        _exit(ok ? 0 : 1);
+    }
+    for (int i = 0; i < 50; i++) expect_hit(c, &a, small, 1); /* the parent's connection, meanwhile */
+    int status;
+    assert_int_equal(waitpid(kid, &status, 0), kid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    call b = make_call("remote.f", 2);
+    expect_hit(c, &b, small, 1);
+    qv_cache_close(c);
+}
+
+/* With a secret, remote entries carry the same tags as LMDB ones: a handle
+ * with another secret, or an entry changed on the server, is a forged miss;
+ * a handle without one sees tagged bytes as corrupt. */
+static void signed_entries(void **state) {
+    server *s = *state;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.secret = "correct horse";
+    o.secret_len = 13;
+    qv_cache *c, *other, *plain;
+    QVT_OK(qv_cache_open(&c, s->url, &o));
+    assert_int_equal(qv_cache_signed(c), 1);
+    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    uint8_t small[1] = {0x07};
+    size_t len;
+    uint8_t *big = big_result(1000, 1, &len);
+    QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
+    QVT_OK(qv_cache_store(c, &b.key, b.bytes, b.len, big, len, NULL));
+    expect_hit(c, &a, small, 1);
+    expect_hit(c, &b, big, len);
+    QVT_OK(qv_cache_contains(c, &b.key));
+    qv_value *rec;
+    QVT_OK(qv_cache_load(c, &b.key, &rec));
+    qv_value_free(rec);
+    qv_iter *it;
+    QVT_OK(qv_cache_query(&it, c, "remote.f"));
+    assert_int_equal(qv_iter_count(it), 2);
+    qv_iter_free(it);
+    o.secret = "wrong horse";
+    o.secret_len = 11;
+    QVT_OK(qv_cache_open(&other, s->url, &o));
+    got g = {0};
+    assert_int_equal(qv_cache_get_with(other, &a.key, keep, &g), QV_NOTFOUND);
+    assert_int_equal(qv_cache_contains(other, &a.key), QV_NOTFOUND);
+    assert_int_equal(qv_cache_load(other, &a.key, &rec), QV_ECORRUPT);
+    assert_int_equal(stat_of(other, QV_STAT_FORGED), 2);
+    QVT_OK(qv_cache_open(&plain, s->url, NULL));
+    assert_int_equal(qv_cache_get_with(plain, &a.key, keep, &g), QV_NOTFOUND);
+    assert_int_equal(stat_of(plain, QV_STAT_CORRUPT), 1);
+    /* a value changed on the server: its record's hit is forged */
+    redisContext *r = admin(s);
+    redisReply *vkeys = redisCommand(r, "KEYS quiver:v:*");
+    assert_int_equal(vkeys->elements, 1);
+    redisReply *v = redisCommand(r, "GET %s", vkeys->element[0]->str);
+    v->str[10] ^= 1;
+    freeReplyObject(redisCommand(r, "SET %s %b", vkeys->element[0]->str, v->str, (size_t)v->len));
+    assert_int_equal(qv_cache_get_with(c, &b.key, keep, &g), QV_NOTFOUND);
+    assert_int_equal(stat_of(c, QV_STAT_FORGED), 1);
+    assert_int_equal(qv_cache_load(c, &b.key, &rec), QV_ECORRUPT);
+    /* and the next store replaces it */
+    QVT_OK(qv_cache_store(c, &b.key, b.bytes, b.len, big, len, NULL));
+    expect_hit(c, &b, big, len);
+    freeReplyObject(v);
+    freeReplyObject(vkeys);
+    redisFree(r);
+    free(big);
+    qv_cache_close(plain);
+    qv_cache_close(other);
+    qv_cache_close(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(basics_tcp, setup, teardown),
@@ -794,6 +920,9 @@ int main(void) {
         cmocka_unit_test_setup_teardown(one_round_trip_per_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(dead_holder_is_taken_over, setup, teardown),
+        cmocka_unit_test_setup_teardown(server_hangs, setup, teardown),
+        cmocka_unit_test_setup_teardown(fork_after_open, setup, teardown),
+        cmocka_unit_test_setup_teardown(signed_entries, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
