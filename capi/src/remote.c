@@ -53,7 +53,7 @@ static const char get_script_text[] =
     "if not r then return false end\n"
     "local h = 2\n"
     "if string.byte(r, 1) == 184 then h = 3 end\n"
-    "if string.sub(r, h, h + 6) == '\\0\\218\\81\\86\\0\\3\\80' then\n"
+    "if #r >= h + 22 and string.sub(r, h, h + 6) == '\\0\\218\\81\\86\\0\\3\\80' then\n"
     "  local hex = string.format(string.rep('%02x', 16), string.byte(r, h + 7, h + 22))\n"
     "  return {r, redis.call('GET', ARGV[1] .. hex)}\n"
     "end\n"
