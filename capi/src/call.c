@@ -58,6 +58,29 @@ static qv_status run_and_store(int *outcome, qv_cache *cache, const qv_digest *k
     return QV_OK;
 }
 
+/* A lease on one tier: its lease table's, or Redis's for a remote tier. */
+typedef struct {
+    qv_leases *table;
+    qv_lease lease;
+    qv_remote_lease *remote;
+    int outcome; /* QV_LEASE_* */
+} tier_lease;
+
+static void take_lease(tier_lease *l, qv_cache *tier, const qv_digest *key, int64_t wait) {
+    qv_cache *local, *remote;
+    if (qv__stack_tiers(tier, &local, &remote)) return; /* a stack in a stack: its tiers are not ours to lease */
+    if (qv__remote_is(tier)) {
+        if (qv__remote_lease_acquire(tier, key, wait, &l->outcome, &l->remote)) l->outcome = QV_LEASE_TIMEOUT;
+    } else if ((l->table = qv__leases_of(tier)) && qv__lease_acquire(l->table, key, wait, &l->outcome, &l->lease)) {
+        l->outcome = QV_LEASE_TIMEOUT;
+    }
+}
+
+static void give_lease_back(tier_lease *l, const qv_digest *key) {
+    qv__remote_lease_release(l->remote);
+    if (l->table && l->outcome == QV_LEASE_HELD) qv__lease_release(l->table, key, &l->lease);
+}
+
 qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const void *call, size_t call_len,
                       const qv_call_options *opts, qv_result_cb hit, qv_call_body body, void *userdata) {
     if (!outcome || !cache || !key || !call || !hit || !body)
@@ -77,29 +100,23 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
         !(st == QV_EIO && bare_remote))
         return st;
 
-    /* A stack takes the local lease (its directory's table), then the remote
-     * one (in Redis); a bare remote tier only the remote one. A URL or a
-     * stack has no directory, so never a lease file of its own. */
-    qv_cache *local = NULL, *remote = NULL;
-    qv_leases *leases = NULL;
-    if (!(o.flags & QV_CALL_NO_DEDUP)) {
-        if (bare_remote) remote = cache;
-        else if (qv__stack_tiers(cache, &local, &remote)) leases = local ? qv__leases_of(local) : NULL;
-        else leases = qv__leases_of(cache);
-    }
-    qv_lease lease;
-    qv_remote_lease *rlease = NULL;
-    int taken = QV_LEASE_TIMEOUT, rtaken = QV_LEASE_TIMEOUT;
+    /* A stack takes the lease of its local tier, then of its remote one; a
+     * remote tier's lease is in Redis, an LMDB or memory cache's in its lease
+     * table. A URL or a stack has no directory, so never a lease file. */
+    qv_cache *first = cache, *second = NULL;
+    if (qv__stack_tiers(cache, &first, &second) == 0) first = cache;
+    tier_lease a = {NULL, {0}, NULL, QV_LEASE_TIMEOUT}, b = a;
     int64_t wait = o.wait_timeout_ns == 0 ? -1 : o.wait_timeout_ns < 0 ? 0 : o.wait_timeout_ns;
-    if (leases && qv__lease_acquire(leases, key, wait, &taken, &lease)) taken = QV_LEASE_TIMEOUT;
-    if (remote && taken != QV_LEASE_DONE && qv__remote_lease_acquire(remote, key, wait, &rtaken, &rlease))
-        rtaken = QV_LEASE_TIMEOUT;
-    int got = taken == QV_LEASE_DONE || rtaken == QV_LEASE_DONE  ? QV_LEASE_DONE
-              : taken == QV_LEASE_HELD || rtaken == QV_LEASE_HELD ? QV_LEASE_HELD
-                                                                  : QV_LEASE_TIMEOUT;
+    if (!(o.flags & QV_CALL_NO_DEDUP)) {
+        take_lease(&a, first, key, wait);
+        if (second && a.outcome != QV_LEASE_DONE) take_lease(&b, second, key, wait);
+    }
+    int got = a.outcome == QV_LEASE_DONE || b.outcome == QV_LEASE_DONE   ? QV_LEASE_DONE
+              : a.outcome == QV_LEASE_HELD || b.outcome == QV_LEASE_HELD ? QV_LEASE_HELD
+                                                                         : QV_LEASE_TIMEOUT;
     /* Stored while we took the lease, or by the holder we waited for. Not
      * there after a release: the holder failed, and we run it ourselves. A
-     * bare remote lease taken says the call was not stored when taken. */
+     * bare remote tier's lease, taken, already says the call was not stored. */
     st = QV_NOTFOUND;
     if (got != QV_LEASE_TIMEOUT && !(got == QV_LEASE_HELD && ((o.flags & QV_CALL_RERUN) || bare_remote))) {
         /* asked first, so this second look counts no second miss */
@@ -108,8 +125,8 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
         if (st == QV_EIO && bare_remote) st = QV_NOTFOUND;
     }
     if (st == QV_NOTFOUND) st = run_and_store(outcome, cache, key, call, call_len, &o, body, userdata);
-    qv__remote_lease_release(rlease);
-    if (taken == QV_LEASE_HELD) qv__lease_release(leases, key, &lease);
+    give_lease_back(&b, key);
+    give_lease_back(&a, key);
     return st;
 }
 

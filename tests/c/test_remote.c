@@ -739,6 +739,51 @@ static void compute_once_across_processes(void **state) {
     free(dir);
 }
 
+/* The same across machines that each keep a local LMDB directory stacked
+ * over the one server: the local lease, then the remote one. */
+static void compute_once_across_stacks(void **state) {
+    server *s = *state;
+    char *dir = qvt_tempdir("remote-stacks");
+    char counter[4096];
+    snprintf(counter, sizeof counter, "%s/runs", dir);
+    enum { PROCS = 3 };
+    pid_t kids[PROCS];
+    for (int p = 0; p < PROCS; p++) {
+        kids[p] = fork();
+        assert_true(kids[p] >= 0);
+        if (kids[p] == 0) {
+            char local_dir[4200];
+            snprintf(local_dir, sizeof local_dir, "%s/machine%d", dir, p);
+            qv_cache *local, *remote, *stack;
+            if (mkdir(local_dir, 0700) || qv_cache_open(&local, local_dir, NULL) ||
+                qv_cache_open(&remote, s->url, NULL) || qv_cache_stack(&stack, local, remote, NULL))
+                _exit(2);
+            slow_spec sp = {open(counter, O_WRONLY | O_APPEND | O_CREAT, 0600), -1, 1500, {0x0b}};
+            call k = make_call("remote.slow", 17);
+            int outcome;
+            qv_status st = qv_call_run(&outcome, stack, &k.key, k.bytes, k.len, NULL, check_result, slow_body, &sp);
+            qv_cache_close(stack);
+            qv_cache_close(remote);
+            qv_cache_close(local);
+            _exit(st ? 3 : 0);
+        }
+    }
+    for (int p = 0; p < PROCS; p++) {
+        int status;
+        assert_int_equal(waitpid(kids[p], &status, 0), kids[p]);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+    }
+    struct stat sb;
+    assert_int_equal(stat(counter, &sb), 0);
+    assert_int_equal(sb.st_size, 1);
+    DIR *d = opendir(dir); /* no lease file or directory named after a URL */
+    for (struct dirent *e; (e = readdir(d));) assert_null(strstr(e->d_name, ":"));
+    closedir(d);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 /* The holder dies (SIGKILL, so nothing is given back): a waiter takes over
  * when the lease expires, within its ttl. */
 static void dead_holder_is_taken_over(void **state) {
@@ -919,6 +964,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(corrupt_entries_are_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(one_round_trip_per_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_processes, setup, teardown),
+        cmocka_unit_test_setup_teardown(compute_once_across_stacks, setup, teardown),
         cmocka_unit_test_setup_teardown(dead_holder_is_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(server_hangs, setup, teardown),
         cmocka_unit_test_setup_teardown(fork_after_open, setup, teardown),
