@@ -255,7 +255,11 @@ static void run_batch(qv_cache *c, stack *s, job *list) {
     size_t nc = 0, np = 0;
     for (job *j = list; j; j = j->next) {
         if (j->kind == JOB_COPY) {
-            if (build_copy(c, s, j)) copies[nc++] = &j->p;
+            /* a key hit again before its copy landed: copy it once */
+            int again = 0;
+            for (job *k = list; k != j && !again; k = k->next)
+                again = k->kind == JOB_COPY && !memcmp(k->p.key.bytes, j->p.key.bytes, 16);
+            if (!again && build_copy(c, s, j)) copies[nc++] = &j->p;
         } else {
             pushes[np++] = &j->p;
         }
