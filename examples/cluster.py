@@ -77,7 +77,8 @@ def main():
                 LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None,
                              silence_logs=40) as cluster, Client(cluster) as client:
             client.register_plugin(QuiverTiers(base, url))
-            a, b = sorted(client.scheduler_info()["workers"])
+            by_name = {w["name"]: addr for addr, w in client.scheduler_info()["workers"].items()}
+            a, b = by_name[0], by_name[1]  # worker-0 and worker-1
             print(f"redis-server at {url.split('?')[0]}; 2 dask workers, each with its own LMDB directory")
 
             def ask(who, ns):
@@ -106,8 +107,8 @@ def main():
             reports = sorted(client.run(report).values(), key=lambda r: r["worker"])
             print()
             for r in reports:
-                print(f"   {r['worker']}: body ran {r['runs']} times; {r['hits']} hits "
-                      f"({r['remote_hits']} from Redis), {r['misses']} misses; local cache {r['local']}")
+                print(f"   {r['worker']}: ran the body {r['runs']}x, took {r['remote_hits']} answers from Redis; "
+                      f"its own cache is {r['local']}")
             runs = sum(r["runs"] for r in reports)
             want = len(CALLS) + len(TOGETHER)
             print(f"\n{want} distinct calls and {runs} runs of the body in the whole cluster "

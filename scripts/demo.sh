@@ -35,3 +35,7 @@ echo
 echo "== the cache, as the quiver CLI sees it"
 quiver stats "$cache_dir"
 quiver verify "$cache_dir"
+
+# Across machines: its own redis-server and worker directories, not the cache above.
+step "5. Across machines: two dask workers, each with its own LMDB cache, share one Redis" \
+  python "$examples/cluster.py"
