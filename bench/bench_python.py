@@ -12,7 +12,10 @@ Rows:
   3. a miss and its store, in each durability mode, against the naive
      memoizer on an LMDB environment with the matching sync flags;
   4. hits from 2 processes at once against 1;
-  5. wrap_executor(ThreadPoolExecutor).submit on hits against a plain submit.
+  5. wrap_executor(ThreadPoolExecutor).submit on hits against a plain submit;
+  6. the remote tier, on a redis-server started here: a hit on a bare remote
+     tier, a remote hit through a stack (local miss, distinct keys) and a
+     local hit through a stack, each against a plain local hit.
 
 Every number is the median of several repetitions, and the repetitions of a
 row and its anchor are interleaved, so a busy machine slows both alike. A goal
@@ -22,6 +25,7 @@ $QUIVER_BUILD/bench-tmp/python (else a temporary directory) and are removed.
 
 import argparse
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import multiprocessing
@@ -29,7 +33,9 @@ import os
 import pickle
 import platform
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -340,6 +346,96 @@ def row_executor(table, tmp, seconds, repeats):
     c.close()
 
 
+@contextlib.contextmanager
+def redis_server(tmp):
+    """A private redis-server on a free loopback port, stopped at the end."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", tmp, "--loglevel", "warning"], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0?prefix=bench-python:"
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def row_remote(table, tmp, seconds, repeats, quick):
+    q = quiver.memo(name="bench_python.remote")(f)
+    with redis_server(tmp) as url:
+        local = quiver.Cache.open(os.path.join(tmp, "remote-local"))
+        remote = quiver.Cache.open(url)
+        stack = quiver.Cache.stack(local, remote)
+        plain = quiver.Cache.open(os.path.join(tmp, "remote-plain"))
+        for c in (plain, remote, stack):
+            with quiver.cache(c):
+                q(7)
+
+        def under(c):
+            def loop(n, _inner=calling(q, 7)):
+                with quiver.cache(c):
+                    _inner(n)
+            return loop
+
+        # The anchor of a remote hit: one GET round trip of as many bytes, on
+        # a plain socket from Python.
+        port = int(url.split(":")[2].split("/")[0])
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        payload = b"x" * 43  # an int call's record in Redis (bench_remote measures it)
+        conn.sendall(b"*3\r\n$3\r\nSET\r\n$6\r\nanchor\r\n$%d\r\n%s\r\n" % (len(payload), payload))
+        conn.recv(64)
+        get = b"*2\r\n$3\r\nGET\r\n$6\r\nanchor\r\n"
+        want = len(b"$43\r\n") + len(payload) + 2
+
+        def raw_get(n):
+            for _ in itertools.repeat(None, n):
+                conn.sendall(get)
+                got = conn.recv(256)
+                while len(got) < want:
+                    got += conn.recv(256)
+
+        bare_ns, get_ns, plain_ns, stacked_ns = interleaved(
+            [under(remote), raw_get, under(plain), under(stack)], seconds, repeats)
+        table.add("6. hit f(int), bare remote tier vs raw GET", bare_ns, get_ns, None,
+                  f"one round trip on loopback; a plain local hit is {us(plain_ns)} us")
+        table.add("6. local hit through a stack vs plain local hit", stacked_ns, plain_ns, ("speedup", 0.91),
+                  "Redis under it, not asked: goal <= 1.1x the plain hit")
+
+        # A remote hit through the stack is a local miss: distinct keys, each
+        # stored in Redis first and asked once.
+        n = 200 if quick else 2000
+        with quiver.cache(remote):
+            for i in range(n):
+                q(1000 + i)
+        with quiver.cache(stack):
+            t0 = time.perf_counter_ns()
+            for i in range(n):
+                q(1000 + i)
+            through_ns = (time.perf_counter_ns() - t0) / n
+        remote_hits = stack.stats().get("remote_hits")
+        table.add("6. remote hit through a stack vs raw GET", through_ns, get_ns, None,
+                  f"local miss, Redis hit; mean of {n} distinct keys ({remote_hits} remote hits)")
+        conn.close()
+        stack.close()
+        remote.close()
+        local.close()
+        plain.close()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
@@ -364,6 +460,7 @@ def main():
             row_stores(table, tmp, seconds, repeats)
             row_processes(table, tmp, opts.quick, repeats)
             row_executor(table, tmp, seconds, repeats)
+            row_remote(table, tmp, seconds, repeats, opts.quick)
     finally:
         table.print()
         shutil.rmtree(tmp, ignore_errors=True)
