@@ -744,7 +744,7 @@ int main(int argc, char **argv) {
         }
     }
     if (cfg.quick) cfg.reps = 3, cfg.remote_ops = 300, cfg.local_ops = 20000, cfg.store_ops = 200;
-    else cfg.reps = 9, cfg.remote_ops = 2000, cfg.local_ops = 300000, cfg.store_ops = 1000;
+    else cfg.reps = 25, cfg.remote_ops = 500, cfg.local_ops = 100000, cfg.store_ops = 300;
     if (!tmp) default_tmp();
     else if (snprintf(cfg.tmp, sizeof cfg.tmp, "%s", tmp) >= (int)sizeof cfg.tmp) die("path too long");
     owner_pid = getpid();
