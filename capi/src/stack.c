@@ -25,10 +25,11 @@
 enum { JOB_PUSH, JOB_COPY };
 
 /* A store for the remote tier (its record and values copied into the same
- * allocation), or a remote hit to copy into local (only p.key is set). */
+ * allocation), or a remote hit to copy into local (key; p once built). */
 typedef struct job {
     struct job *next;
     int kind;
+    qv_digest key; /* JOB_COPY: the key hit (j->p.key is the call's once built) */
     pending p;
     /* JOB_COPY, once built: what j->p points to */
     void *call, *result, *record;
@@ -176,7 +177,7 @@ static qv_status tier_put(qv_cache *c, pending *p) {
  * digest is checked again on the way, so a remote entry filed under another
  * call's key is not copied. 1 when j->p is ready to store. */
 static int build_copy(qv_cache *c, stack *s, job *j) {
-    qv_digest key = j->p.key; /* qv__record_prepare clears j->p */
+    qv_digest key = j->key;
     if (qv_cache_contains(s->local, &key) == QV_OK) return 0; /* copied already, or stored since */
     qv_value *rec;
     qv_status st = qv_cache_load(s->remote, &key, &rec);
@@ -258,7 +259,7 @@ static void run_batch(qv_cache *c, stack *s, job *list) {
             /* a key hit again before its copy landed: copy it once */
             int again = 0;
             for (job *k = list; k != j && !again; k = k->next)
-                again = k->kind == JOB_COPY && !memcmp(k->p.key.bytes, j->p.key.bytes, 16);
+                again = k->kind == JOB_COPY && !memcmp(k->key.bytes, j->key.bytes, 16);
             if (!again && build_copy(c, s, j)) copies[nc++] = &j->p;
         } else {
             pushes[np++] = &j->p;
@@ -344,7 +345,7 @@ static void request_copy(qv_cache *c, stack *s, const qv_digest *key) {
     job *j = calloc(1, sizeof *j);
     if (!j) return; /* a copy is an optimisation: the next hit asks again */
     j->kind = JOB_COPY;
-    j->p.key = *key;
+    j->key = *key;
     if (enqueue(c, s, j, NULL) != 1) free(j);
 }
 
