@@ -52,9 +52,9 @@ typedef struct {
     /* faults */
     _Atomic int down;       /* the remote failed and has not answered since */
     _Atomic int warn_due;   /* a message below waits for a host thread to emit it */
-    _Atomic int full_seen;  /* the remote refused a store for lack of room (warned once) */
+    _Atomic int refused;    /* the remote answered with a refusal (full, read-only): warned once */
     _Atomic uint64_t dropped_unreported;
-    char down_msg[384], full_msg[384]; /* under lock */
+    char down_msg[384], refused_msg[384]; /* under lock */
 } stack;
 
 static const qv_tier_ops stack_ops;
@@ -107,29 +107,31 @@ static inline void remote_answered(stack *s) {
 
 /* The remote failed with st (its message in qv_errmsg()). A miss or a
  * corrupt entry is no failure: the remote answered. The first failure of an
- * outage leaves a warning due; a remote out of room warns once per stack. */
+ * outage leaves a warning due. A refusal (a full or read-only server) warns
+ * once per stack: the server answers reads meanwhile, so there is no outage
+ * to end, and every store would warn again. */
 static void remote_failed(qv_cache *c, stack *s, qv_status st) {
     if (st == QV_NOTFOUND || st == QV_ECORRUPT) {
         remote_answered(s);
         return;
     }
-    int expected = 0;
+    int expected = 0, unreachable = st == QV_EIO || st == QV_ETIMEOUT || st == QV_ECLOSED;
     char *msg;
-    if (st == QV_EFULL) {
-        if (atomic_exchange(&s->full_seen, 1)) return;
-        msg = s->full_msg;
+    if (!unreachable) {
+        if (atomic_exchange(&s->refused, 1)) return;
+        msg = s->refused_msg;
     } else {
         if (!atomic_compare_exchange_strong(&s->down, &expected, 1)) return;
         /* A remote tier warns of an unreachable server itself, once per
          * outage (redis.c): a second warning would say the same. */
-        if (s->remote->tier && (st == QV_EIO || st == QV_ETIMEOUT)) return;
+        if (s->remote->tier) return;
         msg = s->down_msg;
     }
     stack_after_fork(s);
     pthread_mutex_lock(&s->lock);
-    if (st == QV_EFULL)
-        snprintf(msg, sizeof s->full_msg, "%s: the remote tier is full, stores go to the local tier only: %s",
-                 c->path, qv_errmsg());
+    if (!unreachable)
+        snprintf(msg, sizeof s->refused_msg, "%s: the remote tier %s (%s); the local tier keeps what it refuses",
+                 c->path, st == QV_EFULL ? "is full" : "refused a request", qv_errmsg());
     else
         snprintf(msg, sizeof s->down_msg,
                  "%s: the remote tier failed (%s); going on from the local tier alone until it answers again",
@@ -149,19 +151,20 @@ static void remote_met(qv_cache *c, stack *s, qv_status st) {
 static void flush_warnings(qv_cache *c, stack *s, int drops) {
     uint64_t dropped = drops ? atomic_exchange(&s->dropped_unreported, 0) : 0;
     if (dropped)
-        qv__warn("%s: %llu asynchronous stores to the remote tier were dropped: the queue of %zu was full", c->path,
-                 (unsigned long long)dropped, s->queue_limit);
+        qv__warn("%s: %llu asynchronous stores to the remote tier were dropped (the queue of %zu was full, or the "
+                 "remote was down at close); the local tier has them",
+                 c->path, (unsigned long long)dropped, s->queue_limit);
     if (QV_LIKELY(!atomic_load_explicit(&s->warn_due, memory_order_relaxed))) return;
-    char down[sizeof s->down_msg], full[sizeof s->full_msg];
+    char down[sizeof s->down_msg], refused[sizeof s->refused_msg];
     stack_after_fork(s);
     pthread_mutex_lock(&s->lock);
     atomic_store(&s->warn_due, 0);
     memcpy(down, s->down_msg, sizeof down);
-    memcpy(full, s->full_msg, sizeof full);
-    s->down_msg[0] = s->full_msg[0] = '\0';
+    memcpy(refused, s->refused_msg, sizeof refused);
+    s->down_msg[0] = s->refused_msg[0] = '\0';
     pthread_mutex_unlock(&s->lock);
     if (*down) qv__warn("%s", down);
-    if (*full) qv__warn("%s", full);
+    if (*refused) qv__warn("%s", refused);
 }
 
 /* ------------------------------------------------------------ the worker */

@@ -704,6 +704,40 @@ static void test_redis_down_at_stack(void **state) {
     free(dir);
 }
 
+/* Asynchronous stores queued while the server is down: the stores succeed
+ * at once, and close does not wait a timeout for each. */
+static void test_redis_async_close_while_down(void **state) {
+    static redis r;
+    running = &r;
+    redis_start(&r, free_port());
+    warnings_reset();
+    char *dir = qvt_tempdir("stack-redis");
+    qv_cache *local, *remote, *s;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.durability = QV_DURABILITY_FAST;
+    QVT_OK(qv_cache_open(&local, dir, &o));
+    QVT_OK(qv_cache_open(&remote, r.url, NULL));
+    qv_stack_options so = QV_STACK_OPTIONS_INIT;
+    so.flags = QV_STACK_ASYNC;
+    QVT_OK(qv_cache_stack(&s, local, remote, &so));
+    redis_stop(&r);
+    int64_t t0 = mono_ms();
+    for (int i = 0; i < 200; i++) {
+        entry e = make_entry("stack.q", i, 8);
+        QVT_OK(store(s, &e));
+    }
+    qv_cache_close(s);
+    int64_t took = mono_ms() - t0;
+    if (took > 2 * 300 + 300) fail_msg("200 stores and close took %lld ms with the remote down", (long long)took);
+    assert_int_equal(stat_of(local, QV_STAT_ENTRIES), 200);
+    assert_int_equal(warnings_with("unreachable"), 1);
+    qv_cache_close(remote);
+    qv_cache_close(local);
+    running = NULL;
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 static void test_redis_threads(void **state) {
     static redis r;
     running = &r;
@@ -813,6 +847,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_redis_stack_works, redis_teardown),
         cmocka_unit_test_teardown(test_redis_killed_and_restarted, redis_teardown),
         cmocka_unit_test_teardown(test_redis_down_at_stack, redis_teardown),
+        cmocka_unit_test_teardown(test_redis_async_close_while_down, redis_teardown),
         cmocka_unit_test_teardown(test_redis_threads, redis_teardown),
         cmocka_unit_test_teardown(test_redis_full_stores_softly, redis_teardown),
         cmocka_unit_test_teardown(test_redis_misfiled_entry_not_copied, redis_teardown),
