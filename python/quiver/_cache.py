@@ -97,8 +97,7 @@ def _decide_trust(c, trust_pickle):
     if trust_pickle or _quiver.cache_signed(c):
         c._distrust = None
     elif _is_url(c.path):
-        c._distrust = (f"{c.path} is a remote tier others can write, and its entries are not signed "
-                       "(give every process the same secret: secret= or QUIVER_SECRET)")
+        c._distrust = f"{c.path} is a remote tier others can write, and its entries are not signed"
     else:
         c._distrust = _distrust(c.path)
     c._trusted = c._distrust is None

@@ -271,15 +271,7 @@ def test_remote_pickles_need_a_signature_or_trust(redis_server, tmpdir_path):
     assert got == range(3) and not ran and not said
 
 
-def signing_remote(redis_server):
-    """Skip until the core signs remote entries (issue 11 lands in parts)."""
-    with Cache.open(redis_server.url, secret=b"probe") as c:
-        if not quiver._quiver.cache_signed(c):
-            pytest.skip("the remote tier does not sign entries yet")
-
-
 def test_shared_secret_loads_pickles(redis_server, tmpdir_path):
-    signing_remote(redis_server)
     f, runs = pickled("remote.signed")
     writer = Cache.open(redis_server.url, secret=b"shared secret")
     assert writer._trusted
@@ -300,7 +292,6 @@ def test_shared_secret_loads_pickles(redis_server, tmpdir_path):
 
 
 def test_a_tampered_entry_is_a_miss(redis_server):
-    signing_remote(redis_server)
     f, runs = counting("remote.tampered", lambda x: "result %d" % x)
     signed = Cache.open(redis_server.url, secret="k")
     with quiver.cache(signed):
@@ -354,6 +345,36 @@ def test_signed_lmdb_cache_in_a_group_directory_is_trusted(tmpdir_path):
     # signed entries need the secret: without it the cache does not open
     with pytest.raises(ValueError):
         Cache.open(team)
+
+
+DEFAULT_CACHE = r"""
+import json, warnings, quiver
+@quiver.memo(name="remote.default")
+def f(x):
+    return range(x)  # a pickle
+with warnings.catch_warnings(record=True) as said:
+    warnings.simplefilter("always")
+    f(3)
+c = quiver.current_cache()
+print(json.dumps({"path": c.path, "trusted": c._trusted, "hits": c.stats()["hits"],
+                  "refused": sum("refusing to unpickle" in str(w.message) for w in said)}))
+"""
+
+
+def test_quiver_cache_names_the_remote_tier(redis_server):
+    """QUIVER_CACHE=redis://... makes the remote tier every language's
+    default; with QUIVER_SECRET its pickles load."""
+    def run(**env):
+        r = subprocess.run([sys.executable, "-c", DEFAULT_CACHE], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, QUIVER_CACHE=redis_server.url, **env))
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+    first = run(QUIVER_SECRET="s")
+    assert first["path"] == redis_server.url and first["trusted"] and first["hits"] == 0
+    second = run(QUIVER_SECRET="s")
+    assert second["hits"] == 1 and not second["refused"]
+    unsigned = run()
+    assert not unsigned["trusted"]
 
 
 # --------------------------------------------------------------- warnings
