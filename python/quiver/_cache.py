@@ -88,6 +88,12 @@ def _is_url(path):
     return isinstance(path, str) and "://" in path
 
 
+def _mangled_url(path):
+    """Whether path is what pathlib makes of a URL: "redis:/host/0"."""
+    head = path.split("/", 1)[0]
+    return len(head) > 1 and head.endswith(":") and head[:-1].isalpha() and path.startswith(head + "/")
+
+
 def _decide_trust(c, trust_pickle):
     """Decide once, at open, whether c's pickles may be loaded: when told to,
     when its entries are signed with the cache's secret (a forged one is a
@@ -182,6 +188,9 @@ class Cache(_quiver.CacheHandle):
         if secret is not None and not secret:
             raise ValueError("secret must not be empty")
         where = path if _is_url(path) else os.fspath(path)
+        if not isinstance(path, (str, bytes)) and isinstance(where, str) and _mangled_url(where):
+            raise ValueError(f"{where!r} is a URL that a path object folded (\"//\" became \"/\"): give the URL "
+                             "as a string, never as a pathlib.Path")
         c = _quiver.cache_open(where, durability, flags, max_bytes, map_size, timeout_ms, secret)
         # what a copy in another process reopens: the URL as given, password
         # included, since path shows it without one

@@ -60,6 +60,9 @@ def test_a_url_is_never_a_directory(tmpdir_path, monkeypatch):
     with pytest.raises(quiver.IOError):
         Cache.open("redis://127.0.0.1:1/0", timeout=0.5)
     assert time.monotonic() - t < 3
+    import pathlib
+    with pytest.raises(ValueError):
+        Cache.open(pathlib.Path("redis://127.0.0.1:6379/0"))  # "redis:/127.0.0.1:6379/0"
     assert os.listdir(tmpdir_path) == []  # no directory "redis:", "http:", ...
 
 
