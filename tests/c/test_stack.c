@@ -259,6 +259,35 @@ static void test_write_through(void **state) {
 }
 
 /* A local store failure is the stack store's: a read-only local tier. */
+/* Any cache over any other: memory over LMDB, and a stack under a stack. */
+static void test_memory_over_lmdb_and_stacked_stacks(void **state) {
+    two t = open_two(QV_DURABILITY_FAST);
+    qv_cache *mem, *s, *top;
+    QVT_OK(qv_cache_open_memory(&mem));
+    QVT_OK(qv_cache_stack(&s, t.local, t.remote, NULL));
+    QVT_OK(qv_cache_stack(&top, mem, s, NULL));
+    char want[4096];
+    snprintf(want, sizeof want, "stack(:memory:, %s)", qv_cache_path(s));
+    assert_string_equal(qv_cache_path(top), want);
+    entry deep = make_entry("stack.n", 1, 1500), fresh = make_entry("stack.n", 2, 8);
+    QVT_OK(store(t.remote, &deep));
+    assert_result(top, &deep); /* memory, LMDB miss; the bottom answers */
+    assert_int_equal(stat_of(top, QV_STAT_REMOTE_HITS), 1);
+    assert_int_equal(stat_of(s, QV_STAT_REMOTE_HITS), 1);
+    QVT_OK(qv_cache_sync(top));
+    QVT_OK(qv_cache_sync(s));
+    QVT_OK(qv_cache_contains(mem, &deep.key));
+    QVT_OK(qv_cache_contains(t.local, &deep.key));
+    QVT_OK(store(top, &fresh));
+    QVT_OK(qv_cache_contains(mem, &fresh.key));
+    QVT_OK(qv_cache_contains(t.local, &fresh.key));
+    QVT_OK(qv_cache_contains(t.remote, &fresh.key));
+    qv_cache_close(s);
+    qv_cache_close(mem);
+    qv_cache_close(top);
+    close_two(&t);
+}
+
 static void test_local_failure_is_the_status(void **state) {
     two t = open_two(QV_DURABILITY_FAST);
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
@@ -837,6 +866,7 @@ int main(void) {
         cmocka_unit_test(test_tiers_retained),
         cmocka_unit_test(test_read_through_copies_into_local),
         cmocka_unit_test(test_write_through),
+        cmocka_unit_test(test_memory_over_lmdb_and_stacked_stacks),
         cmocka_unit_test(test_local_failure_is_the_status),
         cmocka_unit_test(test_load_query_evict),
         cmocka_unit_test(test_async_drains_at_close),
