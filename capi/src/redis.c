@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
@@ -229,9 +230,32 @@ fail:
 
 /* ------------------------------------------------------------ connections */
 
+/* Send what hiredis has buffered with MSG_NOSIGNAL: its own write() would
+ * raise SIGPIPE on a connection the server closed, which kills a host that
+ * has not ignored it (C and Lua programs do not). */
+static int flush(redisContext *c) {
+    size_t len = sdslen(c->obuf), done = 0;
+    while (done < len) {
+        ssize_t n = send(c->fd, c->obuf + done, len - done, MSG_NOSIGNAL);
+        if (n >= 0) {
+            done += (size_t)n;
+        } else if (errno != EINTR) {
+            c->err = REDIS_ERR_IO;
+            snprintf(c->errstr, sizeof c->errstr, "%s", strerror(errno));
+            return REDIS_ERR;
+        }
+    }
+    sdsclear(c->obuf);
+    return REDIS_OK;
+}
+
 static qv_status simple(redisContext *c, const char *what, int argc, const char **argv, const size_t *len,
                         char *why, size_t why_len) {
-    redisReply *r = redisCommandArgv(c, argc, argv, len);
+    void *reply = NULL;
+    if (redisAppendCommandArgv(c, argc, argv, len) != REDIS_OK || flush(c) != REDIS_OK ||
+        redisGetReply(c, &reply) != REDIS_OK)
+        reply = NULL;
+    redisReply *r = reply;
     if (!r) {
         snprintf(why, why_len, "%s: %s", what, c->errstr[0] ? c->errstr : "no reply");
         return QV_EIO;
@@ -325,9 +349,11 @@ static void failed(qv_redis *r, redisContext *c, const char *why) {
                  r->u.display, why);
 }
 
-static qv_status borrow(qv_redis *r, redisContext **out) {
+/* A connection: an idle one (*reused set), else a new one. */
+static qv_status borrow(qv_redis *r, redisContext **out, int *reused) {
     after_fork(r);
     pthread_mutex_lock(&r->lock);
+    *reused = r->nidle > 0;
     if (r->nidle) {
         *out = r->idle[--r->nidle];
         pthread_mutex_unlock(&r->lock);
@@ -449,13 +475,26 @@ void qv__redis_cmd(qv_redis_cmd *c, int argc, ...) {
 typedef int (*append_fn)(redisContext *c, size_t i, const void *userdata);
 
 /* n commands out, n replies back, on one borrowed connection. */
+/* Drop every idle connection: the server closed one, so it closed them all. */
+static void drop_idle(qv_redis *r) {
+    redisContext *dropped[POOL_SIZE];
+    int n = 0;
+    pthread_mutex_lock(&r->lock);
+    drop_idle_locked(r, dropped, &n);
+    pthread_mutex_unlock(&r->lock);
+    for (int i = 0; i < n; i++) redisFree(dropped[i]);
+}
+
 static qv_status pipeline(qv_redis *r, size_t n, append_fn append, const void *userdata, redisReply **replies) {
     redisContext *c;
-    qv_status st = borrow(r, &c);
-    if (st) return st;
+    int reused, retried = 0;
+    qv_status st;
+again:
+    if ((st = borrow(r, &c, &reused))) return st;
     size_t got = 0;
     for (size_t i = 0; i < n; i++)
         if (append(c, i, userdata) != REDIS_OK) goto io;
+    if (flush(c) != REDIS_OK) goto io;
     for (; got < n; got++) {
         void *reply;
         if (redisGetReply(c, &reply) != REDIS_OK || !reply) goto io;
@@ -469,6 +508,17 @@ io:;
     if (timed_out) snprintf(why, sizeof why, "no answer within %u ms", r->u.timeout_ms);
     else snprintf(why, sizeof why, "%s", c->errstr[0] ? c->errstr : "no reply");
     while (got) freeReplyObject(replies[--got]);
+    /* An idle connection the server closed (its idle timeout, a restart):
+     * once more on a fresh one. Not after a timeout, which would double the
+     * wait; every command sent here may be sent twice (the same bytes SET
+     * again, reads; a lease SET NX that was applied reads as held by another
+     * and is waited out). */
+    if (reused && !timed_out && !retried) {
+        redisFree(c);
+        drop_idle(r);
+        retried = 1;
+        goto again;
+    }
     failed(r, c, why);
     return qv__error(QV_EIO, "remote tier %s: %s", r->u.display, why);
 }

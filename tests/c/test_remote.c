@@ -865,6 +865,36 @@ static void server_hangs(void **state) {
     qv_cache_close(c);
 }
 
+/* The server closes idle connections (its `timeout`): the next calls go
+ * on over fresh ones, with no error, no backoff and no SIGPIPE (which kills
+ * a C program that has not ignored it) even for a large write. */
+static void idle_connections_closed_by_server(void **state) {
+    server *s = *state;
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    uint8_t small[1] = {0x07};
+    QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
+    redisContext *r = admin(s);
+    freeReplyObject(redisCommand(r, "CONFIG SET timeout 1"));
+    redisFree(r);
+    sleep_ms(2500);
+    expect_hit(c, &a, small, 1);
+    sleep_ms(2500);
+    uint8_t *huge = malloc(4 << 20); /* a byte string of 4 MiB: many send()s */
+    huge[0] = 0x5a;
+    huge[1] = 0x00;
+    huge[2] = 0x3f;
+    huge[3] = 0xff;
+    huge[4] = 0xfb;
+    memset(huge + 5, 1, (4 << 20) - 5);
+    QVT_OK(qv_cache_store(c, &b.key, b.bytes, b.len, huge, 4 << 20, NULL));
+    expect_hit(c, &b, huge, 4 << 20);
+    assert_int_equal(stat_of(c, QV_STAT_REMOTE_ERRORS), 0);
+    free(huge);
+    qv_cache_close(c);
+}
+
 /* A forked child gets connections of its own, never its parent's. */
 static void fork_after_open(void **state) {
     server *s = *state;
@@ -967,6 +997,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(compute_once_across_stacks, setup, teardown),
         cmocka_unit_test_setup_teardown(dead_holder_is_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(server_hangs, setup, teardown),
+        cmocka_unit_test_setup_teardown(idle_connections_closed_by_server, setup, teardown),
         cmocka_unit_test_setup_teardown(fork_after_open, setup, teardown),
         cmocka_unit_test_setup_teardown(signed_entries, setup, teardown),
     };
