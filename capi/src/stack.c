@@ -506,12 +506,12 @@ static qv_status stack_stat(qv_cache *c, int which, uint64_t *out) {
     case QV_STAT_STORES:
     case QV_STAT_REMOTE_HITS:
     case QV_STAT_DROPPED:
-    case QV_STAT_CORRUPT:
         *out = 0;
         for (int i = 0; i < QV_SHARDS; i++) *out += atomic_load_explicit(&c->stats[i].n[which], memory_order_relaxed);
         return QV_OK;
     case QV_STAT_REMOTE_ERRORS:
         return qv_cache_stat(s->remote, which, out);
+    case QV_STAT_CORRUPT: /* met by the tiers' own lookups */
     case QV_STAT_FORGED: {
         uint64_t l = 0, r = 0;
         qv_status st = qv_cache_stat(s->local, which, &l);
