@@ -94,18 +94,57 @@ def _mangled_url(path):
     return len(head) > 1 and head.endswith(":") and head[:-1].isalpha() and path.startswith(head + "/")
 
 
+# In a local cache directory: the URLs of the unsigned remote tiers it was
+# stacked over. The stack copies remote hits into it, pickles included, and
+# those copies are whatever the remote held: its files (and a signature the
+# local tier puts on what it stores) say nothing of where they came from.
+_COPIES_MARK = "quiver.remote-copies"
+
+
+def _copied_from(path):
+    """Why the cache directory path holds entries copied from an unsigned
+    remote tier, or None."""
+    try:
+        with open(os.path.join(path, _COPIES_MARK)) as f:
+            urls = sorted(set(f.read().split()))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"{e.filename} cannot be read ({e.strerror})"
+    return f"{path} holds copies of entries from {', '.join(urls)}, whose entries are not signed"
+
+
+def _mark_copies(local, remote):
+    """Before local is stacked over an untrusted remote: say so in local's
+    directory for every later opener, and distrust it from now on here."""
+    why = f"{local.path} holds copies of entries from {remote.path}, whose entries are not signed"
+    if local.path != ":memory:" and not local.readonly:
+        # (only its existence counts: truncating it trusts nothing again)
+        fd = os.open(os.path.join(local.path, _COPIES_MARK), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as f:
+            f.write(remote.path + "\n")
+    if local._trusted:
+        local._distrust = why
+        local._trusted = False
+        _untrusted.add(local)
+
+
 def _decide_trust(c, trust_pickle):
     """Decide once, at open, whether c's pickles may be loaded: when told to,
     when its entries are signed with the cache's secret (a forged one is a
     miss before it is decoded, whatever its files or server), else for an
     LMDB cache nobody else could have written (issue 17). A remote tier is
-    shared over the network: unsigned, it is never trusted by default."""
-    if trust_pickle or _quiver.cache_signed(c):
+    shared over the network: unsigned, it is never trusted by default; nor
+    is a local cache that a stack filled from one (_COPIES_MARK)."""
+    if trust_pickle:
         c._distrust = None
     elif _is_url(c.path):
-        c._distrust = f"{c.path} is a remote tier others can write, and its entries are not signed"
+        c._distrust = None if _quiver.cache_signed(c) else \
+            f"{c.path} is a remote tier others can write, and its entries are not signed"
+    elif c.path == ":memory:":
+        c._distrust = None
     else:
-        c._distrust = _distrust(c.path)
+        c._distrust = _copied_from(c.path) or (None if _quiver.cache_signed(c) else _distrust(c.path))
     c._trusted = c._distrust is None
     if not c._trusted:
         _untrusted.add(c)
@@ -242,6 +281,8 @@ class Cache(_quiver.CacheHandle):
             local, far = caches
             if local._stack:
                 raise TypeError("the local cache of a stack over a remote tier is one cache, not a stack")
+            if not far._trusted:
+                _mark_copies(local, far)
             flags = _quiver.QV_STACK_ASYNC if asynchronous else 0
             s = _quiver.cache_stack(local, far, flags, queue_limit)
             s._tiers = (local, far)

@@ -421,10 +421,9 @@ def test_warnings_from_the_stacks_thread_and_at_exit(redis_server, tmpdir_path):
     assert "Fatal Python error" not in err and "Traceback" not in err, err
 
 
-@pytest.mark.xfail(strict=True, reason="known hole: the core's stack copies an unsigned remote entry into the local "
-                   "LMDB tier, where the file checks then trust it; needs the core (copy only signed entries, or mark "
-                   "the local tier as holding copies)")
 def test_an_untrusted_remote_pickle_is_not_laundered_through_local(redis_server, tmpdir_path):
+    """A pickle refused through a stack is still copied into its local tier
+    by the core; the local tier must not trust it once opened alone."""
     evil = quiver.memo(name="remote.laundered")(lambda: ["planted", range(1)])
     with quiver.cache(Cache.open(redis_server.url)):
         evil()  # whoever can write Redis plants a pickle
@@ -442,9 +441,17 @@ def test_an_untrusted_remote_pickle_is_not_laundered_through_local(redis_server,
             victim()  # refused: a miss, and the call runs
     s.close()
     time.sleep(0.5)  # the stack's worker copies in the background
+    # the stack copied the planted entry into the local tier: opened alone,
+    # the local tier says where its entries came from, and refuses them
     local = Cache.open(local_dir)
-    assert local._trusted
-    with warnings.catch_warnings(), quiver.cache(local):
-        warnings.simplefilter("ignore")
+    assert not local._trusted and f"copies of entries from {redis_server.url}" in local._distrust
+    with warnings.catch_warnings(record=True) as said, quiver.cache(local):
+        warnings.simplefilter("always")
         with pytest.raises(RuntimeError):
             victim()  # must not answer with the planted pickle
+    assert refused(said)
+    assert Cache.open(local_dir, trust_pickle=True)._trusted
+    # a stack whose remote is trusted (signed, or trust_pickle) marks nothing
+    clean = os.path.join(tmpdir_path, "clean")
+    Cache.stack(Cache.open(clean), Cache.open(redis_server.url, trust_pickle=True)).close()
+    assert Cache.open(clean)._trusted
