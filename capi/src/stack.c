@@ -198,18 +198,20 @@ static int build_copy(qv_cache *c, stack *s, job *j) {
     const void *call;
     void *meta_enc = NULL;
     char *lang_z = NULL;
-    qv_encoder *calls = qv__thread_encoder_for(QV_ENCODER_CALLS), *records = qv__thread_encoder_for(QV_ENCODER_RECORDS);
+    qv_encoder *calls = qv__thread_encoder_for(QV_ENCODER_CALLS);
+    qv_encoder *records = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     st = QV_ECORRUPT;
     if (!args || !kwargs || !result || !calls || !records || qv_value_get_text(name, &n, &nlen) ||
-        qv_value_get_text(lang, &l, &llen) || (qv_value_type(version) == QV_TYPE_TEXT && qv_value_get_text(version, &v, &vlen)))
+        qv_value_get_text(lang, &l, &llen) ||
+        (qv_value_type(version) == QV_TYPE_TEXT && qv_value_get_text(version, &v, &vlen)))
         goto done;
     qv_store_info info = QV_STORE_INFO_INIT;
     qv_value_get_int(qv_value_map_find(rec, "start_ns"), &info.start_ns);
     qv_value_get_int(qv_value_map_find(rec, "duration_ns"), &info.duration_ns);
     qv_encoder_reset(calls);
     if (!(info.lang = lang_z = strndup(l, llen)) || qv_encoder_call_head(calls, n, nlen, v, vlen) ||
-        qv_encoder_value(calls, args) || qv_encoder_value(calls, kwargs) || qv_encoder_finish(calls, &call, &call_len) ||
-        !(j->call = malloc(call_len)) || qv_value_encode(result, &j->result, &result_len) ||
+        qv_encoder_value(calls, args) || qv_encoder_value(calls, kwargs) ||
+        qv_encoder_finish(calls, &call, &call_len) || !(j->call = malloc(call_len)) || qv_value_encode(result, &j->result, &result_len) ||
         (meta && qv_value_encode(meta, &meta_enc, &meta_len)))
         goto done;
     memcpy(j->call, call, call_len);
@@ -219,7 +221,7 @@ static int build_copy(qv_cache *c, stack *s, job *j) {
     st = qv__record_prepare(&j->p, &b, &key, j->call, call_len, j->result, result_len, &info);
     j->refs = b.refs; /* the values point into j->call and j->result */
     /* the record is in this thread's encoder, which the next one reuses */
-    if (!st && !(j->record = malloc(j->p.record_len))) st = QV_ENOMEM;
+    if (!st && !(j->record = malloc(j->p.record_len))) st = qv__nomem();
     if (!st) {
         memcpy(j->record, j->p.record, j->p.record_len);
         j->p.record = j->record;
@@ -611,7 +613,8 @@ static void stack_close(qv_cache *c) {
 }
 
 static const qv_tier_ops stack_ops = {
-    stack_contains, stack_get_with, stack_put, stack_load, stack_evict, stack_stat, stack_query, stack_sync, stack_close,
+    stack_contains, stack_get_with, stack_put,  stack_load,  stack_evict,
+    stack_stat,     stack_query,    stack_sync, stack_close,
 };
 
 /* ---------------------------------------------------------------- public */
