@@ -211,8 +211,8 @@ static int build_copy(qv_cache *c, stack *s, job *j) {
     qv_encoder_reset(calls);
     if (!(info.lang = lang_z = strndup(l, llen)) || qv_encoder_call_head(calls, n, nlen, v, vlen) ||
         qv_encoder_value(calls, args) || qv_encoder_value(calls, kwargs) ||
-        qv_encoder_finish(calls, &call, &call_len) || !(j->call = malloc(call_len)) || qv_value_encode(result, &j->result, &result_len) ||
-        (meta && qv_value_encode(meta, &meta_enc, &meta_len)))
+        qv_encoder_finish(calls, &call, &call_len) || !(j->call = malloc(call_len)) ||
+        qv_value_encode(result, &j->result, &result_len) || (meta && qv_value_encode(meta, &meta_enc, &meta_len)))
         goto done;
     memcpy(j->call, call, call_len);
     info.meta = meta_enc;
