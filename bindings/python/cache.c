@@ -240,6 +240,7 @@ PyObject *qvpy_lookup(qvpy_cache *ch, const qv_digest *key) {
     if (!t) return NULL;
     qvpy_hit h = {NULL, ch->trusted, NULL, 0, 0, t};
     uint64_t corrupt = 0;
+    t->has_refused = 0;
     h.ts = PyEval_SaveThread();
     qv_status st = qv_cache_get_with(ch->c, key, qvpy_hit_cb, &h);
     if (st == QV_NOTFOUND) qv_cache_stat(ch->c, QV_STAT_CORRUPT, &corrupt);
@@ -275,6 +276,8 @@ PyObject *qvpy_lookup(qvpy_cache *ch, const qv_digest *key) {
         Py_XDECREF(value);
         Py_XDECREF(tb);
         if (w) return NULL;
+        t->refused = *key;
+        t->has_refused = 1;
         Py_INCREF(qvpy_sig_miss);
         return qvpy_sig_miss;
     }

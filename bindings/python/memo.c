@@ -461,6 +461,7 @@ typedef struct {
     PyObject *result;      /* what the function returned, or the hit decoded */
     PyObject *err_type, *err_value, *err_tb; /* the function's exception */
     int deferred;          /* the result is a future */
+    int quiet;             /* qvpy_lookup has warned about this call's stored result */
 } qvpy_run;
 
 static qv_status qvpy_run_hit(const void *data, size_t len, void *userdata) {
@@ -476,11 +477,13 @@ static qv_status qvpy_run_hit(const void *data, size_t len, void *userdata) {
         PyObject *type, *value, *tb;
         PyErr_Fetch(&type, &value, &tb);
         PyErr_NormalizeException(&type, &value, &tb);
-        if (PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
-                             "a stored result could not be decoded and was read as a miss: %S; the call "
-                             "runs again and its result replaces the entry (to read it instead, make "
-                             "its types importable here or quiver.register their decoder)", value))
+        if (!r->quiet && PyErr_WarnFormat(qvpy_warning ? qvpy_warning : PyExc_RuntimeWarning, 1,
+                                          "a stored result could not be decoded and was read as a miss: %S; the "
+                                          "call runs again and its result replaces the entry (to read it instead, "
+                                          "make its types importable here or quiver.register their decoder)",
+                                          value))
             PyErr_Clear();
+        r->quiet = 1;
         Py_XDECREF(type);
         Py_XDECREF(value);
         Py_XDECREF(tb);
@@ -568,6 +571,12 @@ static PyObject *qvpy_memo_run_call_m(qvpy_memo *m, PyObject *a) {
         qv_digest_bytes(&key, call, call_len);
         int outcome = QV_CALL_HIT;
         qv_status st = QV_OK;
+        qvpy_tls *t = qvpy_tls_get(); /* made already: the encoders above are in it */
+        if (!t) PyErr_Clear();
+        else if (t->has_refused) {
+            run.quiet = !memcmp(&t->refused, &key, sizeof key);
+            t->has_refused = 0;
+        }
         if (kw) {
             run.ts = PyEval_SaveThread();
             st = qv_call_run(&outcome, c, &key, call, call_len, &o, qvpy_run_hit, qvpy_run_body, &run);

@@ -25,6 +25,11 @@ typedef struct {
     int dec_busy;
     uint8_t *buf; /* hit results copied out of the read transaction */
     size_t buf_cap;
+    /* The call whose stored result qvpy_lookup just read as a miss, with a
+     * warning: the call runtime's second look at it (under the lease) says
+     * nothing more, so a refused pickle is one warning, not two. */
+    qv_digest refused;
+    int has_refused;
 } qvpy_tls;
 
 typedef struct {

@@ -263,12 +263,12 @@ def test_remote_pickles_need_a_signature_or_trust(redis_server, tmpdir_path):
     bare = Cache.open(redis_server.url)
     assert not bare._trusted
     got, ran, said = read_back(f, runs, bare)
-    assert got == range(3) and ran and said and "not signed" in str(said[0].message)
+    assert got == range(3) and ran and len(said) == 1 and "not signed" in str(said[0].message)
     # a private local directory does not make the stack over Redis trusted
     stack = Cache.stack(Cache.open(os.path.join(tmpdir_path, "l")), Cache.open(redis_server.url))
     assert not stack._trusted
     got, ran, said = read_back(f, runs, stack)
-    assert ran and said
+    assert ran and len(said) == 1
     trusted = Cache.open(redis_server.url, trust_pickle=True)
     got, ran, said = read_back(f, runs, trusted)
     assert got == range(3) and not ran and not said
@@ -337,7 +337,7 @@ def test_signed_lmdb_cache_in_a_group_directory_is_trusted(tmpdir_path):
     unsigned = Cache.open(plain)
     assert not unsigned._trusted and "writable by others" in unsigned._distrust
     got, ran, said = read_back(f, runs, unsigned)
-    assert ran and said
+    assert ran and len(said) == 1  # one warning per refused call, not one per look at it
     with quiver.cache(Cache.open(team, secret="team secret")):
         f()
     signed = Cache.open(team, secret="team secret")
