@@ -230,6 +230,32 @@ def test_redis_killed_mid_run(redis_server, tmpdir_path):
     s.close()
 
 
+def test_redis_hung_mid_run(redis_server, tmpdir_path):
+    """A server that stops answering (SIGSTOP) costs one timeout, not one per call."""
+    import signal
+    timeout = 0.3
+    f, runs = counting("remote.hung")
+    s = Cache.stack(Cache.open(os.path.join(tmpdir_path, "l")), Cache.open(redis_server.url, timeout=timeout))
+    times = []
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with quiver.cache(s):
+            f(0)
+            os.kill(redis_server.proc.pid, signal.SIGSTOP)
+            try:
+                for i in range(12):
+                    t = time.monotonic()
+                    assert f(i % 4) == i % 4 + 1
+                    times.append(time.monotonic() - t)
+            finally:
+                os.kill(redis_server.proc.pid, signal.SIGCONT)
+    assert runs == [0, 1, 2, 3]
+    assert max(times) < timeout + 0.7, times
+    assert sum(times) < 3 * timeout + 1, times  # it backs off instead of waiting on every call
+    assert len([w for w in said if issubclass(w.category, QuiverWarning)]) == 1, [str(w.message) for w in said]
+    s.close()
+
+
 # ---------------------------------------------------------- pickles, signing
 
 def pickled(name):
