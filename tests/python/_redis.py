@@ -33,6 +33,14 @@ def _ping(path, timeout=0.2):
         return False
 
 
+def _die_with_parent():
+    """In the child before exec: a test process killed outright (a timeout's
+    SIGKILL) takes its redis-server with it, where no finally would run."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, 9)
+
+
 class RedisServer:
     """One redis-server process: .port, .socket, .url, .unix_url; cli(*args)
     runs redis-cli against it; stop() kills it (start() starts it again on
@@ -61,7 +69,7 @@ class RedisServer:
                 [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                  "--unixsocket", self.socket, "--unixsocketperm", "700", "--dir", self.dir,
                  "--logfile", os.path.join(self.dir, "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.proc.poll() is None:
                 if _ping(self.socket):
