@@ -2,6 +2,8 @@
  * and its initialisation. */
 #include "qvpy.h"
 
+#include <stdatomic.h>
+
 /* -------------------------------------------------------- module natives */
 
 static PyObject *qvpy_n_encode(PyObject *self, PyObject *args) {
@@ -251,6 +253,18 @@ static PyObject *qvpy_n_cache_open(PyObject *self, PyObject *a) {
     return qvpy_cache_wrap(c, 1);
 }
 
+static atomic_int qvpy_exiting;
+
+/* warnings_to_stderr(): from now on the core's warnings are its stderr
+ * line. Registered with atexit: a thread of the core (a stack's queue) that
+ * asked for the GIL once finalization had begun would never get it back,
+ * with whatever it was doing unfinished, so no warning asks for it after
+ * the interpreter starts to exit. */
+static PyObject *qvpy_n_warnings_to_stderr(PyObject *self, PyObject *unused) {
+    atomic_store(&qvpy_exiting, 1);
+    Py_RETURN_NONE;
+}
+
 /* cache_stack(local, remote, flags, queue_limit): the core's stack of two
  * caches, a cache of its own that retains both. */
 static PyObject *qvpy_n_cache_stack(PyObject *self, PyObject *a) {
@@ -301,7 +315,7 @@ static void qvpy_warning_cb(const char *message, void *unused) {
 #else
     int finalizing = !Py_IsInitialized() || _Py_IsFinalizing();
 #endif
-    if (finalizing || !qvpy_warning) {
+    if (finalizing || atomic_load(&qvpy_exiting) || !qvpy_warning) {
         fprintf(stderr, "quiver: warning: %s\n", message);
         return;
     }
@@ -415,6 +429,8 @@ static PyMethodDef qvpy_natives[] = {
     {"stack_handle", qvpy_n_stack_handle, METH_NOARGS, "A handle for a cache stack."},
     {"cache_stack", qvpy_n_cache_stack, METH_VARARGS, "cache_stack(local, remote, flags, queue_limit) -> cache."},
     {"cache_signed", qvpy_n_cache_signed, METH_VARARGS, "cache_signed(cache) -> whether its entries are signed."},
+    {"warnings_to_stderr", qvpy_n_warnings_to_stderr, METH_NOARGS,
+     "From now on the core's warnings go to stderr, not to Python (registered with atexit)."},
     {"cache_get", qvpy_n_cache_get, METH_VARARGS, "cache_get(cache, digest) -> value or the miss signal."},
     {"cache_get_raw", qvpy_n_cache_get_raw, METH_VARARGS, "cache_get_raw(cache, digest) -> bytes or None."},
     {"cache_store_raw", qvpy_n_cache_store_raw, METH_VARARGS,

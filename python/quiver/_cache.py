@@ -1,4 +1,5 @@
 """Caches, the active cache and metadata (contextvars), and call records."""
+import atexit
 import contextvars
 import datetime
 import os
@@ -11,6 +12,10 @@ from ._codec import QuiverWarning, _untrusted, encode
 
 _DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABILITY_DURABLE,
                "fast": _quiver.QV_DURABILITY_FAST}
+
+# The core's warnings are QuiverWarnings until the interpreter starts to exit
+# (module.c, warnings_to_stderr): then its own stderr line.
+atexit.register(_quiver.warnings_to_stderr)
 
 _active = contextvars.ContextVar("quiver.cache")
 _meta = contextvars.ContextVar("quiver.meta", default={})
