@@ -119,11 +119,21 @@ def _copied_from(path):
     return f"{path} holds copies of entries from {', '.join(urls)}, whose entries are not signed"
 
 
+def _names(path, url):
+    """Whether the mark in the cache directory path names url already (a
+    stack remade in every worker of a pool appends nothing)."""
+    try:
+        with open(os.path.join(path, _COPIES_MARK)) as f:
+            return url in f.read().split()
+    except OSError:
+        return False
+
+
 def _mark_copies(local, remote):
     """Before local is stacked over an untrusted remote: say so in local's
     directory for every later opener, and distrust it from now on here."""
     why = f"{local.path} holds copies of entries from {remote.path}, whose entries are not signed"
-    if local.path != ":memory:" and not local.readonly:
+    if local.path != ":memory:" and not local.readonly and not _names(local.path, remote.path):
         # (only its existence counts: truncating it trusts nothing again)
         fd = os.open(os.path.join(local.path, _COPIES_MARK), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "a") as f:

@@ -164,6 +164,23 @@ def test_compute_once_across_machines(redis_server, tmpdir_path):
         assert len(fh.read().split()) == 1
 
 
+def test_a_stack_travels_to_a_process_pool(redis_server, tmpdir_path):
+    """BoundWrapper pickles the stack: the worker reopens both tiers (the URL
+    with its options), stores through them, and this process reads Redis."""
+    import concurrent.futures
+    import multiprocessing
+    import _workers
+    s = Cache.stack(Cache.open(os.path.join(tmpdir_path, "l")), Cache.open(redis_server.url, timeout=2))
+    ctx = multiprocessing.get_context("spawn")
+    with quiver.cache(s), concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        futures = [ex.submit(quiver.BoundWrapper.bind(_workers.square), x) for x in range(4)]
+        assert [f.result() for f in futures] == [0, 1, 4, 9]
+    with quiver.cache(Cache.open(redis_server.url)):
+        assert [_workers.square.load(x) for x in range(4)] == [0, 1, 4, 9]
+    assert ("square", 2) not in _workers.ran  # every call was the worker's
+    s.close()
+
+
 # ----------------------------------------------------------------- faults
 
 def test_redis_down_at_open(redis_server, tmpdir_path):
@@ -477,6 +494,10 @@ def test_an_untrusted_remote_pickle_is_not_laundered_through_local(redis_server,
             victim()  # must not answer with the planted pickle
     assert refused(said)
     assert Cache.open(local_dir, trust_pickle=True)._trusted
+    # stacked again (as every worker of a pool remakes a pickled stack), the mark stays one line
+    Cache.stack(Cache.open(local_dir), Cache.open(redis_server.url)).close()
+    with open(os.path.join(local_dir, "quiver.remote-copies")) as fh:
+        assert fh.read().split() == [redis_server.url]
     # a stack whose remote is trusted (signed, or trust_pickle) marks nothing
     clean = os.path.join(tmpdir_path, "clean")
     Cache.stack(Cache.open(clean), Cache.open(redis_server.url, trust_pickle=True)).close()
