@@ -108,13 +108,13 @@ class Tree:
     """base (root, 0755) / parent (the reader's, 0755) / cache (the reader's,
     0700), holding a cache whose call trust.pickled() returned range(3)."""
 
-    def __init__(self, base, uid, gid):
+    def __init__(self, base, uid, gid, secret=None):
         self.uid, self.gid = uid, gid
         self.base = tempfile.mkdtemp(dir=base)
         os.chmod(self.base, 0o755)
         self.parent = os.path.join(self.base, "parent")
         self.cache = os.path.join(self.parent, "cache")
-        with quiver.Cache.open(self.cache) as c, quiver.cache(c):
+        with quiver.Cache.open(self.cache, secret=secret) as c, quiver.cache(c):
             quiver.memo(name="trust.pickled")(lambda: range(3))()
         os.chmod(self.parent, 0o755)
         os.chmod(self.cache, 0o700)
@@ -197,6 +197,47 @@ def test_pickle_trust(case, reader, world, request):
         for text in expected:
             assert text.format(cache=t.cache, parent=t.parent, base=t.base) in out["refused"]
         assert "trust_pickle=True" in out["refused"]
+
+
+# Signed entries (the cache's secret, here through QUIVER_SECRET in the
+# reader) are trusted whatever the files say; a local cache that a stack
+# filled from an unsigned remote tier is not, signed or not.
+SECRET = "trust-test secret"
+SIGNED_CASES = {
+    "signed_private": (lambda t: None, True),
+    "signed_dir_group_writable": (lambda t: os.chmod(t.cache, 0o2770), True),
+    "signed_data_world_writable": (lambda t: os.chmod(t.file("data.mdb"), 0o666), True),
+    "signed_data_other_owner": (lambda t: os.chown(t.file("data.mdb"), NOBODY, -1), True),
+    "signed_parent_world_writable": (lambda t: os.chmod(t.parent, 0o777), True),
+    "signed_with_remote_copies": (lambda t: open(t.file("quiver.remote-copies"), "w").write("redis://h:6379/0\n"),
+                                  ["copies of entries from redis://h:6379/0"]),
+}
+
+
+@pytest.mark.parametrize("reader", ["root", "user"])
+@pytest.mark.parametrize("case", sorted(SIGNED_CASES))
+def test_signed_pickle_trust(case, reader, world, request):
+    base, env = world
+    if reader == "root":
+        if os.geteuid() != 0:
+            pytest.skip("the root reader needs root")
+        uid, gid, prefix, exe = 0, 0, [], sys.executable
+    else:
+        uid, gid = request.getfixturevalue("unprivileged")
+        prefix, exe = _as_user(uid, gid), request.getfixturevalue("interpreter")
+    change, expected = SIGNED_CASES[case]
+    t = Tree(base, uid, gid, secret=SECRET)
+    change(t)
+    r = subprocess.run(prefix + [exe, "-c", READER, t.cache, "0"], env=dict(env, QUIVER_SECRET=SECRET), cwd=base,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    if expected is True:
+        assert out == {"loaded": True}
+    else:
+        assert "refused" in out, out
+        for text in expected:
+            assert text in out["refused"]
 
 
 def test_decided_at_open(tmpdir_path):
