@@ -456,13 +456,19 @@ class Cache(_quiver.CacheHandle):
         """Remove values no call refers to; returns how many were freed."""
         if self._stack:
             return sum(c.gc() for c in self._layers)
+        if getattr(self, "_tiers", None):
+            return self._tiers[0].gc()  # a remote tier keeps no reference counts to collect
         return _quiver.qv_cache_gc(self)
 
     def verify(self, repair=False):
         """Check every record and value; returns how many were bad (removed with repair).
-        A stack checks each of its caches and returns the total."""
+        A stack checks each of its caches and returns the total; a stack over a
+        remote tier checks its local cache (the remote's entries are checked as
+        they are read)."""
         if self._stack:
             return sum(c.verify(repair) for c in self._layers)
+        if getattr(self, "_tiers", None):
+            return self._tiers[0].verify(repair)  # a remote entry is checked as it is read
         return _quiver.qv_cache_verify(self, int(repair))
 
     def sync(self):

@@ -113,6 +113,9 @@ def test_stack_shows_both_and_counts_remote_hits(redis_server, tmpdir_path):
     assert s["remote_hits"] >= 1 and all(k in s for k in NEW_COUNTERS), s
     # the remote hit is copied into the local tier by the stack's worker
     eventually(lambda: Cache.open(os.path.join(tmpdir_path, "b")).contains(f.digest(5)))
+    assert b.gc() == 0 and b.verify() == 0  # the local tier's
+    with pytest.raises(ValueError):
+        Cache.open(redis_server.url).gc()  # a remote tier has nothing to collect
     # a copy in another process reopens the same two tiers
     c = pickle.loads(pickle.dumps(b))
     assert c.contains(f.digest(5)) and repr(c).startswith("<quiver.Cache stack of")
