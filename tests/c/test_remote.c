@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
@@ -895,6 +896,49 @@ static void idle_connections_closed_by_server(void **state) {
     qv_cache_close(c);
 }
 
+/* Threads share one handle (its pool): every read is the right value. */
+typedef struct {
+    qv_cache *cache;
+    int id, wrong;
+} worker;
+
+static void *work(void *arg) {
+    worker *w = arg;
+    int n = getenv("QV_SMALL") ? 60 : 300;
+    for (int i = 0; i < n; i++) {
+        call k = make_call("remote.threads", i % 50);
+        uint8_t result[2] = {0x18, (uint8_t)(24 + i % 50)}; /* canonical: 24 and up take the second byte */
+        got g = {0};
+        qv_status st = qv_cache_get_with(w->cache, &k.key, keep, &g);
+        if (st == QV_OK) w->wrong += g.len != 2 || memcmp(g.data, result, 2) != 0;
+        else if (st != QV_NOTFOUND || qv_cache_store(w->cache, &k.key, k.bytes, k.len, result, 2, NULL)) w->wrong++;
+        free(g.data);
+    }
+    return NULL;
+}
+
+static void threads_share_a_handle(void **state) {
+    server *s = *state;
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    enum { THREADS = 12 }; /* more than the pool keeps */
+    pthread_t th[THREADS];
+    worker w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (worker){c, i, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, work, &w[i]), 0);
+    }
+    int wrong = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        wrong += w[i].wrong;
+    }
+    assert_int_equal(wrong, 0);
+    assert_int_equal(stat_of(c, QV_STAT_ENTRIES), 50);
+    assert_int_equal(stat_of(c, QV_STAT_REMOTE_ERRORS), 0);
+    qv_cache_close(c);
+}
+
 /* A forked child gets connections of its own, never its parent's. */
 static void fork_after_open(void **state) {
     server *s = *state;
@@ -998,6 +1042,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(dead_holder_is_taken_over, setup, teardown),
         cmocka_unit_test_setup_teardown(server_hangs, setup, teardown),
         cmocka_unit_test_setup_teardown(idle_connections_closed_by_server, setup, teardown),
+        cmocka_unit_test_setup_teardown(threads_share_a_handle, setup, teardown),
         cmocka_unit_test_setup_teardown(fork_after_open, setup, teardown),
         cmocka_unit_test_setup_teardown(signed_entries, setup, teardown),
     };
