@@ -228,7 +228,6 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
 typedef struct {
     qv_digest *digests;
     size_t n, cap;
-    int failed;
 } digest_list;
 
 static qv_status collect_ref(int key, const uint8_t *item, size_t len, void *userdata) {
@@ -275,7 +274,8 @@ static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **recor
     if (st) return io_failed(c, st);
     digest_list refs = {0};
     char *keys = NULL;
-    qv_redis_cmd *mget = NULL;
+    const char **argv = NULL;
+    size_t *lens = NULL;
     if (rec->type == REDIS_REPLY_NIL) {
         st = QV_NOTFOUND;
         goto done;
@@ -286,18 +286,17 @@ static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **recor
     }
     size_t rec_len;
     if ((st = payload_of(c, "calls", key->bytes, rec->str, rec->len, &rec_len))) goto corrupt;
-    if ((st = qv__record_walk((const uint8_t *)rec->str, rec_len, collect_ref, &refs))) goto corrupt;
-    if (refs.n) {
-        /* MGET with one word per value: a command of its own size */
+    if ((st = qv__record_walk((const uint8_t *)rec->str, rec_len, collect_ref, &refs)))
+        goto corrupt_or_nomem;
+    if (refs.n) { /* MGET of every value at once */
         size_t words = refs.n + 1;
-        mget = malloc(sizeof *mget + words * (sizeof(const char *) + sizeof(size_t)));
+        argv = malloc(words * sizeof *argv);
+        lens = malloc(words * sizeof *lens);
         keys = malloc(refs.n * KEY_CAP);
-        if (!mget || !keys) {
+        if (!argv || !lens || !keys) {
             st = qv__nomem();
             goto done;
         }
-        const char **argv = (const char **)(mget + 1);
-        size_t *lens = (size_t *)(argv + words);
         argv[0] = "MGET";
         lens[0] = 4;
         for (size_t i = 0; i < refs.n; i++) {
@@ -315,6 +314,7 @@ static qv_status remote_load(qv_cache *c, const qv_digest *key, qv_value **recor
     }
     fetched f = {c, &refs, values};
     st = qv__record_load(rec->str, rec_len, fetched_value, &f, record);
+corrupt_or_nomem:
     if (st != QV_ECORRUPT && st != QV__EFORGED) goto done;
 corrupt:
     if (st == QV__EFORGED) qv__cache_count(c, QV_STAT_FORGED, 1);
@@ -327,7 +327,8 @@ done:
     if (values) freeReplyObject(values);
     free(refs.digests);
     free(keys);
-    free(mget);
+    free(argv);
+    free(lens);
     return st;
 }
 
