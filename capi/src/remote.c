@@ -739,19 +739,25 @@ static void held_parent(void) {
     pthread_mutex_unlock(&held_lock);
 }
 
-/* The child holds none of its parent's leases (its parent renews and gives
- * them back) and has no renewer until it takes a lease of its own. */
-static void held_child(void) {
-    held = NULL;
-    pthread_mutex_unlock(&held_lock);
-}
-
-static void renewer_init(void) {
+static void wake_init(void) {
     pthread_condattr_t a;
     pthread_condattr_init(&a);
     pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
     pthread_cond_init(&held_wake, &a);
     pthread_condattr_destroy(&a);
+}
+
+/* The child holds none of its parent's leases (its parent renews and gives
+ * them back) and has no renewer until it takes a lease of its own; the
+ * condition may have had the parent's renewer waiting on it. */
+static void held_child(void) {
+    held = NULL;
+    wake_init();
+    pthread_mutex_unlock(&held_lock);
+}
+
+static void renewer_init(void) {
+    wake_init();
     pthread_atfork(held_prepare, held_parent, held_child);
 }
 
