@@ -659,6 +659,7 @@ struct qv_remote_lease {
     size_t key_len;
     char token[33];
     int64_t renewed_ns;
+    pthread_t owner;
 };
 
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -787,6 +788,18 @@ qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_
     }
     hex16(random, l->token);
     l->key_len = key_of(t, 'l', key->bytes, l->key);
+    /* A call that makes the same call inside itself would wait for its own
+     * lease, which its process keeps renewing: it runs without one, as a
+     * lease table does for the thread that holds. */
+    int mine = 0;
+    pthread_mutex_lock(&held_lock);
+    for (qv_remote_lease *h = held; h && !mine; h = h->next)
+        mine = h->key_len == l->key_len && !memcmp(h->key, l->key, l->key_len) && pthread_equal(h->owner, pthread_self());
+    pthread_mutex_unlock(&held_lock);
+    if (mine) {
+        free(l);
+        return QV_OK;
+    }
     char record_key[KEY_CAP];
     qv_redis_cmd cmds[2];
     qv__redis_cmd(&cmds[0], 1, "SET");
@@ -813,6 +826,7 @@ qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_
         if (taken && !stored) {
             l->cache = qv__cache_retain(cache);
             l->renewed_ns = mono_ns();
+            l->owner = pthread_self();
             pthread_once(&renewer_once, renewer_init);
             pthread_mutex_lock(&held_lock);
             ensure_renewer_locked();
