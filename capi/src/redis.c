@@ -121,7 +121,7 @@ static qv_status parse_query(qv_redis_url *u, const char *q, const char *url) {
     return QV_OK;
 }
 
-/* [user[:password]@] at the start of s[0..n): sets *rest past it. */
+/* [user[:password]@] at the start of s[0..n); *used: its length with the '@'. */
 static qv_status parse_userinfo(qv_redis_url *u, const char *s, size_t n, const char *url, size_t *used) {
     const char *at = NULL;
     for (size_t i = 0; i < n; i++)
@@ -448,10 +448,6 @@ void qv__redis_close(qv_redis *r) {
     free(r->password);
     qv__redis_url_free(&r->u);
     free(r);
-}
-
-const char *qv__redis_display(const qv_redis *r) {
-    return r->u.display;
 }
 
 /* --------------------------------------------------------------- commands */

@@ -31,7 +31,6 @@ typedef struct qv_redis qv_redis;
  * answers (and takes the password): QV_EIO or QV_EINVAL when not. */
 qv_status qv__redis_open(qv_redis **out, const qv_redis_url *u, uint32_t timeout_ms);
 void qv__redis_close(qv_redis *r);
-const char *qv__redis_display(const qv_redis *r);
 
 /* One command: its words as byte strings. */
 #define QV_REDIS_MAX_ARGS 8
