@@ -50,7 +50,10 @@ static int64_t mono_ns(void) {
 /* -------------------------------------------------------------------- URLs */
 
 static int hexval(char c) {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 /* A percent-decoded copy of s[0..n). */
@@ -200,7 +203,8 @@ qv_status qv__redis_url_parse(qv_redis_url *u, const char *url) {
         }
         if (colon) {
             uint64_t port;
-            if (*colon != ':' || (st = parse_uint(colon + 1, hn - (size_t)(colon + 1 - h), 65535, &port, url, "port"))) {
+            size_t port_len = hn - (size_t)(colon + 1 - h);
+            if (*colon != ':' || (st = parse_uint(colon + 1, port_len, 65535, &port, url, "port"))) {
                 if (!st) st = qv__error(QV_EINVAL, "%s: the port is not a number", url);
                 goto fail;
             }

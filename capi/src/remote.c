@@ -349,7 +349,8 @@ static qv_status remote_put(qv_cache *c, pending *p) {
     redisReply **replies = calloc(n, sizeof *replies);
     /* a signed cache stores payload || tag: one buffer for them all */
     size_t total = 0;
-    for (size_t i = 0; c->signer && i < n; i++) total += (i < p->nrefs ? p->refs[i].len : p->record_len) + QV_SIGN_TAG_LEN;
+    for (size_t i = 0; c->signer && i < n; i++)
+        total += (i < p->nrefs ? p->refs[i].len : p->record_len) + QV_SIGN_TAG_LEN;
     uint8_t *signed_bytes = total ? malloc(total) : NULL, *next = signed_bytes;
     qv_status st = QV_OK;
     if (!cmds || !keys || !replies || (total && !signed_bytes)) {
@@ -794,7 +795,8 @@ qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_
     int mine = 0;
     pthread_mutex_lock(&held_lock);
     for (qv_remote_lease *h = held; h && !mine; h = h->next)
-        mine = h->key_len == l->key_len && !memcmp(h->key, l->key, l->key_len) && pthread_equal(h->owner, pthread_self());
+        mine = h->key_len == l->key_len && !memcmp(h->key, l->key, l->key_len) &&
+               pthread_equal(h->owner, pthread_self());
     pthread_mutex_unlock(&held_lock);
     if (mine) {
         free(l);

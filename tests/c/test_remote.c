@@ -494,7 +494,8 @@ static void server_dies_and_returns(void **state) {
     server_start(s);
     int64_t t0 = now_ns();
     qv_status st;
-    while ((st = qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL)) == QV_EIO && now_ns() - t0 < 8000000000ll)
+    while ((st = qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL)) == QV_EIO &&
+           now_ns() - t0 < 8000000000ll)
         sleep_ms(20);
     QVT_OK(st);
     print_message("reconnected %.0f ms after the server came back\n", (now_ns() - t0) / 1e6);
@@ -809,7 +810,8 @@ static qv_status nested_body(const void **result, size_t *len, void *userdata) {
         int outcome;
         qv_call_options o = QV_CALL_OPTIONS_INIT;
         o.wait_timeout_ns = 20000000000ll; /* 20 s: the test fails long before */
-        qv_status st = qv_call_run(&outcome, n->cache, &n->k.key, n->k.bytes, n->k.len, &o, check_result, nested_body, n);
+        qv_status st =
+            qv_call_run(&outcome, n->cache, &n->k.key, n->k.bytes, n->k.len, &o, check_result, nested_body, n);
         if (st) return st;
     }
     *result = n->result;
