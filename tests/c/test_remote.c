@@ -597,6 +597,44 @@ static void full_server_fails_softly(void **state) {
     qv_cache_close(c);
 }
 
+/* A read-only replica: hits are served (the lookup script only reads),
+ * stores fail softly with QV_EREADONLY, calls compute without a lease. */
+static void replica_serves_reads_only(void **state) {
+    server *s = *state;
+    qv_cache *c, *ro;
+    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    size_t len;
+    uint8_t *big = big_result(1000, 1, &len);
+    QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, big, len, NULL));
+    server replica = {0};
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->port);
+    replica.dir = qvt_tempdir("remote-replica");
+    snprintf(replica.sock, sizeof replica.sock, "%s/redis.sock", replica.dir);
+    replica.extra[0] = "--replicaof";
+    replica.extra[1] = "127.0.0.1";
+    replica.extra[2] = port;
+    server_start(&replica);
+    QVT_OK(qv_cache_open(&ro, replica.url, NULL));
+    int64_t t0 = now_ns();
+    while (qv_cache_contains(ro, &a.key) == QV_NOTFOUND && now_ns() - t0 < 10000000000ll) sleep_ms(50);
+    expect_hit(ro, &a, big, len);
+    assert_int_equal(qv_cache_store(ro, &b.key, b.bytes, b.len, big, len, NULL), QV_EREADONLY);
+    assert_non_null(strstr(qv_errmsg(), "READONLY"));
+    spec sp = {.result = {0x09}};
+    int outcome;
+    QVT_OK(qv_call_run(&outcome, ro, &b.key, b.bytes, b.len, NULL, ignore, body, &sp));
+    assert_int_equal(outcome, QV_EREADONLY);
+    assert_int_equal(atomic_load(&sp.runs), 1);
+    qv_cache_close(ro);
+    server_kill(&replica);
+    qvt_rmtree(replica.dir);
+    free(replica.dir);
+    free(big);
+    qv_cache_close(c);
+}
+
 /* What anyone with access to the server could write: misses, never crashes. */
 static void corrupt_entries_are_misses(void **state) {
     server *s = *state;
@@ -1081,6 +1119,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(server_dies_and_returns, setup, teardown),
         cmocka_unit_test_setup_teardown(evicted_values_are_misses, setup_lru, teardown),
         cmocka_unit_test_setup_teardown(full_server_fails_softly, setup_full, teardown),
+        cmocka_unit_test_setup_teardown(replica_serves_reads_only, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_entries_are_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(one_round_trip_per_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_processes, setup, teardown),
