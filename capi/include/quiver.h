@@ -82,6 +82,10 @@ QV_EXPORT void qv_digest_hex(const qv_digest *d, char out[33]);
 QV_EXPORT qv_status qv_digest_parse(qv_digest *out, const char *hex, size_t len);
 /* XXH3-128 of arbitrary bytes (the value digest when they are an encoding). */
 QV_EXPORT void qv_digest_bytes(qv_digest *out, const void *data, size_t len);
+/* XXH3-128 of a file's bytes, read in large chunks (the digest of the same
+ * bytes in memory). QV_NOTFOUND when path does not exist, QV_EINVAL for a
+ * directory, QV_EIO when it cannot be read. */
+QV_EXPORT qv_status qv_digest_file(qv_digest *out, const char *path);
 
 /* ------------------------------------------------------------------ values */
 
