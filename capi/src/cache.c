@@ -17,7 +17,7 @@
 #include "remote.h"
 #include "tier.h"
 
-const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru"};
+const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits"};
 
 #define FORMAT_VERSION 1
 #define DEFAULT_INLINE_LIMIT 512
@@ -141,6 +141,15 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     c->inline_limit = o.inline_limit ? o.inline_limit : DEFAULT_INLINE_LIMIT;
     c->max_bytes = o.max_bytes ? o.max_bytes : memory ? DEFAULT_MEMORY_MAX_BYTES : 0;
     c->track_lru = c->max_bytes && !(o.flags & QV_CACHE_READONLY);
+    c->count_hits = !(o.flags & QV_CACHE_READONLY);
+    if (c->count_hits) {
+        size_t rows = QV_SHARDS * sizeof *c->hit_rows;
+        if (!(c->hit_rows = aligned_alloc(64, rows))) {
+            free(c);
+            return qv__nomem();
+        }
+        memset(c->hit_rows, 0, rows);
+    }
     const char *period = getenv("QUIVER_LRU_FLUSH_MS");
     c->touch_period_ns = period && *period ? (int64_t)strtoll(period, NULL, 10) * 1000000 : TOUCH_FLUSH_NS;
     pthread_mutex_init(&c->qlock, NULL);
@@ -238,6 +247,7 @@ void qv_cache_close(qv_cache *cache) {
         cache->store->ops->close(cache->store);
     }
     qv__signer_free(cache->signer);
+    free(cache->hit_rows);
     pthread_mutex_destroy(&cache->qlock);
     free(cache->path);
     free(cache);
@@ -256,7 +266,7 @@ qv_status qv_cache_contains(qv_cache *cache, const qv_digest *key) {
     return st == QV__EFORGED ? QV_NOTFOUND : st;
 }
 
-static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
+qv_status qv__corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
     char hex[33];
     qv_digest_hex(key, hex);
     qv__cache_count(c, QV_STAT_CORRUPT, 1);
@@ -266,7 +276,7 @@ static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *wha
 }
 
 /* An entry whose signature failed: someone without the secret wrote it. */
-static qv_status forged_miss(qv_cache *c, const qv_digest *key) {
+qv_status qv__forged_miss(qv_cache *c, const qv_digest *key) {
     char hex[33], why[256];
     qv_digest_hex(key, hex);
     snprintf(why, sizeof why, "%s", qv_errmsg());
@@ -297,13 +307,13 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     if (st) {
         s->ops->read_end(s, txn);
         if (st == QV_NOTFOUND) qv__cache_count(cache, QV_STAT_MISSES, 1);
-        if (st == QV__EFORGED) return forged_miss(cache, key);
+        if (st == QV__EFORGED) return qv__forged_miss(cache, key);
         return st;
     }
     const uint8_t *rec = v;
     if ((st = qv__record_result(rec, n, &rs, &re))) {
         s->ops->read_end(s, txn);
-        return corrupt_miss(cache, key, qv_errmsg());
+        return qv__corrupt_miss(cache, key, qv_errmsg());
     }
     const uint8_t *data = rec + rs;
     size_t len = re - rs;
@@ -311,9 +321,9 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     if (qv__record_is_ref(data, len)) {
         if ((st = s->ops->get(s, txn, T_VALUES, data + 6, 16, &v, &len)) || qv_validate(v, len)) {
             s->ops->read_end(s, txn);
-            if (st == QV__EFORGED) return forged_miss(cache, key);
+            if (st == QV__EFORGED) return qv__forged_miss(cache, key);
             if (st && st != QV_NOTFOUND) return st;
-            return corrupt_miss(cache, key, st ? "its result value is missing" : "its result value is invalid");
+            return qv__corrupt_miss(cache, key, st ? "its result value is missing" : "its result value is invalid");
         }
         data = v;
     }
@@ -327,7 +337,7 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     *out = copy;
     *out_len = len;
     qv__cache_count(cache, QV_STAT_HITS, 1);
-    if (cache->track_lru) qv__touch(cache, key);
+    if (cache->count_hits) qv__touch(cache, key);
     return QV_OK;
 }
 

@@ -12,7 +12,8 @@
 
 #include "store.h"
 
-enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_COUNT };
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_COUNT };
+_Static_assert(T_COUNT <= QV_STORE_MAX_TABLES, "the store holds at most QV_STORE_MAX_TABLES tables");
 extern const char *const qv__table_names[T_COUNT];
 
 #define TOUCH_SLOTS 1024 /* a power of two */
@@ -44,6 +45,18 @@ typedef struct pending {
 typedef struct {
     _Atomic uint64_t w[2]; /* a digest's two halves; w[0] == 0: empty */
 } touch_slot;
+
+/* Hits on the key of one touch slot, counted by one thread shard: n is the
+ * key's tag (the high half of w[1], low bit set, so never 0) in its high 32
+ * bits and the count in its low 32; t the coarse monotonic time of the last
+ * of them. A hit that finds another key's tag starts the count over, losing
+ * that key's unwritten hits; a count is only ever written for the key whose
+ * tag it carries, so a flush never credits a key with another's hits (but for
+ * two keys in one slot with equal 31-bit tags). */
+typedef struct {
+    _Atomic uint64_t n;
+    _Atomic int64_t t;
+} hit_slot;
 
 struct qv_cache {
     _Atomic int refs; /* the host's handle, plus every context and future using it */
@@ -80,6 +93,12 @@ struct qv_cache {
      * overwritten slot loses a touch, or names a key that does not exist and
      * is skipped: approximate either way, never wrong. */
     int track_lru;
+    /* Hits per call, for the hits table: every writable handle counts (and
+     * so touches; track_lru implies it). Each thread shard counts in its own
+     * row, so a hot key hit from many threads writes no line another core
+     * reads; the flush that writes the touches adds the rows' counts. */
+    int count_hits;
+    hit_slot (*hit_rows)[TOUCH_SLOTS]; /* QV_SHARDS rows; NULL unless count_hits */
     int64_t touch_period_ns;
     _Atomic int64_t touch_since; /* monotonic time of the oldest unwritten touch; 0: none */
     touch_slot touched[TOUCH_SLOTS];
@@ -125,6 +144,10 @@ typedef struct {
 } verify_ctx;
 
 size_t qv__cache_options_size(uint32_t version);
+/* A lookup that met an unreadable entry, or one whose tag failed (written
+ * without the secret): counted, explained in qv_errmsg(), and a miss. */
+qv_status qv__corrupt_miss(qv_cache *c, const qv_digest *key, const char *what);
+qv_status qv__forged_miss(qv_cache *c, const qv_digest *key);
 void qv__cache_after_fork(qv_cache *c);
 int qv__record_is_ref(const uint8_t *p, size_t len);
 qv_status qv__record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end);

@@ -108,27 +108,6 @@ static qv_status io_failed(qv_cache *c, qv_status st) {
     return st;
 }
 
-static qv_status corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) {
-    char hex[33];
-    qv_digest_hex(key, hex);
-    qv__cache_count(c, QV_STAT_CORRUPT, 1);
-    qv__cache_count(c, QV_STAT_MISSES, 1);
-    qv__error(QV_ECORRUPT, "%s: entry %s is corrupt (%s); treated as a miss", c->path, hex, what);
-    return QV_NOTFOUND;
-}
-
-/* An entry whose tag fails (docs/FORMAT.md 13.5): written by someone
- * without the secret. */
-static qv_status forged_miss(qv_cache *c, const qv_digest *key) {
-    char hex[33], why[256];
-    qv_digest_hex(key, hex);
-    snprintf(why, sizeof why, "%s", qv_errmsg());
-    qv__cache_count(c, QV_STAT_FORGED, 1);
-    qv__cache_count(c, QV_STAT_MISSES, 1);
-    qv__error(QV_ECORRUPT, "%s: entry %s is forged (%s); treated as a miss", c->path, hex, why);
-    return QV_NOTFOUND;
-}
-
 /* The payload of a stored entry: all of it, or for a signed cache what
  * precedes a tag that checks (QV__EFORGED when it does not). */
 static qv_status payload_of(const qv_cache *c, const char *table, const uint8_t *digest, const char *stored,
@@ -185,7 +164,7 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
     }
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 || !is_bytes(reply->element[0])) {
         st = reply->type == REDIS_REPLY_ERROR ? qv__redis_refused(t->r, reply, "a lookup")
-                                              : corrupt_miss(c, key, "the record is not a string");
+                                              : qv__corrupt_miss(c, key, "the record is not a string");
         freeReplyObject(reply);
         return st;
     }
@@ -193,11 +172,11 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
     size_t n, rs, re, len;
     if (payload_of(c, "calls", key->bytes, reply->element[0]->str, reply->element[0]->len, &n)) {
         freeReplyObject(reply);
-        return forged_miss(c, key);
+        return qv__forged_miss(c, key);
     }
     /* the whole record, not only its result: a round trip costs far more */
     if (qv_validate(rec, n) || qv__record_result(rec, n, &rs, &re)) {
-        st = corrupt_miss(c, key, qv_errmsg());
+        st = qv__corrupt_miss(c, key, qv_errmsg());
         freeReplyObject(reply);
         return st;
     }
@@ -207,10 +186,10 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
         const redisReply *v = reply->elements > 1 ? reply->element[1] : NULL;
         if (is_bytes(v) && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
             freeReplyObject(reply);
-            return forged_miss(c, key);
+            return qv__forged_miss(c, key);
         }
         if (!is_bytes(v) || qv_validate(v->str, len)) {
-            st = corrupt_miss(c, key, is_bytes(v) ? "its result value is invalid"
+            st = qv__corrupt_miss(c, key, is_bytes(v) ? "its result value is invalid"
                                                   : "its result value is gone (evicted by the server?)");
             freeReplyObject(reply);
             return st;

@@ -84,3 +84,21 @@ uint8_t *qvt_unhex(const char *hex, size_t *len) {
     *len = n;
     return out;
 }
+
+qvt_call qvt_make_call(const char *name, int64_t x) {
+    qvt_call c;
+    qv_encoder *enc;
+    const void *data;
+    QVT_OK(qv_encoder_new(&enc));
+    QVT_OK(qv_encoder_call_head(enc, name, strlen(name), NULL, 0));
+    QVT_OK(qv_encoder_list(enc, 1));
+    QVT_OK(qv_encoder_int(enc, x));
+    QVT_OK(qv_encoder_map_begin(enc));
+    QVT_OK(qv_encoder_map_end(enc));
+    QVT_OK(qv_encoder_finish(enc, &data, &c.len));
+    assert_true(c.len <= sizeof c.bytes);
+    memcpy(c.bytes, data, c.len);
+    qv_digest_bytes(&c.key, c.bytes, c.len);
+    qv_encoder_free(enc);
+    return c;
+}

@@ -24,6 +24,13 @@ qvt_table qvt_read_tsv(const char *name);
 void qvt_free_table(qvt_table *t);
 /* Decode hex into a new buffer; returns its length via *len. */
 uint8_t *qvt_unhex(const char *hex, size_t *len);
+/* The encoding of the call name(x) and its digest. */
+typedef struct {
+    uint8_t bytes[64];
+    size_t len;
+    qv_digest key;
+} qvt_call;
+qvt_call qvt_make_call(const char *name, int64_t x);
 /* Fail the test with qv_errmsg() when st is not QV_OK. */
 #define QVT_OK(expr)                                                                                        \
     do {                                                                                                    \

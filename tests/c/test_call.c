@@ -47,31 +47,10 @@ static qv_status hit(const void *data, size_t len, void *userdata) {
 }
 
 /* The call "call.f"(x) and its digest. */
-typedef struct {
-    uint8_t bytes[64];
-    size_t len;
-    qv_digest key;
-} call;
-
-static call make_call(int64_t x) {
-    call c;
-    qv_encoder *enc;
-    const void *data;
-    QVT_OK(qv_encoder_new(&enc));
-    QVT_OK(qv_encoder_call_head(enc, "call.f", 6, NULL, 0));
-    QVT_OK(qv_encoder_list(enc, 1));
-    QVT_OK(qv_encoder_int(enc, x));
-    QVT_OK(qv_encoder_map_begin(enc));
-    QVT_OK(qv_encoder_map_end(enc));
-    QVT_OK(qv_encoder_finish(enc, &data, &c.len));
-    memcpy(c.bytes, data, c.len);
-    qv_digest_bytes(&c.key, c.bytes, c.len);
-    qv_encoder_free(enc);
-    return c;
-}
+typedef qvt_call call;
 
 static void test_call_head_digests_like_qv_call_digest(void **state) {
-    call c = make_call(42);
+    call c = qvt_make_call("call.f", 42);
     qv_value *args, *arg;
     QVT_OK(qv_value_new_list(&args));
     QVT_OK(qv_value_new_int(&arg, 42));
@@ -127,7 +106,7 @@ static int teardown(void **state) {
 
 static void test_miss_runs_once_then_hits(void **state) {
     fixture *f = *state;
-    call c = make_call(1);
+    call c = qvt_make_call("call.f", 1);
     spec s = SPEC_INIT;
     set_result(&s, 7);
     qv_status st;
@@ -142,7 +121,7 @@ static void test_miss_runs_once_then_hits(void **state) {
 
 static void test_failure_propagates_and_stores_nothing(void **state) {
     fixture *f = *state;
-    call c = make_call(2);
+    call c = qvt_make_call("call.f", 2);
     spec s = SPEC_INIT;
     s.fail = QV_EFAILED;
     qv_status st;
@@ -158,7 +137,7 @@ static void test_failure_propagates_and_stores_nothing(void **state) {
 
 static void test_unencodable_result_is_returned_unstored(void **state) {
     fixture *f = *state;
-    call c = make_call(3);
+    call c = qvt_make_call("call.f", 3);
     spec s = SPEC_INIT;
     s.fail = QV_EENCODE;
     qv_status st;
@@ -173,7 +152,7 @@ static void test_read_only_cache_runs_and_returns_unstored(void **state) {
     o.flags = QV_CACHE_READONLY;
     qv_cache *ro;
     QVT_OK(qv_cache_open(&ro, f->dir, &o));
-    call c = make_call(4);
+    call c = qvt_make_call("call.f", 4);
     spec s = SPEC_INIT;
     set_result(&s, 9);
     qv_status st;
@@ -186,7 +165,7 @@ static void test_read_only_cache_runs_and_returns_unstored(void **state) {
 
 static void test_entry_the_host_cannot_use_is_a_miss_and_replaced(void **state) {
     fixture *f = *state;
-    call c = make_call(5);
+    call c = qvt_make_call("call.f", 5);
     spec s = SPEC_INIT;
     set_result(&s, 1);
     qv_status st;
@@ -203,7 +182,7 @@ static void test_entry_the_host_cannot_use_is_a_miss_and_replaced(void **state) 
 
 static void test_rerun_runs_and_replaces(void **state) {
     fixture *f = *state;
-    call c = make_call(6);
+    call c = qvt_make_call("call.f", 6);
     spec s = SPEC_INIT;
     set_result(&s, 1);
     qv_status st;
@@ -235,7 +214,7 @@ static int race(qv_cache *cache, int64_t x, spec *s, uint32_t flags, int64_t wai
     racer rs[8];
     pthread_t th[8];
     for (int i = 0; i < n; i++) {
-        rs[i] = (racer){cache, make_call(x), s, flags, wait, 99, 0};
+        rs[i] = (racer){cache, qvt_make_call("call.f", x), s, flags, wait, 99, 0};
         pthread_create(&th[i], NULL, race_main, &rs[i]);
     }
     int stored = 0;
@@ -277,7 +256,7 @@ static void test_waiters_stop_waiting_after_their_timeout(void **state) {
 
 static void test_bad_arguments(void **state) {
     fixture *f = *state;
-    call c = make_call(10);
+    call c = qvt_make_call("call.f", 10);
     spec s = SPEC_INIT;
     int outcome;
     assert_int_equal(qv_call_run(&outcome, NULL, &c.key, c.bytes, c.len, NULL, hit, body, &s), QV_EINVAL);

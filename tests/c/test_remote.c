@@ -176,28 +176,7 @@ static int teardown(void **state) {
 
 /* ------------------------------------------------------------ calls */
 
-typedef struct {
-    uint8_t bytes[64];
-    size_t len;
-    qv_digest key;
-} call;
-
-static call make_call(const char *name, int64_t x) {
-    call c;
-    qv_encoder *enc;
-    const void *data;
-    QVT_OK(qv_encoder_new(&enc));
-    QVT_OK(qv_encoder_call_head(enc, name, strlen(name), NULL, 0));
-    QVT_OK(qv_encoder_list(enc, 1));
-    QVT_OK(qv_encoder_int(enc, x));
-    QVT_OK(qv_encoder_map_begin(enc));
-    QVT_OK(qv_encoder_map_end(enc));
-    QVT_OK(qv_encoder_finish(enc, &data, &c.len));
-    memcpy(c.bytes, data, c.len);
-    qv_digest_bytes(&c.key, c.bytes, c.len);
-    qv_encoder_free(enc);
-    return c;
-}
+typedef qvt_call call;
 
 /* The encoding of a byte string of n bytes (n >= 256, < 65536). */
 static uint8_t *big_result(size_t n, int seed, size_t *len) {
@@ -248,7 +227,7 @@ static void hex_of(const qv_digest *d, char out[33]) {
 static void basics_on(const char *url) {
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, url, NULL));
-    call a = make_call("remote.f", 1), b = make_call("remote.f", 2), other = make_call("remote.g", 1);
+    call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2), other = qvt_make_call("remote.g", 1);
     uint8_t small[1] = {0x07};
     size_t big_len;
     uint8_t *big = big_result(4000, 3, &big_len);
@@ -332,7 +311,7 @@ static void keys_and_prefix(void **state) {
     QVT_OK(qv_cache_open(&c, url, NULL));
     QVT_OK(qv_cache_open(&plain, s->url, NULL));
     assert_string_equal(qv_cache_path(c), url);
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
     assert_int_equal(qv_cache_contains(plain, &a.key), QV_NOTFOUND);
@@ -375,7 +354,7 @@ static void auth(void **state) {
     snprintf(url, sizeof url, "redis://:s3cr%%3At%%40@127.0.0.1:%d/0", s->port);
     QVT_OK(qv_cache_open(&c, url, NULL));
     assert_null(strstr(qv_cache_path(c), "s3cr"));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
     qv_cache_close(c);
@@ -462,14 +441,14 @@ static void server_dies_and_returns(void **state) {
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.timeout_ms = 300;
     QVT_OK(qv_cache_open(&c, s->url, &o));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     spec sp = {.result = {0x05}};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL));
     server_kill(s);
     int64_t worst = 0;
     int slow = 0;
     for (int i = 0; i < 40; i++) {
-        call k = make_call("remote.f", 100 + i);
+        call k = qvt_make_call("remote.f", 100 + i);
         int outcome;
         int64_t t0 = now_ns();
         QVT_OK(qv_call_run(&outcome, c, &k.key, k.bytes, k.len, NULL, ignore, body, &sp));
@@ -509,7 +488,7 @@ static void evicted_values_are_misses(void **state) {
     server *s = *state;
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     size_t len;
     uint8_t *big = big_result(2000, 1, &len);
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, big, len, NULL));
@@ -532,13 +511,13 @@ static void evicted_values_are_misses(void **state) {
     /* and for real: far more than maxmemory through allkeys-lru */
     int hits = 0, misses = 0;
     for (int i = 0; i < 3000; i++) {
-        call k = make_call("remote.lru", i);
+        call k = qvt_make_call("remote.lru", i);
         uint8_t *v = big_result(3000, i, &len);
         QVT_OK(qv_cache_store(c, &k.key, k.bytes, k.len, v, len, NULL));
         free(v);
     }
     for (int i = 0; i < 3000; i++) {
-        call k = make_call("remote.lru", i);
+        call k = qvt_make_call("remote.lru", i);
         uint8_t *v = big_result(3000, i, &len);
         qv_status st = qv_cache_get_with(c, &k.key, keep, &g);
         if (st == QV_OK) {
@@ -565,14 +544,14 @@ static void full_server_fails_softly(void **state) {
     server *s = *state;
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
     size_t len;
     qv_status st = QV_OK;
     int i;
     for (i = 0; i < 5000 && st == QV_OK; i++) {
-        call k = make_call("remote.full", i);
+        call k = qvt_make_call("remote.full", i);
         uint8_t *v = big_result(4000, i, &len);
         st = qv_cache_store(c, &k.key, k.bytes, k.len, v, len, NULL);
         free(v);
@@ -581,13 +560,13 @@ static void full_server_fails_softly(void **state) {
     assert_non_null(strstr(qv_errmsg(), "OOM"));
     expect_hit(c, &a, small, 1);
     /* the refused store left no record pointing at a missing value */
-    call k = make_call("remote.full", i - 1);
+    call k = qvt_make_call("remote.full", i - 1);
     got g = {0};
     assert_int_equal(qv_cache_get_with(c, &k.key, keep, &g), QV_NOTFOUND);
     assert_int_equal(stat_of(c, QV_STAT_CORRUPT), 0);
     /* through the call runtime: the result comes back, unkept */
     spec sp = {.result = {0x09}};
-    call fresh = make_call("remote.full", 100000);
+    call fresh = qvt_make_call("remote.full", 100000);
     int outcome;
     uint8_t *v = big_result(4000, 1, &len);
     QVT_OK(qv_call_run(&outcome, c, &fresh.key, fresh.bytes, fresh.len, NULL, ignore, body, &sp));
@@ -603,7 +582,7 @@ static void replica_serves_reads_only(void **state) {
     server *s = *state;
     qv_cache *c, *ro;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, big, len, NULL));
@@ -641,7 +620,7 @@ static void corrupt_entries_are_misses(void **state) {
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
     redisContext *r = admin(s);
-    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
     QVT_OK(qv_cache_store(c, &b.key, b.bytes, b.len, big, len, NULL));
@@ -701,7 +680,7 @@ static void one_round_trip_per_lookup(void **state) {
     server *s = *state;
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, big, len, NULL));
@@ -768,7 +747,7 @@ static void compute_once_across_processes(void **state) {
             qv_cache *c;
             if (qv_cache_open(&c, s->url, NULL)) _exit(2);
             slow_spec sp = {open(counter, O_WRONLY | O_APPEND | O_CREAT, 0600), -1, 1500, {0x0b}};
-            call k = make_call("remote.slow", 7);
+            call k = qvt_make_call("remote.slow", 7);
             int outcome;
             qv_status st = qv_call_run(&outcome, c, &k.key, k.bytes, k.len, NULL, check_result, slow_body, &sp);
             qv_cache_close(c);
@@ -808,7 +787,7 @@ static void compute_once_across_stacks(void **state) {
                 qv_cache_open(&remote, s->url, NULL) || qv_cache_stack(&stack, local, remote, NULL))
                 _exit(2);
             slow_spec sp = {open(counter, O_WRONLY | O_APPEND | O_CREAT, 0600), -1, 1500, {0x0b}};
-            call k = make_call("remote.slow", 17);
+            call k = qvt_make_call("remote.slow", 17);
             int outcome;
             qv_status st = qv_call_run(&outcome, stack, &k.key, k.bytes, k.len, NULL, check_result, slow_body, &sp);
             qv_cache_close(stack);
@@ -859,7 +838,7 @@ static qv_status nested_body(const void **result, size_t *len, void *userdata) {
 
 static void nested_same_call(void **state) {
     server *s = *state;
-    nested_spec n = {NULL, make_call("remote.nested", 1), 0, {0x0b}};
+    nested_spec n = {NULL, qvt_make_call("remote.nested", 1), 0, {0x0b}};
     QVT_OK(qv_cache_open(&n.cache, s->url, NULL));
     int outcome;
     int64_t t0 = now_ns();
@@ -875,7 +854,7 @@ static void dead_holder_is_taken_over(void **state) {
     server *s = *state;
     int pipefd[2];
     assert_int_equal(pipe(pipefd), 0);
-    call k = make_call("remote.slow", 8);
+    call k = qvt_make_call("remote.slow", 8);
     pid_t kid = fork();
     assert_true(kid >= 0);
     if (kid == 0) {
@@ -906,7 +885,7 @@ static void dead_holder_is_taken_over(void **state) {
     assert_true(waited > 0.5 && waited < 3.5);
     /* with the server down, leases are skipped: never a wait */
     server_kill(s);
-    call other = make_call("remote.slow", 9);
+    call other = qvt_make_call("remote.slow", 9);
     t0 = now_ns();
     QVT_OK(qv_call_run(&outcome, c, &other.key, other.bytes, other.len, NULL, check_result, slow_body, &sp));
     assert_true(now_ns() - t0 < 1100000000ll);
@@ -922,14 +901,14 @@ static void server_hangs(void **state) {
     snprintf(url, sizeof url, "%s?timeout_ms=200", s->url);
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, url, NULL));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     spec sp = {.result = {0x05}};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL));
     kill(s->pid, SIGSTOP);
     int64_t worst = 0;
     int slow = 0;
     for (int i = 0; i < 30; i++) {
-        call k = make_call("remote.f", 100 + i);
+        call k = qvt_make_call("remote.f", 100 + i);
         int outcome;
         int64_t t0 = now_ns();
         QVT_OK(qv_call_run(&outcome, c, &k.key, k.bytes, k.len, NULL, ignore, body, &sp));
@@ -957,7 +936,7 @@ static void idle_connections_closed_by_server(void **state) {
     server *s = *state;
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
     redisContext *r = admin(s);
@@ -990,7 +969,7 @@ static void *work(void *arg) {
     worker *w = arg;
     int n = getenv("QV_SMALL") ? 60 : 300;
     for (int i = 0; i < n; i++) {
-        call k = make_call("remote.threads", i % 50);
+        call k = qvt_make_call("remote.threads", i % 50);
         uint8_t result[2] = {0x18, (uint8_t)(24 + i % 50)}; /* canonical: 24 and up take the second byte */
         got g = {0};
         qv_status st = qv_cache_get_with(w->cache, &k.key, keep, &g);
@@ -1028,7 +1007,7 @@ static void fork_after_open(void **state) {
     server *s = *state;
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, s->url, NULL));
-    call a = make_call("remote.f", 1);
+    call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
     pid_t kid = fork();
@@ -1036,7 +1015,7 @@ static void fork_after_open(void **state) {
     if (kid == 0) {
         got g = {0};
         int ok = qv_cache_get_with(c, &a.key, keep, &g) == QV_OK && g.len == 1 && g.data[0] == 0x07;
-        call b = make_call("remote.f", 2);
+        call b = qvt_make_call("remote.f", 2);
         ok = ok && qv_cache_store(c, &b.key, b.bytes, b.len, small, 1, NULL) == QV_OK;
         _exit(ok ? 0 : 1);
     }
@@ -1044,7 +1023,7 @@ static void fork_after_open(void **state) {
     int status;
     assert_int_equal(waitpid(kid, &status, 0), kid);
     assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    call b = make_call("remote.f", 2);
+    call b = qvt_make_call("remote.f", 2);
     expect_hit(c, &b, small, 1);
     qv_cache_close(c);
 }
@@ -1060,7 +1039,7 @@ static void signed_entries(void **state) {
     qv_cache *c, *other, *plain;
     QVT_OK(qv_cache_open(&c, s->url, &o));
     assert_int_equal(qv_cache_signed(c), 1);
-    call a = make_call("remote.f", 1), b = make_call("remote.f", 2);
+    call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     uint8_t small[1] = {0x07};
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
