@@ -16,8 +16,8 @@ local mt = core.mt
 
 M.VERSION = core.qv_version()
 M.null = core.null
+M.ANY = core.ANY
 M.encode = core.encode
-M.decode = core.decode
 M.digest = core.digest
 M.call_digest = core.call_digest
 M.bigint = core.bigint
@@ -30,8 +30,30 @@ mt.bytes.__eq = function(a, b) return a.data == b.data end
 mt.bigint.__eq = function(a, b) return a.negative == b.negative and a.magnitude == b.magnitude end
 mt.tag.__tostring = function(t) return string.format("quiver.tag(%d)", t.tag) end
 mt.ndarray.__tostring = function(a) return string.format("quiver.ndarray(%s)", a.dtype) end
+getmetatable(core.ANY).__tostring = function() return "quiver.ANY" end
 
---- A string encoded as CBOR bytes even when it is valid UTF-8.
+--- The value encoded in data. A CBOR byte string becomes a Lua string, which
+-- encodes again by its content (text when valid UTF-8); opts.exact keeps it
+-- a quiver.bytes object instead, so that encode(decode(data, {exact = true}))
+-- is data byte for byte.
+function M.decode(data, opts)
+  return core.decode(data, opts ~= nil and opts.exact)
+end
+
+--- s itself, checked to be text: a string encodes as CBOR text exactly when
+-- it is valid UTF-8, so this says "text" and refuses anything else.
+function M.text(s)
+  if type(s) ~= "string" then error("quiver.text: expected a string, got " .. type(s), 2) end
+  if not core.utf8_valid(s) then
+    local _, at = utf8.len(s)
+    error(string.format("QV_EINVAL: quiver.text: the string is not valid UTF-8%s; binary data goes in "
+      .. "quiver.bytes(s)", at and (" (byte " .. at .. ")") or ""), 2)
+  end
+  return s
+end
+
+--- A string encoded as CBOR bytes even when it is valid UTF-8. It decodes
+-- as a plain string (quiver.decode's exact option gives this object back).
 function M.bytes(s)
   if type(s) ~= "string" then error("quiver.bytes: expected a string, got " .. type(s), 2) end
   return setmetatable({data = s}, mt.bytes)
@@ -177,12 +199,8 @@ local function nonnull(v)
   return v
 end
 
---- The stored call record: .name .version .args .kwargs .result .meta
--- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
--- .meta); nil when the call is not stored.
-function Cache:load(hex)
-  local found, r = core.qv_cache_load(handle(self), hex)
-  if not found then return nil end
+-- The record of call hex as Lua sees it, from the core's map r.
+local function record(hex, r)
   local meta = nonnull(r.meta) or M.map()
   return {
     digest = hex:lower(), name = r.name, version = nonnull(r.version), args = r.args, kwargs = r.kwargs,
@@ -191,26 +209,70 @@ function Cache:load(hex)
   }
 end
 
-local function same(a, b)
-  return core.encode(a) == core.encode(b)
+--- The stored call record: .name .version .args .kwargs .result .meta
+-- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
+-- .meta); nil and a message ("QV_NOTFOUND: ...") when the call is not
+-- stored, as io.open says a missing file.
+function Cache:load(hex)
+  local found, r = core.qv_cache_load(handle(self), hex)
+  if not found then return nil, "QV_NOTFOUND: the call " .. tostring(hex) .. " is not stored in " .. self._path end
+  return record(hex, r)
+end
+
+-- Whether a stored value (decoded) passes one filter value: quiver.ANY
+-- passes anything, a function is a predicate called with the stored value,
+-- quiver.null asks for a stored nil, and any other value must be equal as a
+-- decoded value is (so quiver.bytes("a") and "a" are the same filter, as a
+-- stored byte string decodes to a string).
+local function passes(stored, want)
+  if stored == core.null then stored = nil end
+  if want == core.ANY then return true end
+  if type(want) == "function" then return not not want(stored) end
+  if want == core.null then return stored == nil end
+  return core.encode(stored) == core.encode(core.decode(core.encode(want)))
+end
+
+local function check_filter(t, who)
+  for _, k in ipairs{"args", "kwargs", "meta"} do
+    if t[k] ~= nil and type(t[k]) ~= "table" then
+      error(string.format("%s: %s must be a table, got %s", who, k, type(t[k])), 3)
+    end
+  end
+  for i in pairs(t.args or {}) do
+    if math.type(i) ~= "integer" or i < 1 then
+      error(who .. ": args are filtered by position (args = {[1] = v}), got the key " .. tostring(i), 3)
+    end
+  end
+  if t.where ~= nil and type(t.where) ~= "function" then error(who .. ": where must be a function", 3) end
 end
 
 local function matches(rec, t)
-  if t.version ~= nil and rec.version ~= t.version then return false end
-  if t.lang ~= nil and rec.lang ~= t.lang then return false end
+  for _, k in ipairs{"version", "lang"} do
+    if t[k] ~= nil and not passes(rec[k], t[k]) then return false end
+  end
+  if t.result ~= nil and not passes(rec.result, t.result) then return false end
   for i, v in pairs(t.args or {}) do
-    if math.type(i) ~= "integer" or not same(rec.args[i], v) then return false end
+    if not passes(rec.args[i], v) then return false end
+  end
+  for k, v in pairs(t.kwargs or {}) do
+    if not passes(rec.kwargs[k], v) then return false end
   end
   for k, v in pairs(t.meta or {}) do
-    if not same(rec.meta[k], v) then return false end
+    if not passes(rec.meta[k], v) then return false end
   end
-  return true
+  return t.where == nil or not not t.where(rec)
 end
 
---- Iterate over stored call records: c:query{name=, version=, lang=,
--- args={[position]=value}, meta={key=value}} (every field optional).
+--- Iterate over stored call records that pass every filter given:
+-- c:query{name=, version=, lang=, args={[position]=v}, kwargs={key=v},
+-- meta={key=v}, result=v, where=function(rec)}. A filter value is a value
+-- (equal as decoded), a predicate function(stored) -> boolean, quiver.ANY
+-- (anything), or quiver.null (a stored nil); a field left out filters
+-- nothing.
 function Cache:query(t)
   t = t or {}
+  check_filter(t, "query")
+  if t.name ~= nil and type(t.name) ~= "string" then error("query: name must be a string", 2) end
   local _, iter = core.qv_cache_query(handle(self), t.name)
   local cache = self
   return function()
@@ -355,11 +417,59 @@ Memo.digest = core.memo_digest
 --- Whether the active cache holds m(...).
 Memo.contains = core.memo_contains
 
---- The stored result of m(...) without running anything; an error on a miss.
+--- The stored result of m(...) without running anything; on a miss nil and
+-- a message ("QV_NOTFOUND: ..."), as Cache:load. A stored nil comes back
+-- as nil alone: the message tells a miss.
 function Memo:load(...)
   local found, v = core.memo_load(self, ...)
-  if not found then error("QV_NOTFOUND: " .. self.name .. ": no stored result for these arguments", 2) end
+  if not found then return nil, "QV_NOTFOUND: " .. self.name .. ": no stored result for these arguments" end
   return v
+end
+
+--- Run m(...) even when stored, store the new result over the old one and
+-- return it. The memoized calls made while it runs rerun too (each once).
+Memo.rerun = core.memo_rerun
+--- Remove m(...) from the active cache; whether it was stored.
+Memo.evict = core.memo_evict
+--- Remove every call stored under m's name (any version) from the active
+-- cache; returns how many.
+Memo.clear = core.memo_clear
+
+--- c:query over the active cache, of this memo's name, with the same
+-- filters; args may also name Lua parameters (args = {x = 1}), matched to
+-- their positions. The records are read when it is called.
+function Memo:query(t)
+  local q = {}
+  for k, v in pairs(t or {}) do q[k] = v end
+  q.name = self.name
+  if type(q.args) == "table" then
+    local args, fn = {}, self.fn
+    for k, v in pairs(q.args) do
+      if type(k) == "string" then
+        local pos
+        for i = 1, math.huge do
+          local pname = debug.getlocal(fn, i)
+          if not pname then break end
+          if pname == k then pos = i break end
+        end
+        if not pos then error(string.format("query: %s has no parameter named '%s'", self.name, k), 2) end
+        k = pos
+      end
+      args[k] = v
+    end
+    q.args = args
+  end
+  check_filter(q, "query")
+  local entries, i = core.memo_records(self), 0
+  return function()
+    while true do
+      i = i + 1
+      local e = entries[i]
+      if not e then return nil end
+      local rec = record(e[1], e[2])
+      if matches(rec, q) then return rec end
+    end
+  end
 end
 
 --- Calls this memo answered from the cache, and calls that ran the body.

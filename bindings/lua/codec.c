@@ -392,6 +392,10 @@ static void qvlua_decode_item(qvlua_state *S, lua_State *L, qv_decoder *dec, qv_
         return;
     case QV_TYPE_BYTES:
         qv_decoder_get_data(dec, &data, &len);
+        if (!S->exact) {
+            lua_pushlstring(L, (const char *)data, len);
+            return;
+        }
         lua_createtable(L, 0, 1);
         lua_pushlstring(L, (const char *)data, len);
         lua_setfield(L, -2, "data");
@@ -485,7 +489,13 @@ static void qvlua_decode_item(qvlua_state *S, lua_State *L, qv_decoder *dec, qv_
             qvlua_wrap_tag(S, L, tag);
             return;
         }
+        /* A typed array's bytes stay a quiver.bytes object, whatever the
+         * mode: the array must re-encode as it was, and an ndarray is only
+         * told from a tag over a text string by it. */
+        int exact = S->exact;
+        if (qvlua_typed_dtype(tag)) S->exact = 1;
         qvlua_decode_next(S, L, dec, depth + 1);
+        S->exact = exact;
         if (tag == QV_TAG_NDARRAY && lua_istable(L, -1) && qvlua_make_ndarray(S, L, lua_gettop(L))) return;
         qvlua_wrap_tag(S, L, tag);
         return;
@@ -497,9 +507,10 @@ static void qvlua_decode_item(qvlua_state *S, lua_State *L, qv_decoder *dec, qv_
 
 /* Decode exactly one canonical item from data (which must stay alive: a Lua
  * string on the stack or the state's buffer) and push it. */
-void qvlua_decode(qvlua_state *S, lua_State *L, const void *data, size_t len) {
+static void qvlua_decode_as(qvlua_state *S, lua_State *L, const void *data, size_t len, int exact) {
     qv_decoder_reset(S->dec, data, len);
     S->pickle = 0;
+    S->exact = exact;
     qvlua_decode_next(S, L, S->dec, 0);
     qv_type t;
     qv_status st = qv_decoder_next(S->dec, &t);
@@ -508,6 +519,12 @@ void qvlua_decode(qvlua_state *S, lua_State *L, const void *data, size_t len) {
         qvlua_status_error(L, st);
     }
     if (S->pickle) qvlua_raise(L, "QV_ETYPE: cannot decode a Python pickle (tag 0x51560002): only Python can read it");
+}
+
+/* Byte strings become Lua strings: what a program reads from a record, a hit
+ * or a future. */
+void qvlua_decode(qvlua_state *S, lua_State *L, const void *data, size_t len) {
+    qvlua_decode_as(S, L, data, len, 0);
 }
 
 /* A string argument, or the data of a quiver.bytes object. */
@@ -533,12 +550,24 @@ int qvlua_encode_fn(lua_State *L) {
     return 1;
 }
 
+/* decode(data, exact): exact keeps byte strings quiver.bytes objects, so
+ * that encoding the value gives data back byte for byte. */
 int qvlua_decode_fn(lua_State *L) {
     qvlua_state *S = QVLUA_S(L);
     size_t len;
     const char *data = qvlua_checkdata(S, L, 1, &len);
+    int exact = lua_toboolean(L, 2);
     lua_settop(L, 1);
-    qvlua_decode(S, L, data, len);
+    qvlua_decode_as(S, L, data, len, exact);
+    return 1;
+}
+
+/* utf8_valid(s): whether s is text to the encoder (the core's check, which
+ * Lua's utf8 library need not share). */
+int qvlua_utf8_valid_fn(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, qv_utf8_valid(s, len));
     return 1;
 }
 

@@ -197,6 +197,24 @@ static void qvlua_warn_unstored(lua_State *L, qvlua_memo *m, qv_cache *cache, in
     lua_warning(L, qv_errmsg(), 0);
 }
 
+/* Whether the call key runs again: inside an m:rerun, each call not rerun
+ * yet in it does (and is marked as rerun), so the memoized calls a rerun
+ * body makes rerun too, each once however often it is made. */
+static int qvlua_rerun_due(qvlua_state *S, lua_State *L, const qv_digest *key) {
+    if (!S->rerun_ref) return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->rerun_ref);
+    lua_pushlstring(L, (const char *)key->bytes, sizeof key->bytes);
+    int due = lua_rawget(L, -2) == LUA_TNIL;
+    lua_pop(L, 1);
+    if (due) {
+        lua_pushlstring(L, (const char *)key->bytes, sizeof key->bytes);
+        lua_pushboolean(L, 1);
+        lua_rawset(L, -3);
+    }
+    lua_pop(L, 1);
+    return due;
+}
+
 /* m(...): the whole memoized call. */
 int qvlua_memo_call(lua_State *L) {
     qvlua_state *S = QVLUA_S(L);
@@ -208,7 +226,8 @@ int qvlua_memo_call(lua_State *L) {
     qvlua_context(S, L, &cache, &meta, &meta_len);
     qv_digest key;
     qvlua_memo_key(S, L, m, top, &key);
-    if (qvlua_lookup(S, L, cache, &key)) {
+    int rerun = qvlua_rerun_due(S, L, &key);
+    if (!rerun && qvlua_lookup(S, L, cache, &key)) {
         m->hits++;
         return 1;
     }
@@ -230,7 +249,7 @@ int qvlua_memo_call(lua_State *L) {
     lua_getiuservalue(L, 1, 1);
     for (int i = 2; i <= top; i++) lua_pushvalue(L, i);
     qv_call_options o = QV_CALL_OPTIONS_INIT;
-    o.flags = QV_CALL_MISSED | m->call_flags;
+    o.flags = (rerun ? QV_CALL_RERUN : QV_CALL_MISSED) | m->call_flags;
     o.wait_timeout_ns = m->wait_ns;
     o.lang = "lua";
     o.meta = meta;
@@ -247,6 +266,124 @@ int qvlua_memo_call(lua_State *L) {
     m->misses++;
     if (outcome < 0) qvlua_warn_unstored(L, m, cache, outcome);
     lua_pushvalue(L, run.result);
+    return 1;
+}
+
+/* memo_rerun(m, ...): run m(...) even when stored and store its result over
+ * the old one; the memoized calls its body makes rerun too. The set of calls
+ * rerun lives until the outermost rerun returns, however it ends. */
+int qvlua_memo_rerun(lua_State *L) {
+    qvlua_state *S = QVLUA_S(L);
+    qvlua_memo *m = qvlua_checkmemo(S, L, 1);
+    qv_digest key;
+    qvlua_memo_key(S, L, m, lua_gettop(L), &key);
+    int outer = !S->rerun_ref;
+    if (outer) {
+        lua_newtable(L);
+        S->rerun_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    /* asked for by name, a call runs even when this rerun already ran it */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->rerun_ref);
+    lua_pushlstring(L, (const char *)key.bytes, sizeof key.bytes);
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_pushcclosure(L, qvlua_memo_call, 1);
+    lua_insert(L, 1);
+    int st = lua_pcall(L, lua_gettop(L) - 1, 1, 0);
+    if (outer) {
+        luaL_unref(L, LUA_REGISTRYINDEX, S->rerun_ref);
+        S->rerun_ref = 0;
+    }
+    if (st != LUA_OK) return lua_error(L);
+    return 1;
+}
+
+/* memo_evict(m, ...): remove m(...) from the active cache; whether it was
+ * stored. */
+int qvlua_memo_evict(lua_State *L) {
+    qvlua_state *S = QVLUA_S(L);
+    qvlua_memo *m = qvlua_checkmemo(S, L, 1);
+    qv_cache *cache;
+    qvlua_context(S, L, &cache, NULL, NULL);
+    qv_digest key;
+    qvlua_memo_key(S, L, m, lua_gettop(L), &key);
+    qv_status st = qv_cache_evict(cache, &key);
+    if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
+    lua_pushboolean(L, st == QV_OK);
+    return 1;
+}
+
+/* memo_clear(m): remove every call stored under m's name (any version) from
+ * the active cache; how many went. */
+int qvlua_memo_clear(lua_State *L) {
+    qvlua_state *S = QVLUA_S(L);
+    qvlua_memo *m = qvlua_checkmemo(S, L, 1);
+    if (!m->name) return qvlua_raise(L, "QV_ECLOSED: the memo was collected");
+    qv_cache *cache;
+    qvlua_context(S, L, &cache, NULL, NULL);
+    qv_iter *it;
+    QVLUA_TRY(L, qv_cache_query(&it, cache, m->name));
+    /* the query is a snapshot: evicting while reading it is safe */
+    lua_Integer n = 0;
+    qv_digest key;
+    qv_status st;
+    while ((st = qv_iter_next(it, &key)) == QV_OK) {
+        st = qv_cache_evict(cache, &key);
+        if (st == QV_OK) n++;
+        else if (st != QV_NOTFOUND) break;
+    }
+    qv_iter_free(it);
+    if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int qvlua_iterbox_gc(lua_State *L) {
+    qv_iter **box = lua_touserdata(L, 1);
+    qv_iter_free(*box);
+    *box = NULL;
+    return 0;
+}
+
+/* memo_records(m): {{hex, record}, ...} of every call stored under m's name
+ * in the active cache, read now (the active cache is not held after). The
+ * query's iterator sits in a box the collector frees, so an error raised
+ * while the records are decoded leaks nothing. */
+int qvlua_memo_records(lua_State *L) {
+    qvlua_state *S = QVLUA_S(L);
+    qvlua_memo *m = qvlua_checkmemo(S, L, 1);
+    if (!m->name) return qvlua_raise(L, "QV_ECLOSED: the memo was collected");
+    qv_cache *cache;
+    qvlua_context(S, L, &cache, NULL, NULL);
+    qv_iter **box = lua_newuserdatauv(L, sizeof *box, 0);
+    *box = NULL;
+    if (luaL_newmetatable(L, "quiver.iterbox")) {
+        lua_pushcfunction(L, qvlua_iterbox_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_setmetatable(L, -2);
+    QVLUA_TRY(L, qv_cache_query(box, cache, m->name));
+    lua_newtable(L);
+    lua_Integer n = 0;
+    qv_digest key;
+    qv_status st;
+    while ((st = qv_iter_next(*box, &key)) == QV_OK) {
+        qv_value *rec = NULL;
+        st = qv_cache_load(cache, &key, &rec);
+        if (st == QV_NOTFOUND) continue; /* evicted since the query */
+        if (st) break;
+        lua_createtable(L, 2, 0);
+        qvlua_push_digest(L, &key);
+        lua_rawseti(L, -2, 1);
+        qvlua_push_tree(L, rec);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, ++n);
+    }
+    qv_iter_free(*box);
+    *box = NULL;
+    if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
     return 1;
 }
 

@@ -65,6 +65,8 @@ typedef struct qvlua_state {
     int mt_ref[MT_COUNT];
     const void *mt_ptr[MT_COUNT];
     int pickle; /* the item being decoded holds a Python pickle */
+    int exact;  /* byte strings decode to quiver.bytes objects, not strings */
+    int rerun_ref; /* registry: {[digest] = true}, the calls an m:rerun ran so far; 0 outside one */
     qvlua_queue *queue;
     int stacks_ref;     /* registry: {[coroutine] = {frame, ...}}, weak keys */
     int running_ref;    /* registry slot keeping the coroutine below alive */
@@ -89,6 +91,7 @@ int qvlua_encode_value(qvlua_state *S, lua_State *L, qv_encoder *enc, int idx, i
 void qvlua_decode(qvlua_state *S, lua_State *L, const void *data, size_t len);
 int qvlua_encode_fn(lua_State *L);
 int qvlua_decode_fn(lua_State *L);
+int qvlua_utf8_valid_fn(lua_State *L);
 void qvlua_push_digest(lua_State *L, const qv_digest *d);
 int qvlua_digest_fn(lua_State *L);
 void qvlua_encode_call_head(qvlua_state *S, lua_State *L, qv_encoder *enc, const char *name, size_t name_len,
@@ -111,6 +114,10 @@ int qvlua_memo_digest(lua_State *L);
 int qvlua_memo_load(lua_State *L);
 int qvlua_memo_contains(lua_State *L);
 int qvlua_memo_info(lua_State *L);
+int qvlua_memo_rerun(lua_State *L);
+int qvlua_memo_evict(lua_State *L);
+int qvlua_memo_clear(lua_State *L);
+int qvlua_memo_records(lua_State *L);
 void qvlua_queue_release(qvlua_queue *q);
 int qvlua_future_notify(lua_State *L);
 int qvlua_completed(lua_State *L);

@@ -77,15 +77,15 @@ describe("encoding Lua values", function()
     local s = quiver.set {quiver.bytes("a"), quiver.list {1}, quiver.bytes("a"), quiver.list {1}, {x = 1}, {x = 1}}
     local want = "d90102" .. "83" .. "4161" .. "8101" .. "a1617801"
     assert.are.equal(want, enc(s))
-    local back = quiver.decode(quiver.encode(s))
+    local back = quiver.decode(quiver.encode(s), {exact = true})
     assert.are.equal("set", quiver.kind(back))
     assert.are.equal(want, enc(back))
-    assert.are.equal(quiver.digest(quiver.decode(H.unhex(want))), quiver.digest(s))
+    assert.are.equal(quiver.digest(quiver.decode(H.unhex(want), {exact = true})), quiver.digest(s))
     -- inside maps, lists and sets, and as a map key
     local nested = quiver.map {[quiver.set {quiver.bytes("k"), quiver.bytes("k")}] =
       quiver.list {quiver.set {quiver.set {2, 1}, quiver.set {1, 2}}}}
     assert.are.equal("a1" .. "d9010281416b" .. "81" .. "d9010281" .. "d90102820102", enc(nested))
-    assert.are.equal(enc(nested), enc(quiver.decode(quiver.encode(nested))))
+    assert.are.equal(enc(nested), enc(quiver.decode(quiver.encode(nested), {exact = true})))
   end)
 
   it("keys a memoized call on a set however its equal elements repeat", function()
@@ -127,8 +127,16 @@ describe("decoding", function()
     assert.are.equal("a2010a020b", enc(seq))
   end)
 
-  it("gives bytes as quiver.bytes objects and text as strings", function()
-    local b = quiver.decode(H.unhex("4161"))
+  it("gives bytes and text as strings, and bytes as quiver.bytes objects when exact", function()
+    assert.are.equal("a", quiver.decode(H.unhex("4161")))
+    assert.are.equal("\1\255", quiver.decode(H.unhex("4201ff")))
+    assert.are.equal("", quiver.decode(H.unhex("40")))
+    -- inside lists, maps and sets too
+    local l = quiver.decode(H.unhex("824161a1416242ff00"))
+    assert.are.equal("a", l[1])
+    assert.are.equal("\255\0", l[2].b)
+    assert.is_true(quiver.decode(H.unhex("d90102814178")).x)
+    local b = quiver.decode(H.unhex("4161"), {exact = true})
     assert.are.equal("bytes", quiver.kind(b))
     assert.are.equal("a", tostring(b))
     assert.are.equal("a", b.data)

@@ -5,6 +5,31 @@ local quiver = H.quiver
 
 local PICKLE = "pickle"
 
+-- Whether v holds a byte string that is valid UTF-8: decoded as a plain
+-- string, it would encode again as text.
+local function text_like_bytes(v)
+  if quiver.kind(v) == "bytes" then return pcall(quiver.text, v.data) end
+  if type(v) ~= "table" then return false end
+  for k, x in pairs(v) do
+    if text_like_bytes(k) or text_like_bytes(x) then return true end
+  end
+  return false
+end
+
+-- Decoding without {exact = true} gives strings for byte strings: the same
+-- bytes again unless one of them is valid UTF-8 (then text in their place),
+-- and the same value as the exact decoding otherwise.
+local plain_same, plain_differs = 0, 0
+local function check_plain(enc, exact)
+  local plain = quiver.decode(enc)
+  if text_like_bytes(exact) then
+    plain_differs = plain_differs + 1
+  else
+    assert.are.equal(H.hex(enc), H.hex(quiver.encode(plain)))
+    plain_same = plain_same + 1
+  end
+end
+
 describe("values.tsv", function()
   for _, row in ipairs(H.tsv("values.tsv")) do
     local enc, digest, name = H.unhex(row[1]), row[2], row[3]
@@ -18,9 +43,10 @@ describe("values.tsv", function()
       end)
     else
       it("decodes, re-encodes and digests " .. name, function()
-        local v = quiver.decode(enc)
+        local v = quiver.decode(enc, {exact = true})
         assert.are.equal(H.hex(enc), H.hex(quiver.encode(v)))
         assert.are.equal(digest, quiver.digest(v))
+        check_plain(enc, v)
       end)
     end
   end
@@ -45,7 +71,8 @@ describe("the project's values.tsv", function()
   for _, row in ipairs(rows) do
     local enc, digest, name = H.unhex(row[1]), row[2], row[3]
     it("decodes, re-encodes and digests " .. name, function()
-      local v = quiver.decode(enc)
+      local v = quiver.decode(enc, {exact = true})
+      check_plain(enc, v)
       local head = enc:byte(1)
       if head >= 0xc0 and head <= 0xdb then
         local n = head & 0x1f
@@ -60,6 +87,20 @@ describe("the project's values.tsv", function()
       assert.are.equal(digest, quiver.digest(v))
     end)
   end
+end)
+
+describe("decoding without the exact option", function()
+  it("ran on vectors of both kinds above", function()
+    assert.is_true(plain_same > 20)
+    assert.is_true(plain_differs > 0)
+  end)
+
+  it("gives a byte string as a string, which re-encodes by its content", function()
+    assert.are.equal("\0\1", quiver.decode(quiver.encode(quiver.bytes("\0\1"))))
+    assert.are.equal("60", H.hex(quiver.encode(quiver.decode(H.unhex("40")))))
+    assert.are.equal("42ff00", H.hex(quiver.encode(quiver.decode(H.unhex("42ff00")))))
+    assert.are.equal("bytes", quiver.kind(quiver.decode(H.unhex("40"), {exact = true})))
+  end)
 end)
 
 describe("values.json from native Lua values", function()
@@ -77,7 +118,7 @@ describe("calls", function()
     local name, version, args, kwargs, digest = row[1], row[2], row[3], row[4], row[5]
     if version == "\\N" then version = nil end
     it("call_digest of " .. name .. " with args " .. args, function()
-      local a, k = quiver.decode(H.unhex(args)), quiver.decode(H.unhex(kwargs))
+      local a, k = quiver.decode(H.unhex(args), {exact = true}), quiver.decode(H.unhex(kwargs), {exact = true})
       assert.are.equal(digest, quiver.call_digest(name, version, a, k))
     end)
   end
