@@ -22,13 +22,15 @@ from ._quiver import (  # noqa: E402
     TimeoutError, CancelledError, FailedError, qv_version as _qv_version,
 )
 from ._codec import QuiverWarning, Tag, UntrustedPickleError, encode, decode, digest, call_digest, register  # noqa: E402
-from ._cache import Cache, Record, cache, meta, current_cache, current_meta  # noqa: E402
+from ._cache import Cache, FilteredCache, Record, cache, meta, current_cache, current_meta  # noqa: E402
+from ._query import ANY, Query  # noqa: E402
 from ._memo import memo, Memo  # noqa: E402
 
 __version__ = _qv_version()
 
 __all__ = [
-    "memo", "Memo", "cache", "meta", "Cache", "Record", "current_cache", "current_meta",
+    "memo", "Memo", "cache", "meta", "Cache", "FilteredCache", "Record", "Query", "ANY", "current_cache",
+    "current_meta",
     "encode", "decode", "digest", "call_digest", "register", "Tag", "QuiverWarning", "UntrustedPickleError",
     "BoundWrapper", "wrap_executor", "Runner", "parallel",
     "Error", "NotFoundError", "InvalidArgumentError", "NoMemoryError", "DecodeError", "EncodeError",

@@ -8,7 +8,8 @@ import stat as _stat
 import warnings
 
 from . import _quiver
-from ._codec import QuiverWarning, _untrusted, encode
+from ._codec import QuiverWarning, _untrusted, call_digest, encode
+from ._query import _ABSENT, Query, matches
 
 _DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABILITY_DURABLE,
                "fast": _quiver.QV_DURABILITY_FAST}
@@ -169,10 +170,15 @@ def _restack(local, remote, asynchronous, queue_limit):
     return Cache.stack(local, remote, asynchronous=asynchronous, queue_limit=queue_limit)
 
 
+# The metadata key under which a Python memo's records name their positional
+# arguments (FORMAT.md 6.5); Record.metadata leaves it out.
+_PARAMS = "quiver.params"
+
+
 class Record:
     """One stored call: what was called, with what, what it returned, and when."""
     __slots__ = ("digest", "name", "version", "args", "kwargs", "result", "metadata", "start_ns", "duration_ns",
-                 "lang")
+                 "lang", "params")
 
     def __init__(self, digest, d):
         self.digest = digest
@@ -181,7 +187,11 @@ class Record:
         self.args = tuple(d["args"])
         self.kwargs = d["kwargs"]
         self.result = d["result"]
-        self.metadata = d.get("meta") or {}
+        meta = d.get("meta") or {}
+        params = meta.get(_PARAMS)
+        self.params = tuple(params) if isinstance(params, list) and all(isinstance(p, str) for p in params) \
+            else None
+        self.metadata = {k: v for k, v in meta.items() if k != _PARAMS} if _PARAMS in meta else meta
         self.start_ns = d["start_ns"]
         self.duration_ns = d["duration_ns"]
         self.lang = d["lang"]
@@ -195,6 +205,21 @@ class Record:
     def duration(self):
         """How long the call ran, in seconds."""
         return self.duration_ns / 1e9
+
+    @property
+    def arguments(self):
+        """{parameter name: value} of the call: positional arguments under the
+        names the record keeps (a record stored before it kept them: those of
+        a memo of that name made in this process), keyword arguments under
+        their own; a positional argument whose name is unknown (an extra one
+        of *args) under its position, an int."""
+        names = self.params
+        if names is None:
+            from ._memo import _positions
+            names = tuple(_positions(self.name) or ())
+        d = {names[i] if i < len(names) else i: v for i, v in enumerate(self.args)}
+        d.update(self.kwargs)
+        return d
 
     def __repr__(self):
         return f"Record({self.name!r}, args={self.args!r}, kwargs={self.kwargs!r}, result={self.result!r})"
@@ -401,39 +426,51 @@ class Cache(_quiver.CacheHandle):
         except _quiver.NotFoundError:
             raise _quiver.NotFoundError(f"no call with digest {digest} in {self.path}") from None
 
-    def query(self, name=None, metadata=None, **arguments):
-        """The records of stored calls, optionally of one function name, whose
-        arguments (by parameter name) and metadata equal the values given."""
+    def query(self, name=None, metadata=None, *, result=_ABSENT, where=None, arguments=None, **kwargs):
+        """A Query (iterable, with count(), only(), first(), latest(), results(),
+        sorted(), groupby(), table(), evict(), transfer()) of the stored calls
+        that pass every filter given:
+
+        name: the function's name; metadata: {key: value}; result: the
+        stored result; keyword arguments (or arguments={...}, for a parameter
+        called name, metadata, result, where or arguments): argument values
+        by parameter name. A filter value is compared as the digest sees it
+        (1, 1.0 and True differ), None included: None matches None.
+        quiver.ANY matches any stored value, a callable (not a class) is a
+        predicate on the stored value, and where= a predicate on the Record.
+        The records are read anew at every pass over the query."""
+        args = dict(arguments or {})
+        args.update(kwargs)
+        filters = dict(name=name, arguments=args, metadata=metadata, result=result, where=where)
+        return Query(lambda: self._records(filters), self)
+
+    def _records(self, filters):
         if self._stack:
             seen = set()
             for c in self._layers:
-                for r in c.query(name, metadata, **arguments):
+                for r in c._records(filters):
                     if r.digest not in seen:
                         seen.add(r.digest)
                         yield r
             return
-        from ._memo import _positions
-        for d in _quiver.cache_query(self, name):
+        name = filters["name"]
+        for d in _quiver.cache_query(self, name if isinstance(name, str) else None):
             try:
                 r = self.load(d)
             except KeyError:  # evicted since the query ran
                 continue
-            if name is not None and r.name != name:
-                continue
-            if metadata and any(r.metadata.get(k, _missing) != v for k, v in metadata.items()):
-                continue
-            if arguments and not _matches(r, arguments, _positions(r.name)):
-                continue
-            yield r
+            if matches(r, **filters):
+                yield r
+
+    def _digests(self):
+        """The digests of every stored call."""
+        if self._stack:
+            return list(dict.fromkeys(d for c in self._layers for d in c._digests()))
+        return _quiver.cache_query(self, None)
 
     def table(self, name=None, metadata=None, **arguments):
-        """The query's records as a pandas DataFrame, one row per call."""
-        import pandas
-        rows = [dict(digest=r.digest, name=r.name, version=r.version, args=r.args, kwargs=r.kwargs,
-                     result=r.result, metadata=r.metadata, start=r.start, duration=r.duration, lang=r.lang)
-                for r in self.query(name, metadata, **arguments)]
-        return pandas.DataFrame(rows, columns=["digest", "name", "version", "args", "kwargs", "result", "metadata",
-                                               "start", "duration", "lang"])
+        """The query's records as a pandas DataFrame, one row per call (Query.table)."""
+        return self.query(name, metadata, **arguments).table()
 
     def evict(self, *digests, name=None):
         """Remove calls by digest, or every call of one function name; returns
@@ -450,6 +487,92 @@ class Cache(_quiver.CacheHandle):
                 n += 1
             except _quiver.NotFoundError:
                 pass
+        return n
+
+    def clear(self):
+        """Remove every stored call (and the values only they used); returns
+        how many calls were removed. A stack clears each of its caches."""
+        if self._stack:
+            return sum(c.clear() for c in self._layers)
+        tiers = getattr(self, "_tiers", None)
+        if tiers:
+            return max(t.clear() for t in tiers)
+        n = self.evict(*_quiver.cache_query(self, None))
+        if not _is_url(self.path):  # a remote tier keeps no values apart to collect
+            self.gc()
+        return n
+
+    def __len__(self):
+        """How many calls are stored (in a stack: distinct calls over its caches)."""
+        if self._stack or getattr(self, "_tiers", None) or _is_url(self.path):
+            return len(self._digests())
+        return self.stats()["entries"]
+
+    def __bool__(self):
+        return True  # a cache is a cache, empty or not
+
+    def filter(self, predicate):
+        """A read-only view of this cache that holds only the calls whose Record
+        passes predicate(record): hits, load, contains and query see those
+        alone; a memoized call that misses in it runs and returns its result
+        unstored (with one QuiverWarning), and evict, clear and transfer into
+        it raise quiver.ReadOnlyError. Use it with quiver.cache(view)."""
+        if not callable(predicate):
+            raise TypeError(f"Cache.filter takes a predicate on a Record, not {type(predicate).__name__}")
+        return FilteredCache._make(self, predicate)
+
+    def transfer(self, target, pop=False, overwrite=False):
+        """Copy every stored call into the cache target (memory, LMDB, a remote
+        tier, a stack: into its first cache), record, result and metadata as
+        they are. A call target holds already is left alone unless
+        overwrite; pop removes each call copied from this cache. Returns how
+        many were copied."""
+        return self._transfer(self._digests(), target, pop, overwrite)
+
+    def _holder(self, digest):
+        """The cache (not a stack) that holds digest, or None."""
+        if not self._stack:
+            return self if self.contains(digest) else None
+        for c in self._layers:
+            h = c._holder(digest)
+            if h is not None:
+                return h
+        return None
+
+    def _transfer(self, digests, target, pop, overwrite):
+        if not isinstance(target, Cache):
+            raise TypeError(f"transfer needs a quiver.Cache to copy into, not {type(target).__name__}")
+        if pop and isinstance(self, FilteredCache):
+            raise _quiver.ReadOnlyError("a filtered view is read-only: transfer(pop=True) cannot remove from it")
+        sink = target
+        while sink._stack:
+            sink = sink._layers[0]
+        if target.readonly or sink.readonly:
+            raise _quiver.ReadOnlyError(f"transfer: {target!r} is read-only")
+        n = 0
+        for d in digests:
+            if not overwrite and target.contains(d):
+                continue
+            holder = self._holder(d)
+            raw = None if holder is None else _quiver.cache_get_raw(holder, d)
+            if raw is None:  # evicted meanwhile
+                continue
+            rec = _quiver.cache_load(holder, d)
+            # The record keeps the call's parts, not its bytes (FORMAT.md 6.3):
+            # rebuilt, they must give back its digest, or the copy would sit
+            # under a key no call ever looks up.
+            if call_digest(rec["name"], rec["version"], rec["args"], rec["kwargs"]) != d:
+                warnings.warn(f"transfer: {rec['name']} call {d} was not copied: its arguments do not decode "
+                              f"back to the same call (an untrusted pickle, or a value from another language)",
+                              QuiverWarning, stacklevel=3)
+                continue
+            call = _quiver.call_encoding(rec["name"], rec["version"], rec["args"], rec["kwargs"])
+            meta = rec.get("meta")
+            _quiver.cache_store_raw(sink, call, raw, rec["start_ns"], rec["duration_ns"],
+                                    encode(meta) if meta else None)
+            n += 1
+            if pop:
+                self.evict(d)
         return n
 
     def gc(self):
@@ -486,7 +609,110 @@ class Cache(_quiver.CacheHandle):
         return _quiver.cache_stats(self)
 
 
-_missing = object()
+class _Refusing(Cache):
+    """The cache a filtered view hands a memoized call to store into: an empty
+    read-only memory cache, so the call runs and its result is returned
+    unstored, with the read-only warning naming the view."""
+
+    @property
+    def path(self):
+        return self._view_of
+
+
+class FilteredCache(Cache):
+    """Cache.filter(predicate): a read-only view of a cache that holds only the
+    calls whose Record passes the predicate."""
+
+    @classmethod
+    def _make(cls, source, predicate):
+        sink = Cache.open(":memory:", readonly=True)
+        sink.__class__ = _Refusing
+        sink._view_of = "a filtered view (Cache.filter)"
+        v = cls()
+        # A stack to the core, so that a memoized call comes to Python
+        # (Memo._stack_probe asks _probe_call) and stores into its first cache.
+        v._stack = True
+        v._trusted = source._trusted
+        v._layers = (sink, source)
+        v._source = source
+        v._predicate = predicate
+        v._options = None
+        return v
+
+    def __reduce__(self):
+        return (_filtered, (self._source, self._predicate))
+
+    def __repr__(self):
+        return f"<quiver.Cache view of {self._source!r} filtered by " \
+               f"{getattr(self._predicate, '__qualname__', repr(self._predicate))}>"
+
+    def close(self):
+        pass  # the view owns nothing: its cache is closed by its owner
+
+    @property
+    def readonly(self):
+        return True
+
+    def _passes(self, record):
+        return bool(self._predicate(record))
+
+    def contains(self, digest):
+        try:
+            self.load(digest)
+        except KeyError:
+            return False
+        return True
+
+    def load(self, digest):
+        r = self._source.load(digest)
+        if not self._passes(r):
+            raise _quiver.NotFoundError(f"the call with digest {digest} is filtered out of this view")
+        return r
+
+    def _probe_call(self, memo, args, kwargs):
+        """(True, result) when memo's call is stored and passes the filter, else (False, None)."""
+        try:
+            call = memo._call(args, kwargs)
+        except _quiver.EncodeError:
+            return False, None
+        if call is None:
+            return False, None
+        try:
+            return True, self.load(call[0]).result
+        except KeyError:
+            return False, None
+
+    def _records(self, filters):
+        return (r for r in self._source._records(filters) if self._passes(r))
+
+    def _digests(self):
+        return [r.digest for r in self._records(dict(name=None))]
+
+    def _holder(self, digest):
+        return self._source._holder(digest) if self.contains(digest) else None
+
+    def __len__(self):
+        return len(self._digests())
+
+    def _refuse(self, *args, **kwargs):
+        raise _quiver.ReadOnlyError("a filtered view of a cache is read-only: evict or clear the cache itself")
+
+    evict = clear = gc = _refuse
+
+    def verify(self, repair=False):
+        if repair:
+            self._refuse()
+        return self._source.verify()
+
+    def sync(self):
+        pass
+
+    def stats(self):
+        return self._source.stats()
+
+
+def _filtered(source, predicate):
+    return source.filter(predicate)
 
 
 def _stand_in():
@@ -494,19 +720,6 @@ def _stand_in():
     c = Cache.memory()
     c._stand_in = True
     return c
-
-
-def _matches(record, arguments, positions):
-    for k, v in arguments.items():
-        if k in record.kwargs:
-            got = record.kwargs[k]
-        elif positions is not None and k in positions and positions[k] < len(record.args):
-            got = record.args[positions[k]]
-        else:
-            return False
-        if got != v or type(got) is not type(v):
-            return False
-    return True
 
 
 def _default():

@@ -12,7 +12,7 @@ import warnings
 import weakref
 
 from . import _quiver
-from ._cache import Cache, _active, _meta, _quiver_default, current_cache, current_meta, _Setter
+from ._cache import Cache, _ABSENT, _PARAMS, _active, _meta, _quiver_default, current_cache, current_meta, _Setter
 from ._codec import QuiverWarning, Tag, UntrustedPickleError, _encode_hook, _tag_hook, encode
 
 
@@ -120,6 +120,10 @@ class Memo(_quiver.MemoBase):
         self._ignore = frozenset(ignore)
         kept = [n for n in pos if n not in ignore]
         self._positions = {n: i for i, n in enumerate(kept)}
+        # Every record names its positional arguments (FORMAT.md 6.5), so that
+        # a query filters them by name where this module was never imported.
+        if kept:
+            self._static_meta[_PARAMS] = kept
         _registry[name] = self
 
     # pickled by reference, as functions are: ProcessPoolExecutor finds it by name.
@@ -267,6 +271,8 @@ class Memo(_quiver.MemoBase):
         return self._compute(stack, args, kwargs, store_in=stack._layers[0])
 
     def _stack_probe(self, stack, args, kwargs):
+        if hasattr(stack, "_probe_call"):  # a filtered view (Cache.filter) decides what it holds
+            return stack._probe_call(self, args, kwargs)
         layers = stack._layers
         for i, layer in enumerate(layers):
             r = self._get(layer, args, kwargs)
@@ -348,9 +354,41 @@ class Memo(_quiver.MemoBase):
         """The stored Record of this call; KeyError when it is not stored."""
         return current_cache().load(self.digest(*args, **kwargs))
 
-    def query(self, metadata=None, **arguments):
-        """Records of this function's stored calls, filtered by argument values and metadata."""
-        return current_cache().query(self.name, metadata, **arguments)
+    def query(self, *args, metadata=None, result=_ABSENT, where=None, **kwargs):
+        """A quiver.Query of this function's stored calls in the active cache,
+        filtered by argument values (positional ones bound to the parameters
+        in order, keyword ones by name), metadata, result and where=, as
+        Cache.query does (quiver.ANY, predicates, None matches None)."""
+        return current_cache().query(self.name, metadata, result=result, where=where,
+                                     arguments=self._query_arguments(args, kwargs))
+
+    def _query_arguments(self, args, kwargs):
+        P = inspect.Parameter
+        names = [p.name for p in self.__signature__.parameters.values()
+                 if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD)]
+        if len(args) > len(names):
+            raise TypeError(f"{self.name}.query takes at most {len(names)} positional arguments "
+                            f"({len(args)} given)")
+        arguments = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k in arguments:
+                raise TypeError(f"{self.name}.query got multiple values for argument {k!r}")
+            arguments[k] = v
+        ignored = sorted(self._ignore.intersection(arguments))
+        if ignored:
+            raise TypeError(f"{self.name} ignores {', '.join(ignored)}: it is not stored, so no query can filter "
+                            f"on it")
+        return arguments
+
+    def evict(self, *args, **kwargs):
+        """Remove this call from the active cache (each cache of a stack);
+        returns whether it was stored."""
+        return bool(current_cache().evict(self.digest(*args, **kwargs)))
+
+    def clear(self):
+        """Remove every stored call of this function from the active cache
+        (each cache of a stack); returns how many were removed."""
+        return current_cache().evict(name=self.name)
 
     def rerun(self, *args, **kwargs):
         """Run the call even when stored, and store the new result over the old."""
