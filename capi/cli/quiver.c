@@ -26,7 +26,10 @@ static const command commands[] = {
      "Print the cache's counters (entries, values, bytes, ...), one per line or as\n"
      "one JSON object.\n"},
     {"ls", "PATH [NAME]", "stored calls (of one function)",
-     "One line per stored call: its digest, name, arguments and result.\n"},
+     "One line per stored call: its digest, name, arguments and result, then how\n"
+     "many hits it has had and when the last was (UTC). Hits are written in batches:\n"
+     "a process's latest hits show once it stores, closes or hits again after\n"
+     "QUIVER_LRU_FLUSH_MS; a read-only handle does not count.\n"},
     {"show", "PATH DIGEST", "one call record",
      "The whole record of one call in CBOR diagnostic notation, values stored by\n"
      "digest resolved.\n"},
@@ -211,6 +214,22 @@ static int known_command(const char *cmd, int nargs, const char *arg) {
 }
 
 /* CBOR diagnostic notation (RFC 8949 section 8). */
+/* A call's hit count and its last hit's time, as ls shows them; a remote
+ * tier keeps none. */
+static void print_hits(const qv_value *rec) {
+    int64_t hits, last;
+    const qv_value *h = qv_value_map_find(rec, "hits"), *l = qv_value_map_find(rec, "last_hit_ns");
+    if (!h || qv_value_get_int(h, &hits)) return;
+    printf("  (%" PRId64 " hit%s", hits, hits == 1 ? "" : "s");
+    if (l && !qv_value_get_int(l, &last) && last > 0) {
+        time_t secs = (time_t)(last / 1000000000);
+        struct tm tm;
+        char when[32];
+        if (gmtime_r(&secs, &tm) && strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm)) printf(", last %s", when);
+    }
+    putchar(')');
+}
+
 static void diag(FILE *f, const qv_value *v) {
     switch (qv_value_type(v)) {
     case QV_TYPE_NULL:
@@ -341,6 +360,30 @@ static qv_status write_marker(FILE *out, qv_encoder *enc, const char *key, uint6
     return fwrite(data, 1, len, out) == len ? QV_OK : qv_error_set(QV_EIO, strerror(errno));
 }
 
+static int is_statistic(const qv_value *key) {
+    const char *s;
+    size_t n;
+    return qv_value_get_text(key, &s, &n) == QV_OK &&
+           ((n == 4 && !memcmp(s, "hits", 4)) || (n == 11 && !memcmp(s, "last_hit_ns", 11)));
+}
+
+/* An export item holds the record's nine fields: the statistics
+ * qv_cache_load adds (hits, last_hit_ns) describe this cache, not the call. */
+static qv_status encode_item(const qv_value *rec, void **data, size_t *len) {
+    qv_value *item;
+    qv_status st = qv_value_new_map(&item);
+    for (size_t i = 0; !st && i < qv_value_count(rec); i++) {
+        qv_value *k, *v;
+        if (is_statistic(qv_value_map_key(rec, i))) continue;
+        if ((st = qv_value_clone(&k, qv_value_map_key(rec, i)))) break;
+        if ((st = qv_value_clone(&v, qv_value_map_value(rec, i)))) qv_value_free(k);
+        else st = qv_value_map_set(item, k, v);
+    }
+    if (!st) st = qv_value_encode(item, data, len);
+    qv_value_free(item);
+    return st;
+}
+
 static int export_cache(qv_cache *c, const char *file, progress *bar) {
     int to_stdout = !strcmp(file, "-");
     if (to_stdout && isatty(STDOUT_FILENO)) {
@@ -375,7 +418,7 @@ static int export_cache(qv_cache *c, const char *file, progress *bar) {
             hex[0] = '\0';
             continue;
         }
-        if (st || (st = qv_value_encode(rec, &data, &len))) break;
+        if (st || (st = encode_item(rec, &data, &len))) break;
         if (fwrite(data, 1, len, out) != len) st = qv_error_set(QV_EIO, strerror(errno));
         qv_free(data);
         qv_value_free(rec);
@@ -733,6 +776,7 @@ int main(int argc, char **argv) {
                 diag(stdout, qv_value_map_find(rec, "args"));
                 fputs(" -> ", stdout);
                 diag(stdout, qv_value_map_find(rec, "result"));
+                print_hits(rec);
                 fputc('\n', stdout);
                 qv_value_free(rec);
             }

@@ -177,6 +177,9 @@ qv_status qv__iter_new(qv_iter **out, qv_digest *keys, size_t n);
 qv_status qv__record_prepare(pending *p, record_builder *b, const qv_digest *key, const void *call, size_t call_len, const void *result,
                              size_t result_len, const qv_store_info *info);
 qv_status qv__flush_touches(wctx *w, uint64_t now);
+/* A call's written hit count and last hit time (wall clock, ns); QV_NOTFOUND:
+ * never counted. */
+qv_status qv__get_hits(qv_cache *c, qv_txn *txn, const qv_digest *key, uint64_t *hits, int64_t *last_ns);
 int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
 qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted);
 qv_status qv__backfill_atimes(qv_cache *c);

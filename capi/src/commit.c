@@ -142,6 +142,7 @@ qv_status qv__remove_call(wctx *w, const qv_digest *key) {
         /* a forged record cannot be trusted to name its values or its name:
          * gc reclaims what only it held */
         if ((st = s->ops->del(s, w->txn, T_CALLS, key->bytes, 16))) return st;
+        if ((st = s->ops->del(s, w->txn, T_HITS, key->bytes, 16)) && st != QV_NOTFOUND) return st;
         return drop_atime(w, key);
     }
     if (st) return st;
@@ -160,6 +161,7 @@ qv_status qv__remove_call(wctx *w, const qv_digest *key) {
         memcpy(nk + 8, key->bytes, 16);
         if ((st = s->ops->del(s, w->txn, T_NAMES, nk, 24)) && st != QV_NOTFOUND) return st;
     }
+    if ((st = s->ops->del(s, w->txn, T_HITS, key->bytes, 16)) && st != QV_NOTFOUND) return st;
     return drop_atime(w, key);
 }
 

@@ -1,5 +1,7 @@
 /* Approximate LRU: access times noted by hits and written in batches, and
- * eviction of the least recently used calls down to the size limit. */
+ * eviction of the least recently used calls down to the size limit. The
+ * same batches carry each call's hit count and last hit time (the hits
+ * table). */
 #include <limits.h>
 #include <sched.h>
 #include <stdio.h>
@@ -7,12 +9,73 @@
 #include <string.h>
 
 #include "cache.h"
+#include "sign.h"
 
 #define ATIME_RESOLUTION_NS 1000000000ull
 
+static int64_t coarse_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline uint64_t hit_tag(uint64_t b) {
+    return (b >> 32 | 1) << 32;
+}
+
+qv_status qv__get_hits(qv_cache *c, qv_txn *txn, const qv_digest *key, uint64_t *hits, int64_t *last_ns) {
+    const void *v;
+    size_t len;
+    *hits = 0;
+    *last_ns = 0;
+    qv_status st = c->store->ops->get(c->store, txn, T_HITS, key->bytes, 16, &v, &len);
+    if (st) return st;
+    if (len != 16) return qv__error(QV_ECORRUPT, "hits entry has %zu bytes, not 16", len);
+    *hits = qv__get_be64(v);
+    *last_ns = (int64_t)qv__get_be64((const uint8_t *)v + 8);
+    return QV_OK;
+}
+
+/* Take slot i's counts for the key whose tag is tag from every shard's row:
+ * the hits and the monotonic time of the last. Another key's counts stay for
+ * when that key holds the slot again. */
+static uint64_t take_hits(qv_cache *c, size_t i, uint64_t tag, int64_t *last) {
+    uint64_t sum = 0;
+    *last = 0;
+    for (size_t s = 0; s < QV_SHARDS; s++) {
+        hit_slot *h = &c->hit_rows[s][i];
+        uint64_t n = atomic_load_explicit(&h->n, memory_order_relaxed);
+        while ((n & ~(uint64_t)UINT32_MAX) == tag &&
+               !atomic_compare_exchange_weak_explicit(&h->n, &n, 0, memory_order_relaxed, memory_order_relaxed)) {
+        }
+        if ((n & ~(uint64_t)UINT32_MAX) != tag) continue;
+        sum += (uint32_t)n;
+        int64_t t = atomic_load_explicit(&h->t, memory_order_relaxed);
+        if (t > *last) *last = t;
+    }
+    return sum;
+}
+
+/* Add hits to a call's count; a key that names no call (a torn slot) is skipped. */
+static qv_status add_hits(wctx *w, const qv_digest *key, uint64_t hits, int64_t last_ns) {
+    qv_store *s = w->c->store;
+    const void *v;
+    size_t len;
+    qv_status st = s->ops->get(s, w->txn, T_CALLS, key->bytes, 16, &v, &len);
+    if (st == QV_NOTFOUND || st == QV__EFORGED) return QV_OK;
+    uint64_t n;
+    int64_t last;
+    if (st || ((st = qv__get_hits(w->c, w->txn, key, &n, &last)) && st != QV_NOTFOUND)) return st;
+    uint8_t buf[16];
+    qv__put_be64(buf, n + hits);
+    qv__put_be64(buf + 8, (uint64_t)(last_ns > last ? last_ns : last));
+    return s->ops->put(s, w->txn, T_HITS, key->bytes, 16, buf, 16);
+}
+
 qv_status qv__flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
-    if (!c->track_lru || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
+    if (!c->count_hits || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
+    int64_t mono = coarse_ns();
     for (size_t i = 0; i < TOUCH_SLOTS; i++) {
         if (!atomic_load_explicit(&c->touched[i].w[0], memory_order_relaxed)) continue;
         uint64_t a = atomic_exchange_explicit(&c->touched[i].w[0], 0, memory_order_relaxed);
@@ -20,8 +83,14 @@ qv_status qv__flush_touches(wctx *w, uint64_t now) {
         qv_digest key;
         memcpy(key.bytes, &a, 8);
         memcpy(key.bytes + 8, &b, 8);
+        int64_t last;
+        uint64_t hits = take_hits(c, i, hit_tag(b), &last);
+        qv_status st;
+        /* a monotonic time to wall-clock time, through the two clocks' now */
+        if (hits && (st = add_hits(w, &key, hits, (int64_t)now - (mono - last)))) return st;
+        if (!c->track_lru) continue;
         uint64_t t;
-        qv_status st = qv__get_count(w, T_ATIME, &key, &t);
+        st = qv__get_count(w, T_ATIME, &key, &t);
         if (st == QV_NOTFOUND || (st == QV_OK && t + ATIME_RESOLUTION_NS > now)) continue;
         if (st || (st = qv__set_atime(w, &key, now))) return st;
     }
@@ -133,20 +202,14 @@ qv_status qv__backfill_atimes(qv_cache *c) {
 }
 
 void qv__flush_pending_touches(qv_cache *c) {
-    if (!c->track_lru || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
+    if (!c->count_hits || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (qv__flush_touches(&w, (uint64_t)qv__now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
     else c->store->ops->abort(c->store, w.txn);
 }
 
-static int64_t coarse_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Note a hit for LRU. Touches are written by the next commit, and by a hit
+/* Note a hit for LRU and count it. Touches are written by the next commit, and by a hit
  * that finds the oldest of them older than touch_period_ns: it joins the
  * group commit with nothing to store but the touches, so a read-mostly
  * handle keeps its hot keys from being evicted by another handle or process
@@ -163,6 +226,13 @@ void qv__touch(qv_cache *c, const qv_digest *key) {
         atomic_store_explicit(&slot->w[0], a, memory_order_relaxed);
     }
     int64_t now = coarse_ns(), since = atomic_load_explicit(&c->touch_since, memory_order_relaxed);
+    /* This shard's row: a compare-and-swap, so a count a flush takes in
+     * between is never added again; losing the race loses this hit. */
+    hit_slot *h = &c->hit_rows[qv__thread_shard()][a & (TOUCH_SLOTS - 1)];
+    uint64_t n = atomic_load_explicit(&h->n, memory_order_relaxed), tag = hit_tag(b);
+    uint64_t next = (n & ~(uint64_t)UINT32_MAX) != tag ? tag | 1 : (uint32_t)n != UINT32_MAX ? n + 1 : n;
+    if (atomic_compare_exchange_strong_explicit(&h->n, &n, next, memory_order_relaxed, memory_order_relaxed))
+        atomic_store_explicit(&h->t, now, memory_order_relaxed);
     if (!since) {
         atomic_compare_exchange_strong(&c->touch_since, &since, now);
     } else if (now - since >= c->touch_period_ns && atomic_compare_exchange_strong(&c->touch_since, &since, now)) {

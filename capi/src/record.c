@@ -274,6 +274,28 @@ static qv_status value_in_store(const uint8_t digest[16], const void **data, siz
     return sv->c->store->ops->get(sv->c->store, sv->txn, T_VALUES, digest, 16, data, len);
 }
 
+static qv_status put_int(qv_value *map, const char *name, int64_t n) {
+    qv_value *k, *v;
+    qv_status st = qv_value_new_text(&k, name, strlen(name));
+    if (st) return st;
+    if ((st = qv_value_new_int(&v, n))) {
+        qv_value_free(k);
+        return st;
+    }
+    return qv_value_map_set(map, k, v);
+}
+
+/* The hits table's count and last hit time, 0 for a call never counted (or
+ * in a cache from before the table, opened read-only). */
+static qv_status add_hit_fields(qv_cache *c, qv_txn *txn, const qv_digest *key, qv_value *rec) {
+    uint64_t hits;
+    int64_t last;
+    qv_status st = qv__get_hits(c, txn, key, &hits, &last);
+    if (st && st != QV_NOTFOUND) return st;
+    if ((st = put_int(rec, "hits", hits > INT64_MAX ? INT64_MAX : (int64_t)hits))) return st;
+    return put_int(rec, "last_hit_ns", last);
+}
+
 qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record) {
     if (!record) return qv__error(QV_EINVAL, "qv_cache_load: record is NULL");
     *record = NULL;
@@ -287,6 +309,10 @@ qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record
     store_values sv = {cache, txn};
     if (!(st = cache->store->ops->get(cache->store, txn, T_CALLS, key->bytes, 16, &v, &n)))
         st = qv__record_load(v, n, value_in_store, &sv, record);
+    if (!st && (st = add_hit_fields(cache, txn, key, *record))) {
+        qv_value_free(*record);
+        *record = NULL;
+    }
     cache->store->ops->read_end(cache->store, txn);
     if (st == QV__EFORGED) {
         qv__cache_count(cache, QV_STAT_FORGED, 1);

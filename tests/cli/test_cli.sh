@@ -58,6 +58,19 @@ run 0 ls "$cache"
 [ "$(wc -l <"$tmp/out")" -eq 2 ] || fail "ls: $(cat "$tmp/out")"
 run 0 ls "$cache" cli.big
 grep -q "^$digest" "$tmp/out" || fail "ls NAME: $(cat "$tmp/out")"
+# make_cache hit cli.big twice and closed, which wrote the counts
+grep -q "  (2 hits, last 20[0-9-]*T[0-9:]*Z)$" "$tmp/out" || fail "ls shows no hits: $(cat "$tmp/out")"
+run 0 ls "$cache" cli.small
+grep -q "  (0 hits)$" "$tmp/out" || fail "ls shows hits of a call never hit: $(cat "$tmp/out")"
+run 0 show "$cache" "$digest"
+grep -q '"hits": 2' "$tmp/out" || fail "show: no hits: $(cat "$tmp/out")"
+# counts describe the cache, not the call: an export leaves them out, and its
+# import (which refuses an item of any other shape) starts them at 0
+run 0 export "$cache" "$tmp/hits.cbor"
+run 0 import "$tmp/hits-copy" "$tmp/hits.cbor"
+grep -q "^calls stored: 2$" "$tmp/out" || fail "import of a cache with hits: $(cat "$tmp/out" "$tmp/err")"
+run 0 ls "$tmp/hits-copy" cli.big
+grep -q "  (0 hits)$" "$tmp/out" || fail "hits crossed an export: $(cat "$tmp/out")"
 run 0 show "$cache" "$digest"
 grep -q "cli.big" "$tmp/out" || fail "show: $(cat "$tmp/out")"
 run 0 verify "$cache"
