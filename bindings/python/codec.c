@@ -231,13 +231,19 @@ static int qvpy_encode_buffer(qv_encoder *enc, PyObject *o) {
 /* Set while a stored result is encoded: no call is found by its bytes, so
  * the hook may pickle it with the fast pickler instead of the canonical one. */
 static __thread int qvpy_encoding_result;
+/* Set while a memo that keys paths by content encodes its call: the hook
+ * then replaces a pathlib.Path with what it holds (docs/FORMAT.md 3.4). */
+__thread int qvpy_keying_paths;
 
 static int qvpy_encode_hooked(qv_encoder *enc, PyObject *o) {
     if (!qvpy_encode_hook) {
         PyErr_Format(qvpy_errors[-QV_EENCODE], "cannot encode an object of type %.100s", Py_TYPE(o)->tp_name);
         return -1;
     }
-    PyObject *r = PyObject_CallFunctionObjArgs(qvpy_encode_hook, o, qvpy_encoding_result ? Py_False : Py_True, NULL);
+    PyObject *keyed = qvpy_encoding_result ? Py_False : qvpy_keying_paths ? PyLong_FromLong(2) : Py_True;
+    if (!keyed) return -1;
+    PyObject *r = PyObject_CallFunctionObjArgs(qvpy_encode_hook, o, keyed, NULL);
+    if (keyed != Py_False && keyed != Py_True) Py_DECREF(keyed);
     if (!r) return -1;
     int rc;
     if (r == o) {
@@ -354,10 +360,12 @@ int qvpy_encode(qv_encoder *enc, PyObject *o) {
 
 /* o encoded as a result (keyed: 0) or as a value whose digest matters (keyed: 1). */
 int qvpy_encode_as(qv_encoder *enc, PyObject *o, int keyed) {
-    int saved = qvpy_encoding_result;
+    int saved = qvpy_encoding_result, paths = qvpy_keying_paths;
     qvpy_encoding_result = !keyed;
+    qvpy_keying_paths = 0;
     int r = qvpy_encode(enc, o);
     qvpy_encoding_result = saved;
+    qvpy_keying_paths = paths;
     return r;
 }
 

@@ -25,16 +25,20 @@ typedef struct {
     Py_ssize_t npos_kept;
     int var_pos, var_kw;
     int any_ignore;
+    int paths_by_content; /* a pathlib.Path argument is keyed by what it holds */
 } qvpy_memo;
 
 PyObject *qvpy_nodefault;
+/* A ContextVar, True while Memo.rerun runs: every memoized call made inside
+ * it runs again too (fleche's RefreshingCache). Python makes it. */
+static PyObject *qvpy_rerun_var;
 
 /* Encode [QV_CALL_MARKER, name, version, args, kwargs] of a call bound as
  * DESIGN section 3 says. Returns 0, -1 with an exception (EncodeError for an
  * argument that cannot be encoded), or 1 when the call does not bind (the
  * caller runs the function, which raises the proper TypeError) or a required
  * argument was not passed. */
-static int qvpy_memo_encode_call(qvpy_memo *m, qv_encoder *enc, PyObject *args, PyObject *kwargs) {
+static int qvpy_memo_encode_args(qvpy_memo *m, qv_encoder *enc, PyObject *args, PyObject *kwargs) {
     Py_ssize_t na = PyTuple_GET_SIZE(args);
     Py_ssize_t nk = kwargs ? PyDict_GET_SIZE(kwargs) : 0;
     if (na > m->npos && !m->var_pos) return 1;
@@ -128,14 +132,23 @@ static int qvpy_memo_encode_call(qvpy_memo *m, qv_encoder *enc, PyObject *args, 
     return 0;
 }
 
+static int qvpy_memo_encode_call(qvpy_memo *m, qv_encoder *enc, PyObject *args, PyObject *kwargs) {
+    int saved = qvpy_keying_paths;
+    qvpy_keying_paths = m->paths_by_content;
+    int r = qvpy_memo_encode_args(m, enc, args, kwargs);
+    qvpy_keying_paths = saved;
+    return r;
+}
+
 static int qvpy_is_encode_error(void) {
     return PyErr_ExceptionMatches(qvpy_errors[-QV_EENCODE]);
 }
 
 /* The memoized lookup of one call in cache (a CacheHandle). New reference:
  * the value, or one of the signals (miss, uncached: does not bind or lacks a
- * required argument, slow: the cache is a stack). */
-static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, PyObject *kwargs) {
+ * required argument, slow: the cache is a stack). rerun: the call is
+ * encoded (so what cannot be still says so) but never looked up: a miss. */
+static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, PyObject *kwargs, int rerun) {
     if (!PyObject_TypeCheck(cache, &qvpy_cache_type)) {
         PyErr_Format(PyExc_TypeError, "expected a quiver.Cache, not %.100s", Py_TYPE(cache)->tp_name);
         return NULL;
@@ -159,6 +172,10 @@ static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, Py
         Py_INCREF(qvpy_sig_uncached);
         return qvpy_sig_uncached;
     }
+    if (rerun) {
+        Py_INCREF(qvpy_sig_miss);
+        return qvpy_sig_miss;
+    }
     if (h->stack) {
         Py_INCREF(qvpy_sig_slow);
         return qvpy_sig_slow;
@@ -173,10 +190,22 @@ static PyObject *qvpy_signal(PyObject *v) {
     return v == qvpy_sig_miss || v == qvpy_sig_uncached || v == qvpy_sig_slow ? v : NULL;
 }
 
+/* 1 inside Memo.rerun, 0 outside, -1 with an exception. */
+static int qvpy_rerunning(void) {
+    PyObject *v = NULL;
+    if (!qvpy_rerun_var) return 0;
+    if (PyContextVar_Get(qvpy_rerun_var, NULL, &v)) return -1;
+    int on = v == Py_True;
+    Py_XDECREF(v);
+    return on;
+}
+
 static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) {
+    int rerun = qvpy_rerunning();
+    if (rerun < 0) return NULL;
     PyObject *cache = qvpy_active_cache();
     if (!cache) return NULL;
-    PyObject *v = qvpy_memo_get(m, cache, args, kwargs);
+    PyObject *v = qvpy_memo_get(m, cache, args, kwargs, rerun);
     if (v && !qvpy_signal(v)) {
         Py_DECREF(cache);
         return v;
@@ -204,13 +233,14 @@ static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) 
 
 static int qvpy_memo_init(qvpy_memo *m, PyObject *args, PyObject *kw) {
     static char *names[] = {"fn", "name", "version", "pos_names", "pos_defaults", "nposonly", "kwo_names",
-                            "kwo_defaults", "var_pos", "var_kw", "ignore", "require", NULL};
+                            "kwo_defaults", "var_pos", "var_kw", "ignore", "require", "paths_by_content", NULL};
     PyObject *fn, *name, *version, *pos_names, *pos_defaults, *kwo_names, *kwo_defaults, *ignore, *require;
     Py_ssize_t nposonly;
-    int var_pos, var_kw;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OUOO!O!nO!O!ppOO", names, &fn, &name, &version, &PyTuple_Type,
+    int var_pos, var_kw, paths_by_content = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OUOO!O!nO!O!ppOO|p", names, &fn, &name, &version, &PyTuple_Type,
                                      &pos_names, &PyTuple_Type, &pos_defaults, &nposonly, &PyTuple_Type, &kwo_names,
-                                     &PyTuple_Type, &kwo_defaults, &var_pos, &var_kw, &ignore, &require))
+                                     &PyTuple_Type, &kwo_defaults, &var_pos, &var_kw, &ignore, &require,
+                                     &paths_by_content))
         return -1;
     if (version != Py_None && !PyUnicode_Check(version)) {
         PyErr_SetString(PyExc_TypeError, "version must be a str or None");
@@ -277,6 +307,7 @@ static int qvpy_memo_init(qvpy_memo *m, PyObject *args, PyObject *kw) {
     m->kwo_defaults = kwo_defaults;
     m->var_pos = var_pos;
     m->var_kw = var_kw;
+    m->paths_by_content = paths_by_content;
     if (require != Py_None) {
         if (!(m->require = PySequence_Tuple(require))) return -1;
     }
@@ -334,7 +365,7 @@ static PyObject *qvpy_memo_get_m(qvpy_memo *m, PyObject *a) {
     PyObject *cache, *args, *kwargs;
     if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "OO!O", &cache, &PyTuple_Type, &args, &kwargs)) return NULL;
     if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
-    return qvpy_memo_get(m, cache, args, kwargs == Py_None ? NULL : kwargs);
+    return qvpy_memo_get(m, cache, args, kwargs == Py_None ? NULL : kwargs, 0);
 }
 
 /* The call's canonical encoding; *out borrowed from enc until it is released. */
@@ -621,7 +652,20 @@ static PyObject *qvpy_memo_get_fn(qvpy_memo *m, void *unused) {
     return m->fn;
 }
 
+/* _set_rerun_var(var): the ContextVar that says a rerun is under way. */
+static PyObject *qvpy_memo_set_rerun_var(PyObject *unused, PyObject *var) {
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "expected a contextvars.ContextVar");
+        return NULL;
+    }
+    Py_INCREF(var);
+    Py_XSETREF(qvpy_rerun_var, var);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef qvpy_memo_methods[] = {
+    {"_set_rerun_var", (PyCFunction)qvpy_memo_set_rerun_var, METH_O | METH_STATIC,
+     "_set_rerun_var(var): the ContextVar, True inside Memo.rerun, that every memo's hit path honours."},
     {"_get", (PyCFunction)qvpy_memo_get_m, METH_VARARGS, "_get(cache, args, kwargs): the stored result or a signal."},
     {"_call", (PyCFunction)qvpy_memo_call_m, METH_VARARGS, "_call(args, kwargs): (digest, call encoding) or None."},
     {"_store", (PyCFunction)qvpy_memo_store_m, METH_VARARGS,

@@ -73,6 +73,7 @@ extern PyObject *qvpy_untrusted; /* the refusal to unpickle from a cache others 
 int qvpy_enc_fail(qv_status st);
 int qvpy_encode(qv_encoder *enc, PyObject *o);
 int qvpy_encode_as(qv_encoder *enc, PyObject *o, int keyed);
+extern __thread int qvpy_keying_paths;
 PyObject *qvpy_decode_bytes(const void *data, size_t len, int trusted);
 
 /* cache.c: CacheHandle, the active cache and the context handed to C, hits */

@@ -8,6 +8,7 @@ import datetime
 import enum
 import importlib
 import io
+import os
 import pickle
 import sys
 import weakref
@@ -34,6 +35,7 @@ TIME_TAG = 0x5156000A        # naive time of day: ISO 8601 text
 TIMEDELTA_TAG = 0x5156000B   # [days, seconds, microseconds], normalized as Python does
 COMPLEX_TAG = 0x5156000C     # [real, imaginary], two floats
 DECIMAL_TEXT_TAG = 0x5156000D  # a Decimal tag 4 cannot hold (NaN, infinities, -0): its text
+PATH_CONTENT_TAG = 0x5156000E  # ["module:qualname", text, digest of what it holds]: memo keys only
 
 
 
@@ -160,6 +162,47 @@ def _encode_object(obj):
     return None
 
 
+def _path_content(path):
+    """The 16-byte digest of what path holds: a file's bytes (XXH3-128, hashed
+    in C without the GIL), a directory's tree (every entry's name relative to
+    it, sorted, with its file's digest, or a symbolic link's target), or None
+    when nothing is there (an output the call is yet to write)."""
+    try:
+        if path.is_dir():
+            return _quiver.digest(["quiver/tree/v1", _tree(os.fspath(path))], True)
+        return bytes.fromhex(_quiver.qv_digest_file(os.fspath(path)))
+    except _quiver.NotFoundError:
+        return None
+    except (OSError, _quiver.Error) as e:
+        raise _quiver.EncodeError(f"cannot key the path {str(path)!r} by its content: {e}; pass paths=\"name\" "
+                                  f"to memo to key paths by their name") from e
+
+
+def _tree(top):
+    entries = []
+
+    def fail(e):
+        raise e
+    for here, dirs, files in os.walk(top, onerror=fail):
+        rel = os.path.relpath(here, top)
+        for name in dirs + files:
+            full = os.path.join(here, name)
+            shown = (name if rel == "." else os.path.join(rel, name)).replace(os.sep, "/")
+            if name in files:  # a link to a file is keyed by the file it names
+                try:
+                    entries.append([shown, "file", bytes.fromhex(_quiver.qv_digest_file(full))])
+                except _quiver.NotFoundError:
+                    entries.append([shown, "link", os.readlink(full)])  # a dangling link
+            elif os.path.islink(full):  # os.walk does not follow it
+                entries.append([shown, "link", os.readlink(full)])
+            else:
+                entries.append([shown, "dir", None])
+    # os.walk's order is the file system's: sorted by name, as bytes (what a
+    # name is on disk), so every machine lists a tree alike.
+    entries.sort(key=lambda e: os.fsencode(e[0]))
+    return entries
+
+
 class _CanonicalPickler(pickle._Pickler):
     """A pickler whose bytes do not depend on PYTHONHASHSEED: sets and dicts
     are written sorted (elements, or keys, of one type among str, bytes and
@@ -199,11 +242,16 @@ def _canonical_pickle(obj):
 def _encode_hook(obj, keyed=True):
     """What to encode in place of obj, which has no native encoding. keyed:
     its bytes must be the same in every process (an argument, or anything a
-    digest is asked of); a stored result need not be, and pickles faster."""
+    digest is asked of); a stored result need not be, and pickles faster.
+    keyed == 2: the arguments of a memo that keys paths by their content."""
     entry = _by_type.get(type(obj))
     if entry is not None:
         name, encoder = entry
         return Tag(REGISTERED_TAG, [name, encoder(obj)])
+    if keyed == 2:
+        pathlib = sys.modules.get("pathlib")
+        if pathlib is not None and isinstance(obj, pathlib.Path):
+            return Tag(PATH_CONTENT_TAG, [_type_name(type(obj)), str(obj), _path_content(obj)])
     if isinstance(obj, (bytearray, memoryview)):
         return bytes(obj)
     arr = _ndarray(obj)
@@ -349,6 +397,12 @@ def _tag_hook(tag, value, trusted):
         return pickle.loads(value)
     if tag == REGISTERED_TAG and isinstance(value, list) and len(value) == 2 and value[0] in _by_name:
         return _by_name[value[0]](value[1])
+    if tag == PATH_CONTENT_TAG and isinstance(value, list) and len(value) == 3:
+        # An argument of a call keyed by its content: read back as the path
+        # (what it held is in the key, not in the value the call was given).
+        obj = _decode_object(PATH_TAG, value[:2], trusted)
+        if obj is not None:
+            return obj
     # What does not make exactly the object that encodes back to these bytes
     # (another version of the class, a value another language wrote
     # differently) stays a Tag, which does.
