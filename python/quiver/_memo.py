@@ -1,5 +1,6 @@
 """@memo: memoized functions."""
 import concurrent.futures
+import contextvars
 import functools
 import inspect
 import os
@@ -43,6 +44,12 @@ _quiver.set_hooks(encode=_encode_hook, tag=_tag_hook, tag_type=Tag, default=_qui
 # name -> Memo, so that Cache.query can filter positional arguments by name.
 _registry = weakref.WeakValueDictionary()
 
+# True inside Memo.rerun: every memoized call made in it (in this thread or
+# task) runs again too and stores its new result, as fleche's rerun does. The
+# C hit path reads it, so a call inside a rerun never answers from the cache.
+_rerunning = contextvars.ContextVar("quiver_rerunning", default=False)
+_quiver.MemoBase._set_rerun_var(_rerunning)
+
 
 def _positions(name):
     m = _registry.get(name)
@@ -64,7 +71,7 @@ class Memo(_quiver.MemoBase):
     entries."""
 
     def __init__(self, fn, name=None, version=None, ignore=(), require=None, isolate=False, meta=None,
-                 dedup=True, wait_timeout=None):
+                 dedup=True, wait_timeout=None, paths="content"):
         if not callable(fn):
             raise TypeError(f"memo needs a callable, not {type(fn).__name__}")
         sig = inspect.signature(fn)
@@ -101,10 +108,15 @@ class Memo(_quiver.MemoBase):
                                 f"pass name=, e.g. memo(name=\"mymodule.my_function\"); for a closure, put what "
                                 f"it captures in the name, e.g. name=f\"mymodule.add_{{n}}\"")
             name = f"{fn.__module__}.{qualname}"
-        if version is not None:
+        if version == "code":
+            version = _code_version(fn)
+        elif version is not None:
             version = str(version)
+        if paths not in ("content", "name"):
+            raise ValueError(f"paths must be \"content\" (a pathlib.Path argument is keyed by the bytes of its "
+                             f"file, or its directory's tree) or \"name\" (by its text alone), not {paths!r}")
         super().__init__(fn, name, version, tuple(pos), tuple(pos_defaults), nposonly, tuple(kwo),
-                         tuple(kwo_defaults), var_pos, var_kw, ignore, require)
+                         tuple(kwo_defaults), var_pos, var_kw, ignore, require, paths == "content")
         self.__module__ = fn.__module__
         self.__name__ = getattr(fn, "__name__", name)
         self.__qualname__ = getattr(fn, "__qualname__", self.__name__)
@@ -116,7 +128,10 @@ class Memo(_quiver.MemoBase):
             raise ValueError("wait_timeout must be >= 0 seconds (or None for the default, 10 minutes)")
         # 0 for the C default; a wait of 0 s is "never wait", which C spells -1
         self._wait_ns = 0 if wait_timeout is None else max(int(wait_timeout * 1e9), 0) or -1
-        self._static_meta = dict(meta or {})
+        # meta: a dict stored with every call, or a callable that makes one
+        # per call from its arguments (run on a miss, before the function).
+        self._meta_fn = meta if callable(meta) else None
+        self._static_meta = {} if self._meta_fn else dict(meta or {})
         self._ignore = frozenset(ignore)
         kept = [n for n in pos if n not in ignore]
         self._positions = {n: i for i, n in enumerate(kept)}
@@ -149,12 +164,15 @@ class Memo(_quiver.MemoBase):
         if signal is _SLOW:
             return self._stack_call(cache, args, kwargs)
         if isinstance(signal, _quiver.EncodeError):
-            named = self._unencodable(args, kwargs)
-            warnings.warn(f"{named}; running uncached ({signal})" if named else
-                          f"{self.name}: running uncached, an argument cannot be encoded: {signal}; pass "
-                          f"ignore=[...] for it or register an encoder (quiver.register)",
-                          QuiverWarning, stacklevel=2)
+            self._warn_uncached(signal, args, kwargs, 3)
         return self._run(args, kwargs)
+
+    def _warn_uncached(self, err, args, kwargs, stacklevel):
+        named = self._unencodable(args, kwargs)
+        warnings.warn(f"{named}; running uncached ({err})" if named else
+                      f"{self.name}: running uncached, an argument cannot be encoded: {err}; pass "
+                      f"ignore=[...] for it or register an encoder (quiver.register)",
+                      QuiverWarning, stacklevel=stacklevel)
 
     def _unencodable(self, args, kwargs):
         """The argument that cannot be encoded, named as f(x=<socket>), with
@@ -202,11 +220,33 @@ class Memo(_quiver.MemoBase):
             os.chdir(here)
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def _meta_bytes(self):
+    def _meta_bytes(self, args, kwargs):
+        """The metadata stored with this call: the memo's meta= (a dict, or
+        what its callable makes of the call's arguments), overridden key by
+        key by the active quiver.meta(...)."""
         m = current_meta()
-        if self._static_meta:
-            m = {**self._static_meta, **m}
+        if self._static_meta or self._meta_fn is not None:
+            mine = dict(self._static_meta)
+            if self._meta_fn is not None:
+                mine.update(self._call_meta(args, kwargs))
+            m = {**mine, **m}
         return encode(m) if m else None
+
+    def _call_meta(self, args, kwargs):
+        """meta=(arguments) for this call: arguments maps every parameter name
+        to its value, defaults applied (fleche's call.arguments)."""
+        try:
+            bound = self.__signature__.bind(*args, **kwargs)
+        except TypeError:
+            return {}  # the call does not bind: the function raises, nothing is stored
+        bound.apply_defaults()
+        extra = self._meta_fn(dict(bound.arguments))
+        if extra is None:
+            return {}
+        if not isinstance(extra, dict):
+            raise TypeError(f"{self.name}: meta= returned a {type(extra).__name__}; it must return a dict "
+                            f"(or None) of metadata for the call")
+        return extra
 
     def _compute(self, cache, args, kwargs, store_in=None, rerun=False):
         """A miss through the call runtime (DESIGN section 12): run once across
@@ -216,8 +256,8 @@ class Memo(_quiver.MemoBase):
         while target._stack:  # a stack writes to its first cache
             target = target._layers[0]
         start, t0 = time.time_ns(), time.perf_counter_ns()
-        flags = self._flags | (_CALL_RERUN if rerun else 0)
-        done = self._run_call(target, args, kwargs, self._run, self._meta_bytes(), flags, self._wait_ns,
+        flags = self._flags | (_CALL_RERUN if rerun or _rerunning.get() else 0)
+        done = self._run_call(target, args, kwargs, self._run, self._meta_bytes(args, kwargs), flags, self._wait_ns,
                               concurrent.futures.Future)
         if done is None:  # the call does not bind: let the function say why
             return self._run(args, kwargs)
@@ -236,7 +276,7 @@ class Memo(_quiver.MemoBase):
         The caller never sees the function's own future: that one wakes its
         waiters before it runs callbacks, so a call made the moment it
         resolved would miss the store and run again."""
-        meta = self._meta_bytes()
+        meta = self._meta_bytes(args, kwargs)
         told = concurrent.futures.Future()
         told.add_done_callback(lambda t: t.cancelled() and future.cancel())
 
@@ -307,7 +347,7 @@ class Memo(_quiver.MemoBase):
             start, duration = rec.start_ns, rec.duration_ns
         except KeyError:
             start, duration = 0, 0
-        _quiver.cache_store_raw(first_leaf, encoding, raw, start, duration, self._meta_bytes())
+        _quiver.cache_store_raw(first_leaf, encoding, raw, start, duration, self._meta_bytes(args, kwargs))
 
     # -- the public methods --------------------------------------------------
 
@@ -391,9 +431,16 @@ class Memo(_quiver.MemoBase):
         return current_cache().evict(name=self.name)
 
     def rerun(self, *args, **kwargs):
-        """Run the call even when stored, and store the new result over the old."""
-        cache = current_cache()
-        return self._compute(cache, args, kwargs, store_in=cache._layers[0] if cache._stack else None, rerun=True)
+        """Run the call even when stored, and store the new result over the
+        old; every memoized call made inside it (in this thread or task) runs
+        again too and stores its new result, as fleche's rerun does."""
+        token = _rerunning.set(True)
+        try:
+            cache = current_cache()
+            return self._compute(cache, args, kwargs, store_in=cache._layers[0] if cache._stack else None,
+                                 rerun=True)
+        finally:
+            _rerunning.reset(token)
 
     def bind(self, *args, **kwargs):
         """A picklable callable that carries the active cache and metadata into
@@ -401,6 +448,129 @@ class Memo(_quiver.MemoBase):
         from .bound import BoundWrapper
         b = BoundWrapper.bind(self)
         return functools.partial(b, *args, **kwargs) if args or kwargs else b
+
+
+class AsyncMemo(Memo):
+    """A memoized coroutine function (@memo on an async def). Calling it gives
+    a coroutine: awaited, a hit returns the stored result, and a miss awaits
+    the function and stores what it returns.
+
+    Concurrent awaiters of one call (one key, one cache) in one event loop
+    share one run: the first starts it as a task, the others await the same
+    task (shielded: cancelling one awaiter does not cancel the run the others
+    wait for). No lease is waited for across threads or processes, since
+    that would block the event loop: another loop or process missing the
+    same call at the same time runs it too, and the later store replaces the
+    earlier, as with dedup=False."""
+
+    def __init__(self, fn, isolate=False, **options):
+        if isolate:
+            raise ValueError(f"{getattr(fn, '__qualname__', fn)}: isolate=True changes the process's working "
+                             f"directory, which every coroutine of the event loop shares: it cannot isolate an "
+                             f"async def; give the coroutine its own directory instead")
+        super().__init__(fn, **options)
+        self._inflight = {}  # (loop, cache, digest, rerun) ids -> the task that runs it
+
+    def __call__(self, *args, **kwargs):
+        return self._acall(args, kwargs, _rerunning.get())
+
+    def rerun(self, *args, **kwargs):
+        """A coroutine: run the call even when stored, and store the new result
+        over the old; memoized calls awaited inside it run again too."""
+        return self._acall(args, kwargs, True)
+
+    async def _acall(self, args, kwargs, rerun):
+        cache = current_cache()
+        try:
+            if not rerun:
+                r = self._get(cache, args, kwargs)
+                if r is _SLOW:
+                    hit, r = self._stack_probe(cache, args, kwargs)
+                    if hit:
+                        return r
+                elif r is _UNCACHED:
+                    return await self.__wrapped__(*args, **kwargs)
+                elif r is not _MISS:
+                    return r
+            call = self._call(args, kwargs)
+        except _quiver.EncodeError as err:
+            self._warn_uncached(err, args, kwargs, 3)
+            return await self.__wrapped__(*args, **kwargs)
+        if call is None:  # the call does not bind: let the function say why
+            return await self.__wrapped__(*args, **kwargs)
+        target = cache
+        while target._stack:  # a stack writes to its first cache
+            target = target._layers[0]
+        import asyncio
+        loop = asyncio.get_running_loop()
+        key = (id(loop), id(target), call[0], rerun)  # the task holds both while the key is in use
+        task = self._inflight.get(key)
+        if task is None:
+            # The task runs in a copy of this context: the active cache and
+            # metadata, and the rerun, carry over to the calls awaited in it.
+            token = _rerunning.set(rerun)
+            try:
+                task = loop.create_task(self._arun(target, args, kwargs))
+            finally:
+                _rerunning.reset(token)
+            self._inflight[key] = task
+
+            def forget(t):
+                self._inflight.pop(key, None)
+                if not t.cancelled():
+                    t.exception()  # every awaiter may have gone: not "never retrieved"
+            task.add_done_callback(forget)
+        return await asyncio.shield(task)
+
+    async def _arun(self, target, args, kwargs):
+        meta = self._meta_bytes(args, kwargs)
+        start, t0 = time.time_ns(), time.perf_counter_ns()
+        result = await self.__wrapped__(*args, **kwargs)
+        try:
+            self._store(target, args, kwargs, result, start, time.perf_counter_ns() - t0, meta)
+        except (_quiver.EncodeError, _quiver.ReadOnlyError, _quiver.FullError, _quiver.StoreError,
+                _quiver.IOError) as err:
+            _warn_unstored(self.name, target, getattr(err, "status", _quiver.QV_ESTORE), str(err))
+        except _quiver.ClosedError:
+            pass  # the cache was closed while the coroutine ran
+        if getattr(target, "_stand_in", False):
+            _warn_stand_in(self.name)
+        return result
+
+
+def _code_version(fn):
+    """version="code": "code:" and the digest of fn's bytecode, constants,
+    names and the code objects nested in it (its lambdas, inner functions and
+    comprehensions), as joblib notices edits. A comment or a moved line is
+    the same version; an edit to the body is another. Stable across
+    processes and PYTHONHASHSEED (a frozenset constant is sorted). The code
+    of functions it calls is not part of it, nor is the Python version's
+    bytecode format: a new interpreter is a new version."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    if code is None:
+        raise TypeError(f"memo(version=\"code\") needs a Python function (one with __code__), not "
+                        f"{type(fn).__name__}: give a version string instead")
+    return "code:" + _quiver.digest(_code_items(code))
+
+
+def _code_items(code):
+    return ["code", code.co_code, [_code_const(c) for c in code.co_consts], list(code.co_names),
+            list(code.co_varnames), list(code.co_freevars), list(code.co_cellvars), code.co_argcount,
+            code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags, getattr(code, "co_exceptiontable", b"")]
+
+
+def _code_const(c):
+    if isinstance(c, types.CodeType):
+        return _code_items(c)
+    if isinstance(c, tuple):
+        return ["tuple", [_code_const(x) for x in c]]
+    if isinstance(c, frozenset):  # iterated in hash order: sorted, by the digest of each element
+        return ["frozenset", sorted(_quiver.digest(_code_const(x)) for x in c)]
+    if c is Ellipsis:
+        return ["ellipsis"]
+    if isinstance(c, (float, complex)):
+        return ["number", repr(c)]  # so that 0.0 and -0.0, 1 and 1.0 stay apart
+    return c
 
 
 _CALL_NO_DEDUP, _CALL_MISSED, _CALL_RERUN = 0x1, 0x2, 0x4  # quiver.h's QV_CALL_*
@@ -463,21 +633,31 @@ def _show(args, kwargs):
 
 
 def memo(fn=None, *, name=None, version=None, ignore=(), require=None, isolate=False, meta=None, dedup=True,
-         wait_timeout=None):
+         wait_timeout=None, paths="content"):
     """Memoize fn into the active cache: @memo, or @memo(name=, version=,
     ignore=, require=, isolate=, meta=).
 
     name: what calls are stored under (default module.qualname: give one to
     share entries with other languages; required, else TypeError, for
-    lambdas and functions defined inside functions); version: a new one reruns everything;
+    lambdas and functions defined inside functions); version: a new one reruns everything
+    ("code": derived from the function's bytecode, so an edit to its body is a
+    new version and a comment is not);
     ignore: parameters left out of the call's identity; require: parameters
     that must be passed explicitly for the call to be cached; isolate: run
     each call in a fresh temporary working directory; meta: metadata stored
-    with every call; dedup: when several threads or processes miss the same
+    with every call, a dict or a callable that makes one from the call's
+    arguments ({parameter name: value}, defaults applied); the active
+    quiver.meta(...) wins on a key both give; dedup: when several threads or processes miss the same
     call at once, one runs it and the others wait for its result (False: each
     runs it); wait_timeout: the longest such wait in seconds (None: 10
-    minutes), after which the waiter runs the call itself."""
+    minutes), after which the waiter runs the call itself; paths: "content"
+    (a pathlib.Path argument is keyed by the bytes of its file, or by its
+    directory's tree, so editing the file is a miss) or "name" (by its text).
+
+    An async def gives an AsyncMemo: the awaited result is stored, and
+    concurrent awaiters of one call in one event loop share one run."""
     def wrap(f):
-        return Memo(f, name=name, version=version, ignore=ignore, require=require, isolate=isolate, meta=meta,
-                    dedup=dedup, wait_timeout=wait_timeout)
+        cls = AsyncMemo if inspect.iscoroutinefunction(f) else Memo
+        return cls(f, name=name, version=version, ignore=ignore, require=require, isolate=isolate, meta=meta,
+                   dedup=dedup, wait_timeout=wait_timeout, paths=paths)
     return wrap if fn is None else wrap(fn)
