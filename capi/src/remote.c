@@ -27,6 +27,10 @@
 #include "tier.h"
 
 #define DEFAULT_TIMEOUT_MS 1000
+/* Results up to this size live inside the record, so a hit reads one key:
+ * the script's second read of a value costs the server more than sending
+ * 64 KiB does (docs/DECISIONS.md, "The remote tier"). */
+#define REMOTE_INLINE_LIMIT (64u << 10)
 #define MAX_PREFIX 200
 #define KEY_CAP (MAX_PREFIX + 2 + 32 + 1)
 #define SCAN_COUNT "1000"
@@ -611,7 +615,8 @@ qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_option
         memcpy(t->prefix, u.prefix, t->plen + 1);
         st = qv__redis_open(&t->r, &u, timeout_ms);
     }
-    if (!st && !(st = qv__cache_new_tier(out, u.display, o.inline_limit, &remote_ops, t))) {
+    uint32_t inline_limit = o.inline_limit ? o.inline_limit : REMOTE_INLINE_LIMIT;
+    if (!st && !(st = qv__cache_new_tier(out, u.display, inline_limit, &remote_ops, t))) {
         (*out)->flags = o.flags & QV_CACHE_READONLY;
         t = NULL;
         if ((st = qv__signer_from_options(&(*out)->signer, &o))) {
