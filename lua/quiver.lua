@@ -102,8 +102,8 @@ Cache.__index = Cache
 Cache.__name = "quiver.cache"
 
 local function handle(c)
-  local h = type(c) == "table" and getmetatable(c) == Cache and rawget(c, "_h")
-  if h == nil then error("quiver: expected a cache, got " .. type(c), 3) end
+  if type(c) ~= "table" or getmetatable(c) ~= Cache then error("quiver: expected a cache, got " .. type(c), 3) end
+  local h = rawget(c, "_h")
   if not h then error("QV_ECLOSED: the cache is closed", 3) end
   return h
 end

@@ -207,3 +207,53 @@ describe("decoding", function()
     assert.are.equal(1, quiver.decode(quiver.bytes("\x01")))
   end)
 end)
+
+describe("text or bytes", function()
+  it("encodes a plain string by its content: text when valid UTF-8, else bytes", function()
+    assert.are.equal("6161", enc("a"))
+    assert.are.equal("62c3a9", enc("é"))
+    assert.are.equal("4161", enc(quiver.bytes("a")))
+    assert.are.equal("41ff", enc("\255"))
+    assert.are.equal("42c3a9", enc(quiver.bytes("é")))
+  end)
+
+  it("has quiver.text, which says text and refuses anything else", function()
+    assert.are.equal("é", quiver.text("é"))
+    assert.are.equal("", quiver.text(""))
+    assert.are.equal("62c3a9", enc(quiver.text("é")))
+    assert.are.equal("6200" .. "01", enc(quiver.text("\0\1")))
+    for _, bad in ipairs{"a\255", "\xc3", "\xed\xa0\x80", "\xc0\x80", "\xf4\x90\x80\x80"} do
+      local ok, err = pcall(quiver.text, bad)
+      assert.is_false(ok, H.hex(bad))
+      assert.matches("^QV_EINVAL: quiver.text: the string is not valid UTF%-8", err)
+      assert.matches("quiver.bytes", err)
+    end
+    local ok, err = pcall(quiver.text, "a\255")
+    assert.matches("byte 2", err)
+    ok, err = pcall(quiver.text, 5)
+    assert.is_false(ok)
+    assert.matches("expected a string, got number", err)
+  end)
+
+  it("round-trips a byte string as a string, and as quiver.bytes when exact", function()
+    assert.are.equal("\0\1", quiver.decode(quiver.encode(quiver.bytes("\0\1"))))
+    local s = "\255\254"
+    assert.are.equal(enc(s), enc(quiver.decode(quiver.encode(s)))) -- not UTF-8: bytes again
+    local utf = quiver.decode(quiver.encode(quiver.bytes("ab")))
+    assert.are.equal("6261" .. "62", enc(utf)) -- valid UTF-8: text now
+    assert.are.equal("426162", enc(quiver.bytes(utf))) -- wrap it again to keep bytes
+    assert.are.equal("426162", enc(quiver.decode(quiver.encode(quiver.bytes("ab")), {exact = true})))
+  end)
+
+  it("gives a memo's byte string result as a string on a hit", function()
+    local c = quiver.memory()
+    local f = quiver.memo("values.rawbytes", function() return quiver.bytes("\0\1") end)
+    quiver.with_cache(c, function()
+      assert.are.equal("bytes", quiver.kind(f())) -- the body's own value
+      assert.are.equal("\0\1", f())               -- from the cache
+      assert.are.equal("\0\1", f:load())
+    end)
+    assert.are.equal("\0\1", c:load(f:digest()).result)
+    c:close()
+  end)
+end)
