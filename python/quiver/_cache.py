@@ -178,7 +178,7 @@ _PARAMS = "quiver.params"
 class Record:
     """One stored call: what was called, with what, what it returned, and when."""
     __slots__ = ("digest", "name", "version", "args", "kwargs", "result", "metadata", "start_ns", "duration_ns",
-                 "lang", "params")
+                 "lang", "params", "hits", "last_hit_ns")
 
     def __init__(self, digest, d):
         self.digest = digest
@@ -195,6 +195,15 @@ class Record:
         self.start_ns = d["start_ns"]
         self.duration_ns = d["duration_ns"]
         self.lang = d["lang"]
+        # hits so far (written in batches: see docs/FORMAT.md, the hits table); 0 from a remote tier
+        self.hits = d.get("hits", 0)
+        self.last_hit_ns = d.get("last_hit_ns", 0)
+
+    @property
+    def last_hit(self):
+        """When the call was last hit (a timezone-aware datetime, UTC); None if never."""
+        return datetime.datetime.fromtimestamp(self.last_hit_ns / 1e9, datetime.timezone.utc) \
+            if self.last_hit_ns else None
 
     @property
     def start(self):
