@@ -171,7 +171,7 @@ def _restack(local, remote, asynchronous, queue_limit):
 
 
 # The metadata key under which a Python memo's records name their positional
-# arguments (FORMAT.md 6.5); Record.metadata leaves it out.
+# arguments (FORMAT.md 6.6); Record.metadata leaves it out.
 _PARAMS = "quiver.params"
 
 

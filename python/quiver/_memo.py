@@ -135,7 +135,7 @@ class Memo(_quiver.MemoBase):
         self._ignore = frozenset(ignore)
         kept = [n for n in pos if n not in ignore]
         self._positions = {n: i for i, n in enumerate(kept)}
-        # Every record names its positional arguments (FORMAT.md 6.5), so that
+        # Every record names its positional arguments (FORMAT.md 6.6), so that
         # a query filters them by name where this module was never imported.
         if kept:
             self._static_meta[_PARAMS] = kept

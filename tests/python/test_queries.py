@@ -148,7 +148,7 @@ def test_table(mem):
 
 def test_records_name_their_positional_arguments(tmpdir_path):
     """A process that never imported the memo filters its positional arguments
-    by name: the record keeps them (FORMAT.md 6.5), the digest is unchanged."""
+    by name: the record keeps them (FORMAT.md 6.6), the digest is unchanged."""
     path = os.path.join(tmpdir_path, "c")
     with quiver.cache(Cache.open(path)) as c:
         g(4, 2)
