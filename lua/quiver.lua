@@ -205,13 +205,14 @@ local function record(hex, r)
   return {
     digest = hex:lower(), name = r.name, version = nonnull(r.version), args = r.args, kwargs = r.kwargs,
     result = nonnull(r.result), meta = meta, metadata = meta, lang = r.lang,
-    start_ns = r.start_ns, duration_ns = r.duration_ns,
+    start_ns = r.start_ns, duration_ns = r.duration_ns, hits = r.hits or 0, last_hit_ns = r.last_hit_ns or 0,
   }
 end
 
 --- The stored call record: .name .version .args .kwargs .result .meta
 -- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
--- .meta); nil and a message ("QV_NOTFOUND: ...") when the call is not
+-- .meta), .hits and .last_hit_ns (hits are written in batches: with a store,
+-- c:sync(), close; 0 from a remote tier); nil and a message ("QV_NOTFOUND: ...") when the call is not
 -- stored, as io.open says a missing file.
 function Cache:load(hex)
   local found, r = core.qv_cache_load(handle(self), hex)
