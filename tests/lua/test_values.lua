@@ -243,6 +243,10 @@ describe("text or bytes", function()
     assert.are.equal("6261" .. "62", enc(utf)) -- valid UTF-8: text now
     assert.are.equal("426162", enc(quiver.bytes(utf))) -- wrap it again to keep bytes
     assert.are.equal("426162", enc(quiver.decode(quiver.encode(quiver.bytes("ab")), {exact = true})))
+    -- a typed array keeps its payload bytes in either mode
+    local ta = quiver.decode(H.unhex("d840426162"))
+    assert.are.equal("bytes", quiver.kind(ta.value))
+    assert.are.equal("d840426162", enc(ta))
   end)
 
   it("gives a memo's byte string result as a string on a hit", function()
