@@ -8,7 +8,7 @@ import stat as _stat
 import warnings
 
 from . import _quiver
-from ._codec import QuiverWarning, _untrusted, call_digest, encode
+from ._codec import QuiverWarning, _raw_tags, _untrusted, call_digest, encode
 from ._query import _ABSENT, Query, matches
 
 _DURABILITY = {"safe": _quiver.QV_DURABILITY_SAFE, "durable": _quiver.QV_DURABILITY_DURABLE,
@@ -566,14 +566,17 @@ class Cache(_quiver.CacheHandle):
             raw = None if holder is None else _quiver.cache_get_raw(holder, d)
             if raw is None:  # evicted meanwhile
                 continue
-            rec = _quiver.cache_load(holder, d)
+            token = _raw_tags.set(True)
+            try:
+                rec = _quiver.cache_load(holder, d)
+            finally:
+                _raw_tags.reset(token)
             # The record keeps the call's parts, not its bytes (FORMAT.md 6.3):
             # rebuilt, they must give back its digest, or the copy would sit
             # under a key no call ever looks up.
             if call_digest(rec["name"], rec["version"], rec["args"], rec["kwargs"]) != d:
-                warnings.warn(f"transfer: {rec['name']} call {d} was not copied: its arguments do not decode "
-                              f"back to the same call (an untrusted pickle, or a value from another language)",
-                              QuiverWarning, stacklevel=3)
+                warnings.warn(f"transfer: {rec['name']} call {d} was not copied: its record does not rebuild "
+                              f"the call it is stored under", QuiverWarning, stacklevel=3)
                 continue
             call = _quiver.call_encoding(rec["name"], rec["version"], rec["args"], rec["kwargs"])
             meta = rec.get("meta")

@@ -3,6 +3,7 @@
 Everything here runs only for objects the C encoder does not know (the slow
 path): plain ints, floats, text, bytes, lists, tuples, dicts and sets never
 reach it. The tags are documented in docs/FORMAT.md section 3.3."""
+import contextvars
 import dataclasses
 import datetime
 import enum
@@ -382,7 +383,15 @@ _DECODERS = {
 _OBJECT_TAGS = frozenset((DATACLASS_TAG, ENUM_TAG, NAMEDTUPLE_TAG, PATH_TAG))
 
 
+# True while Cache.transfer reads a record to copy it: every tag stays a Tag,
+# which encodes back to its own bytes (a pickle is never loaded, a path keyed
+# by its content keeps what it held), so the call it rebuilds has its digest.
+_raw_tags = contextvars.ContextVar("quiver.raw_tags", default=False)
+
+
 def _tag_hook(tag, value, trusted):
+    if _raw_tags.get():
+        return Tag(tag, value)
     if tag == NDARRAY_TAG:
         return _decode_ndarray(value)
     if tag == PICKLE_TAG and isinstance(value, bytes):

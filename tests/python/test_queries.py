@@ -300,3 +300,35 @@ def test_transfer_skips_or_overwrites(mem):
     third = Cache.memory()
     assert f.query(x=1).transfer(third) == 2 and len(third) == 2
     assert g.query().transfer(third, pop=True) == 2 and g.query().count() == 0 and len(third) == 4
+
+
+class _Opaque:
+    """Pickled as an argument (no native encoding)."""
+
+    def __init__(self, v):
+        self.v = v
+
+
+def test_transfer_keeps_keys_a_record_does_not_show(mem, tmpdir_path):
+    """A path keyed by its content and a pickled argument: the copy is a hit."""
+    import pathlib
+    p = pathlib.Path(tmpdir_path, "data.txt")
+    p.write_text("hello")
+    runs = []
+
+    @memo(name="q.size")
+    def size(path):
+        runs.append(path)
+        return len(path.read_bytes())
+
+    @memo(name="q.opaque")
+    def opaque(o):
+        runs.append(o)
+        return o.v
+    assert size(p) == 5 and opaque(_Opaque(3)) == 3
+    other = Cache.memory()
+    assert mem.transfer(other) == 2
+    with quiver.cache(other):
+        assert size(p) == 5 and opaque(_Opaque(3)) == 3
+        assert size.query(p).only().result == 5
+    assert len(runs) == 2  # both hits in the copy
