@@ -63,6 +63,10 @@ def test_query_object(mem):
     groups = f.query().groupby("x")
     assert set(groups) == {1, 2} and groups[1].count() == 2 and groups[2].count() == 1
     assert mem.query().count() == 5 and mem.query(name="q.g").count() == 2
+    f(7)
+    assert q.count() == 4 and q.take(2).count() == 2  # q reads the cache anew
+    with pytest.raises(TypeError, match="at most 2 positional"):
+        f.query(1, 2, 3)
     # the old spelling: Cache.query(name, metadata, **arguments), iterated
     assert [r.result for r in mem.query("q.g", {"stage": "b"})] == [27]
 
