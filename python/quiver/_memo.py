@@ -140,10 +140,16 @@ class Memo(_quiver.MemoBase):
         if kept:
             self._static_meta[_PARAMS] = kept
         _registry[name] = self
+        # What another process needs to make this memo again when it cannot
+        # import it by name (quiver.bound._reduce_memo).
+        self._options = dict(name=name, version=version, ignore=ignore, require=require, isolate=isolate,
+                             meta=meta, dedup=dedup, wait_timeout=wait_timeout, paths=paths)
 
-    # pickled by reference, as functions are: ProcessPoolExecutor finds it by name.
+    # Pickled by reference, as functions are, when another process can import
+    # it by name; else (from __main__, a notebook, a closure) by value.
     def __reduce__(self):
-        return self.__qualname__
+        from .bound import _reduce_memo
+        return _reduce_memo(self)
 
     def __repr__(self):
         version = "" if self.version is None else f" version {self.version!r}"

@@ -12,6 +12,7 @@ import inspect
 import itertools
 import os
 import pickle
+import sys
 import threading
 import time
 import weakref
@@ -66,7 +67,9 @@ class BoundWrapper:
         return cls(func, quiver.current_cache(), quiver.current_meta())
 
     def __call__(self, *args, **kwargs):
-        with quiver.cache(self.cache), quiver.meta(**self.meta):
+        # The metadata bound is the metadata in force, as fleche has it: not
+        # merged with whatever is active where the call happens to run.
+        with quiver.cache(self.cache), _cache._Setter(_cache._meta, self.meta):
             return self.func(*args, **kwargs)
 
     def __reduce__(self):
@@ -83,7 +86,8 @@ class BoundWrapper:
                 cache_pickle = pickle.dumps(self.cache)
             finally:
                 _cache._binding.reset(binding)
-        return _rebuild, (self.func, _process, _token(self.cache), cache_pickle, self.meta)
+        func = self.func if _importable(self.func) else _ByValue(self.func)
+        return _rebuild, (func, _process, _token(self.cache), cache_pickle, self.meta)
 
     def __repr__(self):
         return f"<quiver.BoundWrapper {self.__qualname__} cache={self.cache!r} meta={self.meta!r}>"
@@ -136,6 +140,94 @@ def _rebuild(func, origin, token, cache_pickle, meta):
     return BoundWrapper(func, cache, meta)
 
 
+# -- by value: what another process cannot import by name ---------------------
+
+def _importable(obj):
+    """Whether another process finds obj by its module and qualified name:
+    not for anything from __main__ (an executorlib worker, a notebook kernel's
+    pool or `python -c` have no such module), a local function or lambda, or
+    an object that is not what its name names (a partial, a bound method)."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or module in ("__main__", "__mp_main__"):
+        return False
+    found = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    return found is obj
+
+
+# Set while cloudpickle pickles something by value in this thread: a memoized
+# function met inside is then written out inline (see _reduce_memo).
+_by_value = threading.local()
+
+
+def _dumps_by_value(obj):
+    try:
+        import cloudpickle
+    except ImportError:
+        raise ImportError(f"{getattr(obj, '__qualname__', obj)!r} cannot be imported by name in another process, "
+                          "and pickling it by value needs cloudpickle (pip install cloudpickle)") from None
+    outer = getattr(_by_value, "on", False)
+    _by_value.on = True
+    try:
+        return cloudpickle.dumps(obj)
+    finally:
+        _by_value.on = outer
+
+
+def _same_process_token(obj):
+    try:
+        return _token(obj)
+    except TypeError:  # neither hashable nor weakly referable: always by value
+        return None
+
+
+def _loads_by_value(data, origin, token):
+    # Unpickled in the process that pickled it (dask's in-process workers):
+    # the object itself, not a copy with copied globals.
+    if origin == _process and token is not None:
+        obj = _by_token.get(token)
+        if obj is not None:
+            return obj
+    return pickle.loads(data)
+
+
+class _ByValue:
+    """Pickles obj with cloudpickle, whatever pickler handles the rest."""
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __reduce__(self):
+        return _loads_by_value, (_dumps_by_value(self.obj), _process, _same_process_token(self.obj))
+
+
+def _reduce_memo(memo):
+    """Memo.__reduce__: by name when another process can import it, else by
+    value: its function (cloudpickle) and its memo() options, from which the
+    other process makes the same memo (same name, so the same entries)."""
+    if _importable(memo):
+        return memo.__qualname__
+    if not getattr(_by_value, "on", False):
+        return _loads_by_value, (_dumps_by_value(memo), _process, _same_process_token(memo))
+    # Inside cloudpickle: an empty memo first, filled from its state after,
+    # so that a recursive function's globals, which name the memo, find it.
+    return _memo_shell, (type(memo),), (memo.__wrapped__, memo._options), None, None, _memo_fill
+
+
+def _memo_shell(cls):
+    return cls.__new__(cls)
+
+
+def _memo_fill(memo, state):
+    fn, options = state
+    type(memo).__init__(memo, fn, **options)
+
+
+# -- the hit short-circuit -------------------------------------------------------
+
 def _submit_keywords(submit):
     """The keyword-only parameters of an executor's own submit (dask's
     resources=, key=, pure=; executorlib's resource_dict=): those are meant for
@@ -161,8 +253,41 @@ def _probe(fn, args, kwargs):
     return probe(*args, **kwargs)
 
 
+def _intercepting(submit):
+    """A submit that answers hits of memoized functions itself, with a
+    completed future, and hands everything else to `submit` bound to the
+    caller's cache and metadata; keywords that `submit` declares keyword-only
+    (dask's key=, pure=, resources=; executorlib's resource_dict=) go to it."""
+    own = _submit_keywords(submit)
+
+    def hit_or_submit(fn, /, *args, **kwargs):
+        for_submit = {}
+        if kwargs and own:
+            for name in own.intersection(kwargs):
+                for_submit[name] = kwargs.pop(name)
+        hit, value = _probe(fn, args, kwargs)
+        if hit:
+            future = concurrent.futures.Future()
+            future.set_result(value)
+            return future
+        return submit(BoundWrapper.bind(fn), *args, **kwargs, **for_submit)
+
+    hit_or_submit.__name__ = getattr(submit, "__name__", "submit")
+    hit_or_submit.__doc__ = getattr(submit, "__doc__", None)
+    hit_or_submit.__wrapped__ = submit  # inspect.signature shows the executor's own
+    hit_or_submit._quiver_submit = submit
+    return hit_or_submit
+
+
+def _unpatched(submit):
+    return getattr(submit, "_quiver_submit", submit)
+
+
 class WrappedExecutor(concurrent.futures.Executor):
-    """An executor whose cache hits never reach the executor it wraps.
+    """An executor whose cache hits never reach the executor it wraps: the
+    proxy `quiver.parallel.get_executor` returns for the pools it owns (it
+    tracks their shutdown), and `wrap_executor`'s answer for an executor whose
+    submit cannot be replaced.
 
     `submit(fn, *args, **kwargs)` of a memoized fn whose call is in the active
     cache returns an already completed `concurrent.futures.Future` without
@@ -175,8 +300,7 @@ class WrappedExecutor(concurrent.futures.Executor):
         if not callable(getattr(executor, "submit", None)):
             raise TypeError(f"wrap_executor needs an object with a submit method, not {type(executor).__name__}")
         self._executor = executor
-        self._submit = executor.submit
-        self._submit_keywords = _submit_keywords(executor.submit)
+        self._submit = _intercepting(_unpatched(executor.submit))
         self._closed = False
 
     @property
@@ -185,16 +309,7 @@ class WrappedExecutor(concurrent.futures.Executor):
         return self._executor
 
     def submit(self, fn, /, *args, **kwargs):
-        for_submit = {}
-        if kwargs and self._submit_keywords:
-            for name in self._submit_keywords.intersection(kwargs):
-                for_submit[name] = kwargs.pop(name)
-        hit, value = _probe(fn, args, kwargs)
-        if hit:
-            future = concurrent.futures.Future()
-            future.set_result(value)
-            return future
-        return self._submit(BoundWrapper.bind(fn), *args, **kwargs, **for_submit)
+        return self._submit(fn, *args, **kwargs)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Like `Executor.map`, with every call submitted on its own (so hits
@@ -246,9 +361,26 @@ class WrappedExecutor(concurrent.futures.Executor):
 
 
 def wrap_executor(executor):
-    """Wrap `executor` (anything with `submit`) so that cache hits return
-    completed futures without reaching it and misses run bound to the caller's
-    cache and metadata. Wrapping a wrapped executor returns it unchanged."""
+    """Make `executor` (anything with `submit`) answer cache hits itself and
+    run misses bound to the caller's cache and metadata, as fleche's does: its
+    `submit` is replaced on the instance, and the executor itself is returned,
+    so `wrap_executor(pool); pool.submit(f, 1)` works without the return
+    value. A hit gives an already completed future without reaching the
+    executor. Wrapping again changes nothing and returns the same object.
+
+    The executor's own `map` goes through `submit` where it is built on it (the
+    standard library's); dask's `Client.map` and other methods are untouched.
+    An executor whose `submit` cannot be replaced (no instance attributes) is
+    returned in a `WrappedExecutor` proxy instead."""
     if isinstance(executor, WrappedExecutor):
         return executor
-    return WrappedExecutor(executor)
+    submit = getattr(executor, "submit", None)
+    if not callable(submit):
+        raise TypeError(f"wrap_executor needs an object with a submit method, not {type(executor).__name__}")
+    if getattr(submit, "_quiver_submit", None) is not None:
+        return executor
+    try:
+        executor.submit = _intercepting(submit)
+    except (AttributeError, TypeError):
+        return WrappedExecutor(executor)
+    return executor

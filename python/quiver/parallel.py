@@ -13,6 +13,10 @@
     "executorlib"  executorlib's SingleNodeExecutor
     an executor    that executor, wrapped
 
+The answer is always a `quiver.bound.WrappedExecutor` proxy, whose `executor` is
+the pool: the executor itself is left as it was (`quiver.wrap_executor` is the
+one that patches an executor's submit in place).
+
 Pools are made on first use and reused by every later call, in every thread;
 one that was shut down or broke (a worker died) is replaced. A forked child
 never uses its parent's pools: their threads and pipes stayed behind.
@@ -37,7 +41,7 @@ import threading
 import time
 
 from . import bound
-from .bound import WrappedExecutor, wrap_executor
+from .bound import WrappedExecutor
 
 __all__ = ["Runner", "SerialExecutor", "get_executor", "in_worker"]
 
@@ -102,17 +106,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-@atexit.register
 def _shutdown_pools():
-    # Process pools left to the interpreter's teardown complain from their
-    # threads' callbacks, after the modules those need are gone.
-    # (dask's Client closes itself at exit.)
+    # Run where concurrent.futures shuts its own pools down: before the
+    # interpreter joins non-daemon threads, which would otherwise wait forever
+    # on the threads of a pool nobody shut down (executorlib's). Process
+    # pools left to the teardown complain from their threads' callbacks, after
+    # the modules those need are gone. (dask's Client closes itself at exit.)
     with _pools_lock:
         pools = [wrapped for key, wrapped in _pools.items() if key != "dask"]
         _pools.clear()
     for wrapped in pools:
         if _alive(wrapped):
             wrapped.shutdown()
+
+
+try:
+    threading._register_atexit(_shutdown_pools)
+except (AttributeError, RuntimeError):  # not CPython 3.9+, or already shutting down
+    atexit.register(_shutdown_pools)
 
 
 def _alive(wrapped):
@@ -146,7 +157,7 @@ def _shared(key, make):
     with _pools_lock:
         wrapped = _pools.get(key)
         if wrapped is None or not _alive(wrapped):
-            wrapped = _pools[key] = wrap_executor(make())
+            wrapped = _pools[key] = WrappedExecutor(make())
         return wrapped
 
 
@@ -156,14 +167,15 @@ def _dask():
     except ImportError:
         raise ImportError('get_executor("dask") needs the distributed package (pip install distributed)') from None
     try:
-        return wrap_executor(distributed.get_client())
+        # A proxy: the user's own client keeps its submit.
+        return WrappedExecutor(distributed.get_client())
     except ValueError:  # no client running: start a local one, and keep it for later calls
         pass
     with _pools_lock:
         wrapped = _pools.get("dask")
         if wrapped is None or wrapped._closed or wrapped.executor.status in ("closing", "closed"):
             client = distributed.Client(processes=False, dashboard_address=None)
-            wrapped = _pools["dask"] = wrap_executor(client)
+            wrapped = _pools["dask"] = WrappedExecutor(client)
         return wrapped
 
 
@@ -202,7 +214,7 @@ def get_executor(spec="auto"):
         raise ValueError(f"unknown executor {spec!r}: expected one of {', '.join(map(repr, _NAMES))}, "
                          "True, False, None, a number of workers or an executor")
     if callable(getattr(spec, "submit", None)):
-        return wrap_executor(spec)
+        return WrappedExecutor(spec)
     raise TypeError(f"get_executor takes a name, a bool, None, a number of workers or an executor, "
                     f"not {type(spec).__name__}")
 

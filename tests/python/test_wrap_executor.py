@@ -106,8 +106,19 @@ def test_keywords_go_to_the_function_when_submit_has_none_of_its_own(lmdb, count
         assert len(counting.submitted) == 1
 
 
-def test_wrapping_is_idempotent_and_passes_attributes_through(counting):
+def test_wrapping_is_idempotent_and_keeps_the_executor(counting):
+    # As fleche's: the executor itself comes back, its submit patched once.
     wrapped = wrap_executor(counting)
+    assert wrapped is counting
+    submit = counting.submit
+    assert wrap_executor(counting) is counting and counting.submit is submit
+    assert wrapped._max_workers == 2
+
+
+def test_the_proxy_passes_attributes_through(counting):
+    # The proxy, for get_executor's pools and executors whose submit cannot
+    # be replaced.
+    wrapped = quiver.bound.WrappedExecutor(counting)
     assert wrap_executor(wrapped) is wrapped
     assert wrapped.executor is counting
     assert wrapped.submitted is counting.submitted
@@ -174,8 +185,8 @@ def test_dask_in_process_workers_share_a_memory_cache(dask_client):
 
 def test_dask_client_methods_pass_through(dask_client):
     wrapped = wrap_executor(dask_client)
+    assert wrapped is dask_client
     assert wrapped.scheduler_info()["type"] == "Scheduler"
-    assert wrapped.executor is dask_client
 
 
 def test_executorlib_resource_dict_goes_to_submit(lmdb, monkeypatch):
