@@ -179,6 +179,15 @@ static int teardown(void **state) {
 typedef qvt_call call;
 
 /* The encoding of a byte string of n bytes (n >= 256, < 65536). */
+/* Remote caches with LMDB's inline limit, so that results of a few KiB
+ * are values by reference: the path of the lookup script these tests
+ * exercise (the tier's own default keeps up to 64 KiB inline). */
+static qv_status open_remote(qv_cache **c, const char *url) {
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.inline_limit = 512;
+    return qv_cache_open(c, url, &o);
+}
+
 static uint8_t *big_result(size_t n, int seed, size_t *len) {
     int unique = seed;
     uint8_t *b = malloc(n + 3);
@@ -226,7 +235,7 @@ static void hex_of(const qv_digest *d, char out[33]) {
 
 static void basics_on(const char *url) {
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, url, NULL));
+    QVT_OK(open_remote(&c, url));
     call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2), other = qvt_make_call("remote.g", 1);
     uint8_t small[1] = {0x07};
     size_t big_len;
@@ -284,7 +293,7 @@ static void basics_on(const char *url) {
     QVT_OK(qv_cache_sync(c));
     /* another handle sees the same entries */
     qv_cache *again;
-    QVT_OK(qv_cache_open(&again, url, NULL));
+    QVT_OK(open_remote(&again, url));
     expect_hit(again, &b, big, big_len);
     qv_cache_close(again);
     free(big);
@@ -308,8 +317,8 @@ static void keys_and_prefix(void **state) {
     char url[700];
     snprintf(url, sizeof url, "%s?prefix=t%%2Fx:&timeout_ms=500", s->url);
     qv_cache *c, *plain;
-    QVT_OK(qv_cache_open(&c, url, NULL));
-    QVT_OK(qv_cache_open(&plain, s->url, NULL));
+    QVT_OK(open_remote(&c, url));
+    QVT_OK(open_remote(&plain, s->url));
     assert_string_equal(qv_cache_path(c), url);
     call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
@@ -352,7 +361,7 @@ static void auth(void **state) {
     char url[700];
     /* the password in the URL, %-encoded; the path hides it */
     snprintf(url, sizeof url, "redis://:s3cr%%3At%%40@127.0.0.1:%d/0", s->port);
-    QVT_OK(qv_cache_open(&c, url, NULL));
+    QVT_OK(open_remote(&c, url));
     assert_null(strstr(qv_cache_path(c), "s3cr"));
     call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
@@ -360,7 +369,7 @@ static void auth(void **state) {
     qv_cache_close(c);
     /* user and password */
     snprintf(url, sizeof url, "redis://default:s3cr%%3At%%40@127.0.0.1:%d/0", s->port);
-    QVT_OK(qv_cache_open(&c, url, NULL));
+    QVT_OK(open_remote(&c, url));
     assert_null(strstr(qv_cache_path(c), "s3cr"));
     assert_non_null(strstr(qv_cache_path(c), "default@"));
     qv_cache_close(c);
@@ -370,10 +379,10 @@ static void auth(void **state) {
     assert_null(strstr(qv_errmsg(), "wrong"));
     /* from the environment */
     setenv("QUIVER_REDIS_PASSWORD", "s3cr:t@", 1);
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     expect_hit(c, &a, small, 1);
     qv_cache_close(c);
-    QVT_OK(qv_cache_open(&c, s->unix_url, NULL));
+    QVT_OK(open_remote(&c, s->unix_url));
     expect_hit(c, &a, small, 1);
     qv_cache_close(c);
 }
@@ -404,7 +413,7 @@ static void urls_are_never_paths(void **state) {
     assert_int_equal(qv_cache_open(&c, bad_sock, NULL), QV_EIO);
     /* db from the query of a unix URL */
     snprintf(url, sizeof url, "%s?db=3", s->unix_url);
-    QVT_OK(qv_cache_open(&c, url, NULL));
+    QVT_OK(open_remote(&c, url));
     qv_cache_close(c);
     DIR *d = opendir(dir);
     int entries = 0;
@@ -487,7 +496,7 @@ static void server_dies_and_returns(void **state) {
 static void evicted_values_are_misses(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1);
     size_t len;
     uint8_t *big = big_result(2000, 1, &len);
@@ -543,7 +552,7 @@ static void evicted_values_are_misses(void **state) {
 static void full_server_fails_softly(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
@@ -581,7 +590,7 @@ static void full_server_fails_softly(void **state) {
 static void replica_serves_reads_only(void **state) {
     server *s = *state;
     qv_cache *c, *ro;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
@@ -595,7 +604,7 @@ static void replica_serves_reads_only(void **state) {
     replica.extra[1] = "127.0.0.1";
     replica.extra[2] = port;
     server_start(&replica);
-    QVT_OK(qv_cache_open(&ro, replica.url, NULL));
+    QVT_OK(open_remote(&ro, replica.url));
     int64_t t0 = now_ns();
     while (qv_cache_contains(ro, &a.key) == QV_NOTFOUND && now_ns() - t0 < 10000000000ll) sleep_ms(50);
     expect_hit(ro, &a, big, len);
@@ -618,7 +627,7 @@ static void replica_serves_reads_only(void **state) {
 static void corrupt_entries_are_misses(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     redisContext *r = admin(s);
     call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     size_t len;
@@ -679,7 +688,7 @@ static void corrupt_entries_are_misses(void **state) {
 static void one_round_trip_per_lookup(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1);
     size_t len;
     uint8_t *big = big_result(1000, 1, &len);
@@ -874,7 +883,7 @@ static void dead_holder_is_taken_over(void **state) {
     kill(kid, SIGKILL);
     waitpid(kid, NULL, 0);
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     slow_spec sp = {-1, -1, 0, {0x0b}};
     int outcome;
     int64_t t0 = now_ns();
@@ -900,7 +909,7 @@ static void server_hangs(void **state) {
     char url[700];
     snprintf(url, sizeof url, "%s?timeout_ms=200", s->url);
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, url, NULL));
+    QVT_OK(open_remote(&c, url));
     call a = qvt_make_call("remote.f", 1);
     spec sp = {.result = {0x05}};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, sp.result, 1, NULL));
@@ -935,7 +944,7 @@ static void server_hangs(void **state) {
 static void idle_connections_closed_by_server(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1), b = qvt_make_call("remote.f", 2);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
@@ -983,7 +992,7 @@ static void *work(void *arg) {
 static void threads_share_a_handle(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     enum { THREADS = 12 }; /* more than the pool keeps */
     pthread_t th[THREADS];
     worker w[THREADS];
@@ -1006,7 +1015,7 @@ static void threads_share_a_handle(void **state) {
 static void fork_after_open(void **state) {
     server *s = *state;
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, s->url, NULL));
+    QVT_OK(open_remote(&c, s->url));
     call a = qvt_make_call("remote.f", 1);
     uint8_t small[1] = {0x07};
     QVT_OK(qv_cache_store(c, &a.key, a.bytes, a.len, small, 1, NULL));
@@ -1036,6 +1045,7 @@ static void signed_entries(void **state) {
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.secret = "correct horse";
     o.secret_len = 13;
+    o.inline_limit = 512;
     qv_cache *c, *other, *plain;
     QVT_OK(qv_cache_open(&c, s->url, &o));
     assert_int_equal(qv_cache_signed(c), 1);
@@ -1063,7 +1073,7 @@ static void signed_entries(void **state) {
     assert_int_equal(qv_cache_contains(other, &a.key), QV_NOTFOUND);
     assert_int_equal(qv_cache_load(other, &a.key, &rec), QV_ECORRUPT);
     assert_int_equal(stat_of(other, QV_STAT_FORGED), 2);
-    QVT_OK(qv_cache_open(&plain, s->url, NULL));
+    QVT_OK(open_remote(&plain, s->url));
     assert_int_equal(qv_cache_get_with(plain, &a.key, keep, &g), QV_NOTFOUND);
     assert_int_equal(stat_of(plain, QV_STAT_CORRUPT), 1);
     /* a value changed on the server: its record's hit is forged */
