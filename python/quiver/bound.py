@@ -2,9 +2,13 @@
 
 `BoundWrapper.bind(fn)` freezes the caller's context around a callable so that
 it runs the same anywhere: in a pool thread (whose context is empty), or after
-pickling in another process. `wrap_executor(ex)` does that for every task
-handed to an executor, and answers cache hits itself, so that a hit costs a
-lookup instead of a round trip through the pool.
+pickling in another process. `wrap_executor(ex)` patches `ex.submit` so that
+it does that for every task, and answers cache hits itself, so that a hit
+costs a lookup instead of a round trip through the pool.
+
+What another process cannot import by name (a function from `__main__` or a
+notebook, a closure, a lambda) crosses by value, with cloudpickle, whatever
+pickler the executor uses; a memoized one is made again there under its name.
 """
 
 import concurrent.futures
@@ -37,8 +41,9 @@ class BoundWrapper:
     """A callable that runs `func` under the cache and metadata that were
     active when it was bound.
 
-    Picklable whenever `func` is (memoized functions and module-level functions
-    are, by reference). An LMDB cache travels as its path and options and is
+    Picklable whenever `func` is, or cloudpickle can pickle it: memoized and
+    module-level functions go by reference, anything another process cannot
+    import by name by value. An LMDB cache travels as its path and options and is
     reopened on the other side, so nested memoized calls in a worker process
     read and write the caller's cache; a memory cache cannot be shared, and
     the worker gets a private one, and the first memoized call that runs
@@ -93,8 +98,9 @@ class BoundWrapper:
         return f"<quiver.BoundWrapper {self.__qualname__} cache={self.cache!r} meta={self.meta!r}>"
 
 
-# Caches this process has bound and pickled, by a token that is never reused
-# (ids are), held weakly so that a pickled binding does not keep a cache open.
+# Caches and callables this process has bound and pickled, by a token that is
+# never reused (ids are), held weakly so that a pickled binding does not keep
+# a cache open.
 _tokens = weakref.WeakKeyDictionary()
 _by_token = weakref.WeakValueDictionary()
 _next_token = itertools.count(1)
