@@ -199,19 +199,32 @@ local function nonnull(v)
   return v
 end
 
+-- The metadata key a Python memo writes the names of its positional
+-- parameters under (FORMAT 6.6): read as rec.params, left out of rec.meta.
+local PARAMS = "quiver.params"
+
 -- The record of call hex as Lua sees it, from the core's map r.
 local function record(hex, r)
-  local meta = nonnull(r.meta) or M.map()
+  local meta, params = nonnull(r.meta) or M.map(), nil
+  if meta[PARAMS] ~= nil then
+    params = meta[PARAMS]
+    local user = M.map()
+    for k, v in pairs(meta) do
+      if k ~= PARAMS then user[k] = v end
+    end
+    meta = user
+  end
   return {
     digest = hex:lower(), name = r.name, version = nonnull(r.version), args = r.args, kwargs = r.kwargs,
-    result = nonnull(r.result), meta = meta, metadata = meta, lang = r.lang,
+    result = nonnull(r.result), meta = meta, metadata = meta, lang = r.lang, params = params,
     start_ns = r.start_ns, duration_ns = r.duration_ns, hits = r.hits or 0, last_hit_ns = r.last_hit_ns or 0,
   }
 end
 
 --- The stored call record: .name .version .args .kwargs .result .meta
 -- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
--- .meta), .hits and .last_hit_ns (hits are written in batches: with a store,
+-- .meta), .params (the parameter names of args, when a Python memo wrote
+-- them; else nil), .hits and .last_hit_ns (hits are written in batches: with a store,
 -- c:sync(), close; 0 from a remote tier); nil and a message ("QV_NOTFOUND: ...") when the call is not
 -- stored, as io.open says a missing file.
 function Cache:load(hex)
@@ -240,8 +253,9 @@ local function check_filter(t, who)
     end
   end
   for i in pairs(t.args or {}) do
-    if math.type(i) ~= "integer" or i < 1 then
-      error(who .. ": args are filtered by position (args = {[1] = v}), got the key " .. tostring(i), 3)
+    if type(i) ~= "string" and (math.type(i) ~= "integer" or i < 1) then
+      error(who .. ": args are filtered by position or parameter name (args = {[1] = v} or {x = v}), got the key "
+        .. tostring(i), 3)
     end
   end
   if t.where ~= nil and type(t.where) ~= "function" then error(who .. ": where must be a function", 3) end
@@ -253,6 +267,15 @@ local function matches(rec, t)
   end
   if t.result ~= nil and not passes(rec.result, t.result) then return false end
   for i, v in pairs(t.args or {}) do
+    -- a name is a position through the names the record holds, if any
+    if type(i) == "string" then
+      local pos
+      for j, pname in ipairs(rec.params or {}) do
+        if pname == i then pos = j break end
+      end
+      if not pos then return false end
+      i = pos
+    end
     if not passes(rec.args[i], v) then return false end
   end
   for k, v in pairs(t.kwargs or {}) do
@@ -265,8 +288,9 @@ local function matches(rec, t)
 end
 
 --- Iterate over stored call records that pass every filter given:
--- c:query{name=, version=, lang=, args={[position]=v}, kwargs={key=v},
--- meta={key=v}, result=v, where=function(rec)}. A filter value is a value
+-- c:query{name=, version=, lang=, args={[position]=v, [parameter]=v},
+-- kwargs={key=v}, meta={key=v}, result=v, where=function(rec)}; a
+-- parameter name matches records that name their arguments (rec.params). A filter value is a value
 -- (equal as decoded), a predicate function(stored) -> boolean, quiver.ANY
 -- (anything), or quiver.null (a stored nil); a field left out filters
 -- nothing.
@@ -454,6 +478,15 @@ function Memo:query(t)
           if pname == k then pos = i break end
         end
         if not pos then error(string.format("query: %s has no parameter named '%s'", self.name, k), 2) end
+        -- the stored arguments leave the ignored positions out
+        local skip = select(6, core.memo_info(self))
+        if pos <= 64 and skip >> (pos - 1) & 1 == 1 then
+          error(string.format("query: %s ignores its parameter '%s': it is not stored", self.name, k), 2)
+        end
+        local before = pos > 64 and 0 or skip & ((1 << (pos - 1)) - 1)
+        while before ~= 0 do
+          pos, before = pos - 1, before & (before - 1)
+        end
         k = pos
       end
       args[k] = v

@@ -428,7 +428,7 @@ int qvlua_memo_contains(lua_State *L) {
     return 1;
 }
 
-/* memo_info(m): name, version, body, hits, misses. */
+/* memo_info(m): name, version, body, hits, misses, the ignored positions' mask. */
 int qvlua_memo_info(lua_State *L) {
     qvlua_state *S = QVLUA_S(L);
     qvlua_memo *m = qvlua_checkmemo(S, L, 1);
@@ -438,5 +438,6 @@ int qvlua_memo_info(lua_State *L) {
     lua_getiuservalue(L, 1, 1);
     lua_pushinteger(L, m->hits);
     lua_pushinteger(L, m->misses);
-    return 5;
+    lua_pushinteger(L, (lua_Integer)m->skip);
+    return 6;
 }
