@@ -234,13 +234,14 @@ function Cache:load(hex)
 end
 
 -- Whether a stored value (decoded) passes one filter value: quiver.ANY
--- passes anything, a function is a predicate called with the stored value,
+-- passes any value that is there (present: the argument or key exists, a
+-- null included), a function is a predicate called with the stored value,
 -- quiver.null asks for a stored nil, and any other value must be equal as a
 -- decoded value is (so quiver.bytes("a") and "a" are the same filter, as a
 -- stored byte string decodes to a string).
-local function passes(stored, want)
+local function passes(stored, want, present)
+  if want == core.ANY then return present end
   if stored == core.null then stored = nil end
-  if want == core.ANY then return true end
   if type(want) == "function" then return not not want(stored) end
   if want == core.null then return stored == nil end
   return core.encode(stored) == core.encode(core.decode(core.encode(want)))
@@ -262,10 +263,9 @@ local function check_filter(t, who)
 end
 
 local function matches(rec, t)
-  for _, k in ipairs{"version", "lang"} do
-    if t[k] ~= nil and not passes(rec[k], t[k]) then return false end
+  for _, k in ipairs{"version", "lang", "result"} do
+    if t[k] ~= nil and not passes(rec[k], t[k], true) then return false end
   end
-  if t.result ~= nil and not passes(rec.result, t.result) then return false end
   for i, v in pairs(t.args or {}) do
     -- a name is a position through the names the record holds, if any
     if type(i) == "string" then
@@ -276,13 +276,13 @@ local function matches(rec, t)
       if not pos then return false end
       i = pos
     end
-    if not passes(rec.args[i], v) then return false end
+    if not passes(rec.args[i], v, i <= (rec.args.n or #rec.args)) then return false end
   end
   for k, v in pairs(t.kwargs or {}) do
-    if not passes(rec.kwargs[k], v) then return false end
+    if not passes(rec.kwargs[k], v, rec.kwargs[k] ~= nil) then return false end
   end
   for k, v in pairs(t.meta or {}) do
-    if not passes(rec.meta[k], v) then return false end
+    if not passes(rec.meta[k], v, rec.meta[k] ~= nil) then return false end
   end
   return t.where == nil or not not t.where(rec)
 end
@@ -290,9 +290,10 @@ end
 --- Iterate over stored call records that pass every filter given:
 -- c:query{name=, version=, lang=, args={[position]=v, [parameter]=v},
 -- kwargs={key=v}, meta={key=v}, result=v, where=function(rec)}; a
--- parameter name matches records that name their arguments (rec.params). A filter value is a value
--- (equal as decoded), a predicate function(stored) -> boolean, quiver.ANY
--- (anything), or quiver.null (a stored nil); a field left out filters
+-- parameter name matches records that name their arguments (rec.params).
+-- A filter value is a value (equal as decoded), a predicate
+-- function(stored) -> boolean, quiver.ANY (any value, the argument or key
+-- being there), or quiver.null (a stored nil); a field left out filters
 -- nothing.
 function Cache:query(t)
   t = t or {}
