@@ -224,9 +224,10 @@ end
 --- The stored call record: .name .version .args .kwargs .result .meta
 -- .lang .start_ns .duration_ns .digest (and .metadata, Python's name for
 -- .meta), .params (the parameter names of args, when a Python memo wrote
--- them; else nil), .hits and .last_hit_ns (hits are written in batches: with a store,
--- c:sync(), close; 0 from a remote tier); nil and a message ("QV_NOTFOUND: ...") when the call is not
--- stored, as io.open says a missing file.
+-- them; else nil), .hits and .last_hit_ns (hits are written in batches:
+-- with a store, c:sync(), close; 0 from a remote tier); nil and a message
+-- ("QV_NOTFOUND: ...") when the call is not stored, as io.open says a
+-- missing file.
 function Cache:load(hex)
   local found, r = core.qv_cache_load(handle(self), hex)
   if not found then return nil, "QV_NOTFOUND: the call " .. tostring(hex) .. " is not stored in " .. self._path end
@@ -484,7 +485,7 @@ function Memo:query(t)
         if pos <= 64 and skip >> (pos - 1) & 1 == 1 then
           error(string.format("query: %s ignores its parameter '%s': it is not stored", self.name, k), 2)
         end
-        local before = pos > 64 and 0 or skip & ((1 << (pos - 1)) - 1)
+        local before = pos > 64 and skip or skip & ((1 << (pos - 1)) - 1)
         while before ~= 0 do
           pos, before = pos - 1, before & (before - 1)
         end
