@@ -82,9 +82,9 @@ QV_EXPORT void qv_digest_hex(const qv_digest *d, char out[33]);
 QV_EXPORT qv_status qv_digest_parse(qv_digest *out, const char *hex, size_t len);
 /* XXH3-128 of arbitrary bytes (the value digest when they are an encoding). */
 QV_EXPORT void qv_digest_bytes(qv_digest *out, const void *data, size_t len);
-/* XXH3-128 of a file's bytes, read in large chunks (the digest of the same
- * bytes in memory). QV_NOTFOUND when path does not exist, QV_EINVAL for a
- * directory, QV_EIO when it cannot be read. */
+/* XXH3-128 of a regular file's bytes, read in large chunks (the digest of
+ * the same bytes in memory). QV_NOTFOUND when path does not exist, QV_EINVAL
+ * for a directory, device, FIFO or socket, QV_EIO when it cannot be read. */
 QV_EXPORT qv_status qv_digest_file(qv_digest *out, const char *path);
 
 /* ------------------------------------------------------------------ values */
@@ -448,7 +448,15 @@ QV_EXPORT qv_status qv_cache_store_value(qv_cache *cache, const char *name, cons
 
 /* The whole call record as a map with the keys "name", "version", "args",
  * "kwargs", "result", "start_ns", "duration_ns", "lang", "meta", values
- * stored by digest resolved. docs/FORMAT.md describes each. */
+ * stored by digest resolved, then the call's statistics: "hits" (how many
+ * hits it has had) and "last_hit_ns" (wall-clock time of the last, ns since
+ * the epoch; 0: never). Every writable handle counts its hits in memory and
+ * writes them in batches (with its next store, qv_cache_sync, close, or a hit
+ * QUIVER_LRU_FLUSH_MS after the batch began), so a count can miss hits not
+ * yet written, or lost in a race, but never adds any; a read-only handle
+ * counts nothing, and a rerun or eviction starts the count over. A remote
+ * tier leaves both keys out; a stack gives what its tier that answers gives.
+ * docs/FORMAT.md describes each. */
 QV_EXPORT qv_status qv_cache_load(qv_cache *cache, const qv_digest *key, qv_value **record);
 
 /* Remove one call; QV_NOTFOUND when absent. Values nobody else references go too. */

@@ -77,13 +77,20 @@ void qv__hasher_digest(qv_hasher *h, qv_digest *out) {
 
 qv_status qv_digest_file(qv_digest *out, const char *path) {
     if (!out || !path) return qv__error(QV_EINVAL, "qv_digest_file: out and path are required");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO would wait for a writer; it is refused below */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0)
         return qv__error(errno == ENOENT ? QV_NOTFOUND : QV_EIO, "cannot open %s: %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+    if (fstat(fd, &sb)) {
+        qv_status st = qv__error(QV_EIO, "cannot stat %s: %s", path, strerror(errno));
         close(fd);
-        return qv__error(QV_EINVAL, "%s is a directory, not a file", path);
+        return st;
+    }
+    if (!S_ISREG(sb.st_mode)) { /* a device or a FIFO may never end */
+        close(fd);
+        return qv__error(QV_EINVAL, "%s is %s, not a regular file", path,
+                         S_ISDIR(sb.st_mode) ? "a directory" : "a device, FIFO or socket");
     }
     qv_hasher *h = qv__hasher_new();
     uint8_t *buf = aligned_alloc(64, FILE_CHUNK);

@@ -167,12 +167,13 @@ def _path_content(path):
     """The 16-byte digest of what path holds: a file's bytes (XXH3-128, hashed
     in C without the GIL), a directory's tree (every entry's name relative to
     it, sorted, with its file's digest, or a symbolic link's target), or None
-    when nothing is there (an output the call is yet to write)."""
+    when nothing is there (an output the call is yet to write) or it is a
+    device, FIFO or socket (whose bytes may never end): keyed by its name."""
     try:
         if path.is_dir():
             return _quiver.digest(["quiver/tree/v1", _tree(os.fspath(path))], True)
         return bytes.fromhex(_quiver.qv_digest_file(os.fspath(path)))
-    except _quiver.NotFoundError:
+    except (_quiver.NotFoundError, _quiver.InvalidArgumentError):
         return None
     except (OSError, _quiver.Error) as e:
         raise _quiver.EncodeError(f"cannot key the path {str(path)!r} by its content: {e}; pass paths=\"name\" "
@@ -194,6 +195,8 @@ def _tree(top):
                     entries.append([shown, "file", bytes.fromhex(_quiver.qv_digest_file(full))])
                 except _quiver.NotFoundError:
                     entries.append([shown, "link", os.readlink(full)])  # a dangling link
+                except _quiver.InvalidArgumentError:
+                    entries.append([shown, "other", None])  # a device, FIFO or socket
             elif os.path.islink(full):  # os.walk does not follow it
                 entries.append([shown, "link", os.readlink(full)])
             else:

@@ -400,19 +400,24 @@ def test_digest_file_is_xxh3_of_the_bytes_and_fast(tmpdir_path):
     assert 5 * 64 / 1024 / elapsed > 0.3, f"{5 * 64 / 1024 / elapsed:.2f} GB/s"
 
 
-def test_unreadable_path_runs_uncached(lmdb, tmpdir_path):
-    fifo = pathlib.Path(tmpdir_path, "sock")
-    import socket
-    s = socket.socket(socket.AF_UNIX)
-    s.bind(str(fifo))  # a socket cannot be opened for reading
-    try:
-        @memo(name="t.path_socket")
-        def name_of(p):
-            return p.name
-        with pytest.warns(quiver.QuiverWarning, match="running uncached"):
-            assert name_of(fifo) == "sock"
-    finally:
-        s.close()
+def test_special_files_are_keyed_by_name(lmdb, tmpdir_path):
+    # A FIFO or a device may never end (or wait for a writer): by its name.
+    fifo = pathlib.Path(tmpdir_path, "pipe")
+    os.mkfifo(fifo)
+    runs = []
+
+    @memo(name="t.path_special")
+    def name_of(p):
+        runs.append(p)
+        return p.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert name_of(fifo) == "pipe" and name_of(fifo) == "pipe" and len(runs) == 1
+        assert name_of(pathlib.Path("/dev/zero")) == "zero"
+        d = pathlib.Path(tmpdir_path, "withpipe")
+        d.mkdir()
+        os.mkfifo(d / "p")
+        assert name_of(d) == "withpipe"
 
 
 # ------------------------------------------------ read-only caches compute
