@@ -288,6 +288,19 @@ static qv_type qvlua_next(lua_State *L, qv_decoder *dec) {
     return t;
 }
 
+/* Raise when the string key on top is in the table below it already: a map
+ * or set holding the text and the bytes of one string, which decode to one
+ * Lua string (canonical input has no other equal keys). */
+static void qvlua_check_key(qvlua_state *S, lua_State *L) {
+    if (S->exact || lua_type(L, -1) != LUA_TSTRING) return;
+    lua_pushvalue(L, -1);
+    int taken = lua_rawget(L, -3) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (taken)
+        qvlua_raise(L, "QV_EDECODE: a map or set holds the text and the bytes \"%s\", which are one Lua string; "
+                    "decode with {exact = true} to keep the bytes apart", lua_tostring(L, -1));
+}
+
 /* The value for the next item, pushed. */
 static void qvlua_decode_next(qvlua_state *S, lua_State *L, qv_decoder *dec, int depth) {
     qvlua_decode_item(S, L, dec, qvlua_next(L, dec), depth);
@@ -426,6 +439,7 @@ static void qvlua_decode_item(qvlua_state *S, lua_State *L, qv_decoder *dec, qv_
         lua_createtable(L, 0, n > INT32_MAX ? 0 : (int)n);
         for (uint64_t i = 0; i < n; i++) {
             qvlua_decode_next(S, L, dec, depth + 1);
+            qvlua_check_key(S, L);
             if (lua_isnil(L, -1)) {
                 lua_pop(L, 1);
                 lua_pushlightuserdata(L, NULL);
@@ -468,6 +482,7 @@ static void qvlua_decode_item(qvlua_state *S, lua_State *L, qv_decoder *dec, qv_
             lua_createtable(L, 0, n > INT32_MAX ? 0 : (int)n);
             for (uint64_t i = 0; i < n; i++) {
                 qvlua_decode_next(S, L, dec, depth + 1);
+                qvlua_check_key(S, L);
                 if (lua_isnil(L, -1)) {
                     lua_pop(L, 1);
                     lua_pushlightuserdata(L, NULL);

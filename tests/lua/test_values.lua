@@ -243,6 +243,13 @@ describe("text or bytes", function()
     assert.are.equal("6261" .. "62", enc(utf)) -- valid UTF-8: text now
     assert.are.equal("426162", enc(quiver.bytes(utf))) -- wrap it again to keep bytes
     assert.are.equal("426162", enc(quiver.decode(quiver.encode(quiver.bytes("ab")), {exact = true})))
+    -- the text and the bytes of one string, as keys of one map or set, are one Lua string: refused
+    for _, both in ipairs{"a2" .. "416101" .. "616102", "d90102" .. "82" .. "4161" .. "6161"} do
+      local ok, err = pcall(quiver.decode, H.unhex(both))
+      assert.is_false(ok)
+      assert.matches("^QV_EDECODE: a map or set holds the text and the bytes \"a\"", err)
+      assert.are.equal(both, enc(quiver.decode(H.unhex(both), {exact = true})))
+    end
     -- a typed array keeps its payload bytes in either mode
     local ta = quiver.decode(H.unhex("d840426162"))
     assert.are.equal("bytes", quiver.kind(ta.value))
