@@ -288,17 +288,29 @@ static qv_type qvlua_next(lua_State *L, qv_decoder *dec) {
     return t;
 }
 
-/* Raise when the string key on top is in the table below it already: a map
- * or set holding the text and the bytes of one string, which decode to one
- * Lua string (canonical input has no other equal keys). */
+/* The string key on top, about to go in the table below it, may be there
+ * already: a map or set holding the text and the bytes of one string, which
+ * are one Lua string (canonical input has no other equal keys). Canonical
+ * order puts the bytes first, so the entry there is the bytes': it moves to
+ * a quiver.bytes key, and both entries stay. */
 static void qvlua_check_key(qvlua_state *S, lua_State *L) {
     if (S->exact || lua_type(L, -1) != LUA_TSTRING) return;
-    lua_pushvalue(L, -1);
-    int taken = lua_rawget(L, -3) != LUA_TNIL;
-    lua_pop(L, 1);
-    if (taken)
-        qvlua_raise(L, "QV_EDECODE: a map or set holds the text and the bytes \"%s\", which are one Lua string; "
-                    "decode with {exact = true} to keep the bytes apart", lua_tostring(L, -1));
+    int t = lua_absindex(L, -2), key = lua_absindex(L, -1);
+    lua_pushvalue(L, key);
+    if (lua_rawget(L, t) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_createtable(L, 0, 1);
+    lua_pushvalue(L, key);
+    lua_setfield(L, -2, "data");
+    qvlua_push_mt(S, L, MT_BYTES);
+    lua_setmetatable(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, t);
+    lua_pushvalue(L, key);
+    lua_pushnil(L);
+    lua_rawset(L, t);
 }
 
 /* The value for the next item, pushed. */
