@@ -29,8 +29,9 @@ typedef struct {
 } qvpy_memo;
 
 PyObject *qvpy_nodefault;
-/* A ContextVar, True while Memo.rerun runs: every memoized call made inside
- * it runs again too (fleche's RefreshingCache). Python makes it. */
+/* A ContextVar holding, while Memo.rerun runs, the set of call digests rerun
+ * so far: every memoized call made inside runs again once, then hits, as in
+ * Lua (a recursive memo reruns in linear time). Python makes it. */
 static PyObject *qvpy_rerun_var;
 
 /* Encode [QV_CALL_MARKER, name, version, args, kwargs] of a call bound as
@@ -146,9 +147,9 @@ static int qvpy_is_encode_error(void) {
 
 /* The memoized lookup of one call in cache (a CacheHandle). New reference:
  * the value, or one of the signals (miss, uncached: does not bind or lacks a
- * required argument, slow: the cache is a stack). rerun: the call is
- * encoded (so what cannot be still says so) but never looked up: a miss. */
-static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, PyObject *kwargs, int rerun) {
+ * required argument, slow: the cache is a stack). rerun: the calls rerun so
+ * far; a call not among them is added and is a miss without a lookup. */
+static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, PyObject *kwargs, PyObject *rerun) {
     if (!PyObject_TypeCheck(cache, &qvpy_cache_type)) {
         PyErr_Format(PyExc_TypeError, "expected a quiver.Cache, not %.100s", Py_TYPE(cache)->tp_name);
         return NULL;
@@ -173,8 +174,15 @@ static PyObject *qvpy_memo_get(qvpy_memo *m, PyObject *cache, PyObject *args, Py
         return qvpy_sig_uncached;
     }
     if (rerun) {
-        Py_INCREF(qvpy_sig_miss);
-        return qvpy_sig_miss;
+        PyObject *digest = PyBytes_FromStringAndSize((const char *)key.bytes, sizeof key.bytes);
+        int seen = digest ? PySet_Contains(rerun, digest) : -1;
+        if (!seen && PySet_Add(rerun, digest)) seen = -1;
+        Py_XDECREF(digest);
+        if (seen < 0) return NULL;
+        if (!seen) {
+            Py_INCREF(qvpy_sig_miss);
+            return qvpy_sig_miss;
+        }
     }
     if (h->stack) {
         Py_INCREF(qvpy_sig_slow);
@@ -190,22 +198,32 @@ static PyObject *qvpy_signal(PyObject *v) {
     return v == qvpy_sig_miss || v == qvpy_sig_uncached || v == qvpy_sig_slow ? v : NULL;
 }
 
-/* 1 inside Memo.rerun, 0 outside, -1 with an exception. */
-static int qvpy_rerunning(void) {
+/* The set of calls rerun so far inside Memo.rerun (a new reference), else
+ * NULL: outside a rerun (*failed 0), or with an exception (*failed 1). */
+static PyObject *qvpy_rerunning(int *failed) {
     PyObject *v = NULL;
-    if (!qvpy_rerun_var) return 0;
-    if (PyContextVar_Get(qvpy_rerun_var, NULL, &v)) return -1;
-    int on = v == Py_True;
+    *failed = 0;
+    if (!qvpy_rerun_var) return NULL;
+    if (PyContextVar_Get(qvpy_rerun_var, NULL, &v)) {
+        *failed = 1;
+        return NULL;
+    }
+    if (v && PyAnySet_Check(v)) return v;
     Py_XDECREF(v);
-    return on;
+    return NULL;
 }
 
 static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) {
-    int rerun = qvpy_rerunning();
-    if (rerun < 0) return NULL;
+    int failed;
+    PyObject *rerun = qvpy_rerunning(&failed);
+    if (failed) return NULL;
     PyObject *cache = qvpy_active_cache();
-    if (!cache) return NULL;
+    if (!cache) {
+        Py_XDECREF(rerun);
+        return NULL;
+    }
     PyObject *v = qvpy_memo_get(m, cache, args, kwargs, rerun);
+    Py_XDECREF(rerun);
     if (v && !qvpy_signal(v)) {
         Py_DECREF(cache);
         return v;
@@ -365,7 +383,7 @@ static PyObject *qvpy_memo_get_m(qvpy_memo *m, PyObject *a) {
     PyObject *cache, *args, *kwargs;
     if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "OO!O", &cache, &PyTuple_Type, &args, &kwargs)) return NULL;
     if (kwargs != Py_None && !qvpy_kwargs_arg(kwargs)) return NULL;
-    return qvpy_memo_get(m, cache, args, kwargs == Py_None ? NULL : kwargs, 0);
+    return qvpy_memo_get(m, cache, args, kwargs == Py_None ? NULL : kwargs, NULL);
 }
 
 /* The call's canonical encoding; *out borrowed from enc until it is released. */

@@ -44,9 +44,17 @@ _quiver.set_hooks(encode=_encode_hook, tag=_tag_hook, tag_type=Tag, default=_qui
 # name -> Memo, so that Cache.query can filter positional arguments by name.
 _registry = weakref.WeakValueDictionary()
 
-# True inside Memo.rerun: every memoized call made in it (in this thread or
-# task) runs again too and stores its new result, as fleche's rerun does. The
-# C hit path reads it, so a call inside a rerun never answers from the cache.
+class _Rerun(set):
+    """The digests of the calls rerun so far inside one Memo.rerun (in this
+    thread or task): each memoized call made in it runs again once and
+    stores its new result, then hits, as in Lua, so a recursive memo reruns
+    in linear time. The C hit path reads it."""
+    __hash__ = object.__hash__  # one rerun is one key of the in-flight tasks
+
+    def __bool__(self):
+        return True
+
+
 _rerunning = contextvars.ContextVar("quiver_rerunning", default=False)
 _quiver.MemoBase._set_rerun_var(_rerunning)
 
@@ -439,8 +447,9 @@ class Memo(_quiver.MemoBase):
     def rerun(self, *args, **kwargs):
         """Run the call even when stored, and store the new result over the
         old; every memoized call made inside it (in this thread or task) runs
-        again too and stores its new result, as fleche's rerun does."""
-        token = _rerunning.set(True)
+        again once and stores its new result (fleche reruns a call each time
+        it is made; here the second time hits what the first stored)."""
+        token = _rerunning.set(_Rerun())
         try:
             cache = current_cache()
             return self._compute(cache, args, kwargs, store_in=cache._layers[0] if cache._stack else None,
@@ -483,12 +492,17 @@ class AsyncMemo(Memo):
     def rerun(self, *args, **kwargs):
         """A coroutine: run the call even when stored, and store the new result
         over the old; memoized calls awaited inside it run again too."""
-        return self._acall(args, kwargs, True)
+        return self._acall(args, kwargs, _Rerun())
 
     async def _acall(self, args, kwargs, rerun):
         cache = current_cache()
         try:
-            if not rerun:
+            again = bool(rerun)  # inside a rerun, each call runs again once
+            if again:
+                digest = bytes.fromhex(self.digest(*args, **kwargs))
+                again = digest not in rerun
+                rerun.add(digest)
+            if not again:
                 r = self._get(cache, args, kwargs)
                 if r is _SLOW:
                     hit, r = self._stack_probe(cache, args, kwargs)

@@ -57,6 +57,26 @@ def test_rerun_reruns_the_calls_inside_and_stores_them(lmdb):
     assert inner.record(1).result == (1, 1)
 
 
+def test_rerun_runs_each_call_inside_once_as_lua_does(lmdb):
+    runs = []
+
+    @memo(name="t.rerun_fib")
+    def fib(n):
+        runs.append(n)
+        return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+    @memo(name="t.rerun_afib")
+    async def afib(n):
+        runs.append(n)
+        return n if n < 2 else await afib(n - 1) + await afib(n - 2)
+    assert fib(25) == 75025 and len(runs) == 26
+    runs.clear()
+    assert fib.rerun(25) == 75025 and sorted(runs) == list(range(26))  # linear, not exponential
+    assert asyncio.run(afib(15)) == 610
+    runs.clear()
+    assert asyncio.run(afib.rerun(15)) == 610 and sorted(runs) == list(range(16))
+
+
 def test_rerun_ends_with_the_call_and_stays_in_its_thread(lmdb):
     state, outer, inner = _nested("t.rerun_scope")
     inner(7)
