@@ -683,7 +683,7 @@ static PyObject *qvpy_memo_set_rerun_var(PyObject *unused, PyObject *var) {
 
 static PyMethodDef qvpy_memo_methods[] = {
     {"_set_rerun_var", (PyCFunction)qvpy_memo_set_rerun_var, METH_O | METH_STATIC,
-     "_set_rerun_var(var): the ContextVar, True inside Memo.rerun, that every memo's hit path honours."},
+     "_set_rerun_var(var): the ContextVar holding the calls rerun so far inside Memo.rerun."},
     {"_get", (PyCFunction)qvpy_memo_get_m, METH_VARARGS, "_get(cache, args, kwargs): the stored result or a signal."},
     {"_call", (PyCFunction)qvpy_memo_call_m, METH_VARARGS, "_call(args, kwargs): (digest, call encoding) or None."},
     {"_store", (PyCFunction)qvpy_memo_store_m, METH_VARARGS,
