@@ -7,7 +7,7 @@ build=${QUIVER_BUILD_DIR:-$root/build}
 
 # Debian packages: compilers, the C libraries, the binding tools, test runners.
 packages=(cmake make pkg-config gcc clang libclang-rt-14-dev liblmdb-dev lmdb-utils libxxhash-dev
-          libffi-dev swig lua5.4 liblua5.4-dev lua-busted libcmocka-dev
+          libffi-dev swig lua5.4 liblua5.4-dev lua-busted luarocks libcmocka-dev
           libhiredis-dev redis-server libssl-dev)
 missing=()
 for p in "${packages[@]}"; do
