@@ -842,6 +842,45 @@ QV_EXPORT qv_status qv_iter_next(qv_iter *iter, qv_digest *key);
 QV_EXPORT size_t qv_iter_count(const qv_iter *iter);
 QV_EXPORT void qv_iter_free(qv_iter *iter);
 
+/* ------------------------------------------------ shared counters and dicts */
+
+/* Named counters and dicts in a cache's store, which every process and
+ * language that opens the cache sees (SafeCounter and SafeDict in Python,
+ * quiver.counter and quiver.dict in Lua). A name picks one counter or one
+ * dict (a counter and a dict may share a name); keys are bytes (the Python
+ * and Lua layers use the canonical encoding of the key). Each change is one
+ * write transaction: increments from any number of threads and processes are
+ * atomic, none lost. Entries are not calls: eviction, gc, max_bytes and
+ * qv_cache_stat leave them alone; they stay until cleared. An LMDB cache
+ * shares them between processes, a memory cache only within this one; a
+ * remote tier or a stack refuses them (QV_EINVAL: open the local cache by
+ * path). A read-only cache reads them and refuses changes (QV_EREADONLY).
+ * Names have 1 to 255 bytes; name and key together at most
+ * QV_SHARED_KEY_MAX bytes (QV_EINVAL). docs/FORMAT.md has the bytes. */
+#define QV_SHARED_KEY_MAX 509
+
+/* Add delta to the counter's key (absent: 0) and give the sum in *out (may
+ * be NULL); QV_ERANGE, with nothing written, when the sum leaves int64_t. */
+QV_EXPORT qv_status qv_counter_add(int64_t *out, qv_cache *cache, const char *name, const void *key, size_t key_len,
+                                   int64_t delta);
+/* The counter's key; 0 when it was never added to. */
+QV_EXPORT qv_status qv_counter_get(int64_t *out, qv_cache *cache, const char *name, const void *key, size_t key_len);
+/* Remove every key of the counter; *removed (may be NULL) says how many. */
+QV_EXPORT qv_status qv_counter_clear(uint64_t *removed, qv_cache *cache, const char *name);
+
+/* Set the dict's key to value, one canonical item (QV_EDECODE otherwise). */
+QV_EXPORT qv_status qv_dict_set(qv_cache *cache, const char *name, const void *key, size_t key_len,
+                                const void *value, size_t value_len);
+/* The value under key, copied (*data freed with qv_free); QV_NOTFOUND when
+ * absent. The entry is not signed, even in a cache with a secret: decode it
+ * as untrusted. */
+QV_EXPORT qv_status qv_dict_get(void **data, size_t *len, qv_cache *cache, const char *name, const void *key,
+                                size_t key_len);
+/* Remove key; QV_NOTFOUND when absent. */
+QV_EXPORT qv_status qv_dict_del(qv_cache *cache, const char *name, const void *key, size_t key_len);
+/* Remove every key of the dict; *removed (may be NULL) says how many. */
+QV_EXPORT qv_status qv_dict_clear(uint64_t *removed, qv_cache *cache, const char *name);
+
 #ifdef __cplusplus
 }
 #endif

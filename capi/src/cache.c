@@ -17,7 +17,8 @@
 #include "remote.h"
 #include "tier.h"
 
-const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits"};
+const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names",
+                                              "atime", "lru", "hits", "shared"};
 
 #define FORMAT_VERSION 1
 #define DEFAULT_INLINE_LIMIT 512

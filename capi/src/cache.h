@@ -12,7 +12,7 @@
 
 #include "store.h"
 
-enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_COUNT };
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_SHARED, T_COUNT };
 _Static_assert(T_COUNT <= QV_STORE_MAX_TABLES, "the store holds at most QV_STORE_MAX_TABLES tables");
 extern const char *const qv__table_names[T_COUNT];
 
