@@ -12,6 +12,7 @@ pickler the executor uses; a memoized one is made again there under its name.
 """
 
 import concurrent.futures
+import contextvars
 import inspect
 import itertools
 import os
@@ -35,6 +36,17 @@ _crossed = False
 def crossed():
     """True once this process has received bound work from another process."""
     return _crossed
+
+
+# Set while a bound task runs, in whatever thread runs it: a task that a pool
+# thread or dask's in-process worker runs is inside a worker as much as one
+# in another process is.
+_in_task = contextvars.ContextVar("quiver_in_task", default=False)
+
+
+def in_task():
+    """True while a bound task (one submitted through a wrapped executor) runs."""
+    return _in_task.get()
 
 
 class BoundWrapper:
@@ -74,8 +86,12 @@ class BoundWrapper:
     def __call__(self, *args, **kwargs):
         # The metadata bound is the metadata in force, as fleche has it: not
         # merged with whatever is active where the call happens to run.
-        with quiver.cache(self.cache), _cache._Setter(_cache._meta, self.meta):
-            return self.func(*args, **kwargs)
+        task = _in_task.set(True)
+        try:
+            with quiver.cache(self.cache), _cache._Setter(_cache._meta, self.meta):
+                return self.func(*args, **kwargs)
+        finally:
+            _in_task.reset(task)
 
     def __reduce__(self):
         # The cache goes as its own pickle, unpickled only in another process:
