@@ -16,7 +16,7 @@ import (
 	"testing"
 	"unsafe"
 
-	"quiver.example/link/quiver"
+	"quiver"
 )
 
 // tempDir is fresh for every test (under QV_TEST_TMP when ctest sets it), so

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"quiver.example/link/quiver"
+	"quiver"
 )
 
 // startRedis runs a private redis-server on a free loopback port (no

@@ -1,5 +1,7 @@
-//! The part of quiver.h these tests use, declared by hand from the header.
-#![allow(non_camel_case_types)]
+//! The raw C ABI: the part of `quiver.h` this crate uses, declared by hand
+//! from the header (no bindgen, no crates). Every item is the header's item of
+//! the same name and is documented there; the safe layer is the crate root.
+#![allow(non_camel_case_types, missing_docs)]
 
 use std::os::raw::{c_char, c_int, c_void};
 
@@ -19,7 +21,10 @@ pub const QV_TYPE_INT: qv_type = 2;
 pub const QV_TYPE_FLOAT: qv_type = 4;
 pub const QV_TYPE_TEXT: qv_type = 5;
 pub const QV_TYPE_BYTES: qv_type = 6;
+pub const QV_TYPE_BIGINT: qv_type = 3;
 pub const QV_TYPE_LIST: qv_type = 7;
+pub const QV_TYPE_MAP: qv_type = 8;
+pub const QV_TYPE_TAG: qv_type = 9;
 
 pub const QV_CACHE_OPTIONS_VERSION: u32 = 2;
 pub const QV_CACHE_READONLY: u32 = 0x1;
@@ -95,6 +100,10 @@ pub struct qv_cache {
 pub struct qv_fn {
     _opaque: [u8; 0],
 }
+#[repr(C)]
+pub struct qv_iter {
+    _opaque: [u8; 0],
+}
 
 pub type qv_fn_callback = unsafe extern "C" fn(
     result: *mut *mut qv_value,
@@ -115,6 +124,18 @@ extern "C" {
     pub fn qv_value_new_null(out: *mut *mut qv_value) -> qv_status;
     pub fn qv_value_new_bool(out: *mut *mut qv_value, b: c_int) -> qv_status;
     pub fn qv_value_new_int(out: *mut *mut qv_value, i: i64) -> qv_status;
+    pub fn qv_value_new_uint(out: *mut *mut qv_value, u: u64) -> qv_status;
+    pub fn qv_value_new_negint(out: *mut *mut qv_value, n: u64) -> qv_status;
+    pub fn qv_value_new_bigint(out: *mut *mut qv_value, negative: c_int, magnitude: *const c_void, len: usize)
+        -> qv_status;
+    pub fn qv_value_new_tag(out: *mut *mut qv_value, tag: u64, content: *mut qv_value) -> qv_status;
+    pub fn qv_value_get_cbor_int(v: *const qv_value, negative: *mut c_int, n: *mut u64) -> qv_status;
+    pub fn qv_value_get_bigint(v: *const qv_value, negative: *mut c_int, magnitude: *mut *const u8, len: *mut usize)
+        -> qv_status;
+    pub fn qv_value_get_tag(v: *const qv_value, tag: *mut u64, content: *mut *const qv_value) -> qv_status;
+    pub fn qv_value_map_key(map: *const qv_value, i: usize) -> *const qv_value;
+    pub fn qv_value_map_value(map: *const qv_value, i: usize) -> *const qv_value;
+    pub fn qv_value_digest(v: *const qv_value, out: *mut qv_digest) -> qv_status;
     pub fn qv_value_new_float(out: *mut *mut qv_value, d: f64) -> qv_status;
     pub fn qv_value_new_text(out: *mut *mut qv_value, s: *const c_char, len: usize) -> qv_status;
     pub fn qv_value_new_bytes(out: *mut *mut qv_value, data: *const c_void, len: usize) -> qv_status;
@@ -145,7 +166,12 @@ extern "C" {
 
     pub fn qv_cache_options_init(opts: *mut qv_cache_options, version: u32) -> qv_status;
     pub fn qv_cache_open(out: *mut *mut qv_cache, path: *const c_char, opts: *const qv_cache_options) -> qv_status;
+    pub fn qv_cache_open_memory(out: *mut *mut qv_cache) -> qv_status;
     pub fn qv_cache_close(cache: *mut qv_cache);
+    pub fn qv_cache_query(out: *mut *mut qv_iter, cache: *mut qv_cache, name: *const c_char) -> qv_status;
+    pub fn qv_iter_next(iter: *mut qv_iter, key: *mut qv_digest) -> qv_status;
+    pub fn qv_iter_count(iter: *const qv_iter) -> usize;
+    pub fn qv_iter_free(iter: *mut qv_iter);
     pub fn qv_stack_options_init(opts: *mut qv_stack_options, version: u32) -> qv_status;
     pub fn qv_cache_stack(
         out: *mut *mut qv_cache,

@@ -1,6 +1,28 @@
-//! A small safe layer over quiver's C ABI, with no crates: handles that free
-//! themselves, `Result<_, Error>` carrying `qv_errmsg()`, and memoized
-//! function pointers whose C signature is derived from their Rust type.
+//! Rust bindings for quiver: memoized function calls stored in a cache that
+//! every language shares (C, Python, Lua, Go, Rust), over quiver's C ABI with
+//! no crates.
+//!
+//! - [`Cache`]: an LMDB directory ([`Cache::open`]), a process-private memory
+//!   cache ([`Cache::memory`]), a Redis remote tier (a `redis://` URL) or a
+//!   stack of two ([`Cache::stack`]); [`Cache::contains`], [`Cache::load`],
+//!   [`Cache::query`].
+//! - [`memo`] / [`Memo`]: a memoized Rust closure over Rust types, keyed
+//!   exactly as Python's `@quiver.memo` and Lua's `quiver.memo` key a call of
+//!   the same name, version and arguments: a call stored by one is a hit for
+//!   the others.
+//! - [`Native`]: a memoized `extern "C" fn` whose memoized pointer has the
+//!   very type of the original; [`Function`]: a closure over quiver values.
+//! - [`Val`]: a quiver value as a Rust enum; [`Value`]: the C tree itself.
+//! - [`Error`]: the status, its name and the library's `qv_errmsg()`.
+//!
+//! ```no_run
+//! let cache = quiver::Cache::open("work/cache")?;
+//! let _active = cache.activate()?; // this thread's calls go to `cache`
+//! let add = quiver::memo("shared.add", None, |(x, y): (i64, i64)| x + y)?;
+//! assert_eq!(add.call((1, 2))?, 3); // runs and stores; Python's add(1, 2) now hits
+//! assert_eq!(add.call((1, 2))?, 3); // a hit
+//! # Ok::<(), quiver::Error>(())
+//! ```
 //!
 //! ```no_run
 //! extern "C" fn pow(x: f64, n: i64) -> f64 { x.powi(n as i32) }
@@ -12,7 +34,19 @@
 //! assert_eq!(pow(1.5, 2), 2.25);
 //! # Ok::<(), quiver::Error>(())
 //! ```
+#![deny(missing_docs)]
+
 pub mod sys;
+mod memo;
+mod val;
+
+pub use memo::{memo, Args, FromVal, Memo, ToVal};
+pub use val::Val;
+
+/// The README's example compiles (`cargo test` checks it).
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -27,8 +61,11 @@ use std::ptr::{self, NonNull};
 /// A failed quiver call: the status, its symbolic name and the thread's message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Error {
+    /// The negative `qv_status` (`sys::QV_EINVAL`, ...).
     pub status: sys::qv_status,
+    /// Its symbolic name, "QV_EINVAL".
     pub name: String,
+    /// What went wrong: `qv_errmsg()` of the failed call, or a body's own message.
     pub message: String,
 }
 
@@ -55,7 +92,7 @@ impl Error {
     }
 
     /// An error raised on the Rust side (a bad argument that never reached C).
-    fn invalid(message: impl Into<String>) -> Error {
+    pub(crate) fn invalid(message: impl Into<String>) -> Error {
         Error { status: sys::QV_EINVAL, name: "QV_EINVAL".into(), message: message.into() }
     }
 }
@@ -68,9 +105,10 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// `std::result::Result` with quiver's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
 
-fn check(status: sys::qv_status) -> Result<()> {
+pub(crate) fn check(status: sys::qv_status) -> Result<()> {
     if status == sys::QV_OK {
         Ok(())
     } else {
@@ -106,6 +144,7 @@ pub fn version() -> &'static str {
 pub struct Digest(pub sys::qv_digest);
 
 impl Digest {
+    /// Read 32 hex characters.
     pub fn parse(hex: &str) -> Result<Digest> {
         let mut d = sys::qv_digest::default();
         // SAFETY: the length is passed; no NUL needed.
@@ -113,6 +152,7 @@ impl Digest {
         Ok(Digest(d))
     }
 
+    /// The digest as 32 lowercase hex characters.
     pub fn hex(&self) -> String {
         let mut out = [0 as c_char; 33];
         // SAFETY: out has the 33 bytes the function writes.
@@ -162,31 +202,38 @@ impl fmt::Debug for Value {
     }
 }
 
-fn new_value(make: impl FnOnce(*mut *mut sys::qv_value) -> sys::qv_status) -> Result<Value> {
+pub(crate) fn new_value(make: impl FnOnce(*mut *mut sys::qv_value) -> sys::qv_status) -> Result<Value> {
     let mut out = ptr::null_mut();
     check(make(&mut out))?;
     Ok(Value { ptr: NonNull::new(out).expect("quiver returned QV_OK and no value") })
 }
 
 impl Value {
+    /// Null (Python's `None`, Lua's `quiver.null`).
     pub fn null() -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_null(out) })
     }
+    /// A boolean.
     pub fn bool(b: bool) -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_bool(out, b as c_int) })
     }
+    /// An integer (all of -2^64 .. 2^64-1 and beyond through [`Val`]).
     pub fn int(i: i64) -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_int(out, i) })
     }
+    /// A float, always stored as a float (1.0 is not the integer 1).
     pub fn float(d: f64) -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_float(out, d) })
     }
+    /// Text (UTF-8).
     pub fn text(s: &str) -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_text(out, s.as_ptr().cast(), s.len()) })
     }
+    /// A byte string.
     pub fn bytes(b: &[u8]) -> Result<Value> {
         new_value(|out| unsafe { sys::qv_value_new_bytes(out, b.as_ptr().cast(), b.len()) })
     }
+    /// A list that takes the items.
     pub fn list(items: impl IntoIterator<Item = Value>) -> Result<Value> {
         let list = new_value(|out| unsafe { sys::qv_value_new_list(out) })?;
         for item in items {
@@ -195,6 +242,7 @@ impl Value {
         }
         Ok(list)
     }
+    /// A map that takes the entries; a key given twice is refused.
     pub fn map(entries: impl IntoIterator<Item = (Value, Value)>) -> Result<Value> {
         let map = new_value(|out| unsafe { sys::qv_value_new_map(out) })?;
         for (k, v) in entries {
@@ -227,7 +275,19 @@ impl Value {
         ValueRef { ptr: self.ptr, _owner: PhantomData }
     }
 
-    fn into_raw(self) -> *mut sys::qv_value {
+    /// The digest of the value's canonical encoding.
+    pub fn digest(&self) -> Result<Digest> {
+        let mut d = sys::qv_digest::default();
+        check(unsafe { sys::qv_value_digest(self.ptr.as_ptr(), &mut d) })?;
+        Ok(Digest(d))
+    }
+
+    /// The value as a Rust enum (a deep copy).
+    pub fn to_val(&self) -> Result<Val> {
+        self.view().to_val()
+    }
+
+    pub(crate) fn into_raw(self) -> *mut sys::qv_value {
         let p = self.ptr.as_ptr();
         std::mem::forget(self);
         p
@@ -235,7 +295,7 @@ impl Value {
 
     /// # Safety
     /// `p` must be an owned, non-NULL qv_value nobody else frees.
-    unsafe fn from_raw(p: *mut sys::qv_value) -> Value {
+    pub(crate) unsafe fn from_raw(p: *mut sys::qv_value) -> Value {
         Value { ptr: NonNull::new(p).expect("quiver returned QV_OK and no value") }
     }
 }
@@ -250,38 +310,44 @@ pub struct ValueRef<'a> {
 impl<'a> ValueRef<'a> {
     /// # Safety
     /// `p` must be valid and unmodified for `'a`.
-    unsafe fn borrow(p: *const sys::qv_value) -> Option<ValueRef<'a>> {
+    pub(crate) unsafe fn borrow(p: *const sys::qv_value) -> Option<ValueRef<'a>> {
         NonNull::new(p as *mut _).map(|ptr| ValueRef { ptr, _owner: PhantomData })
     }
 
-    fn raw(&self) -> *const sys::qv_value {
+    pub(crate) fn raw(&self) -> *const sys::qv_value {
         self.ptr.as_ptr()
     }
 
+    /// Whether the value is null.
     pub fn is_null(&self) -> bool {
         unsafe { sys::qv_value_type(self.raw()) == sys::QV_TYPE_NULL }
     }
+    /// A boolean, else `QV_ETYPE`.
     pub fn as_bool(&self) -> Result<bool> {
         let mut b = 0;
         check(unsafe { sys::qv_value_get_bool(self.raw(), &mut b) })?;
         Ok(b != 0)
     }
+    /// An integer that fits `i64`, else `QV_ETYPE` or `QV_ERANGE`.
     pub fn as_int(&self) -> Result<i64> {
         let mut i = 0;
         check(unsafe { sys::qv_value_get_int(self.raw(), &mut i) })?;
         Ok(i)
     }
+    /// A float, else `QV_ETYPE`.
     pub fn as_float(&self) -> Result<f64> {
         let mut d = 0.0;
         check(unsafe { sys::qv_value_get_float(self.raw(), &mut d) })?;
         Ok(d)
     }
+    /// Text, borrowed from the tree, else `QV_ETYPE`.
     pub fn as_text(&self) -> Result<&'a str> {
         let (mut s, mut len) = (ptr::null(), 0usize);
         check(unsafe { sys::qv_value_get_text(self.raw(), &mut s, &mut len) })?;
         // SAFETY: quiver keeps text valid UTF-8, borrowed while the tree lives.
         Ok(unsafe { std::str::from_utf8_unchecked(std::slice::from_raw_parts(s.cast(), len)) })
     }
+    /// A byte string, borrowed from the tree, else `QV_ETYPE`.
     pub fn as_bytes(&self) -> Result<&'a [u8]> {
         let (mut d, mut len) = (ptr::null(), 0usize);
         check(unsafe { sys::qv_value_get_bytes(self.raw(), &mut d, &mut len) })?;
@@ -291,6 +357,7 @@ impl<'a> ValueRef<'a> {
     pub fn len(&self) -> usize {
         unsafe { sys::qv_value_count(self.raw()) }
     }
+    /// Whether `len()` is 0.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -373,6 +440,38 @@ impl Cache {
         Ok(Cache { ptr: NonNull::new(out).expect("quiver returned QV_OK and no stack") })
     }
 
+    /// A new process-private memory cache: nothing is shared with another
+    /// process, and it is gone when the last handle is.
+    pub fn memory() -> Result<Cache> {
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::qv_cache_open_memory(&mut out) })?;
+        Ok(Cache { ptr: NonNull::new(out).expect("quiver returned QV_OK and no cache") })
+    }
+
+    /// The keys of the calls stored under `name` (an index lookup), or of every
+    /// call when `name` is `None`: a snapshot taken now. [`Cache::load`] reads each.
+    pub fn query(&self, name: Option<&str>) -> Result<Vec<Digest>> {
+        let name = optional_cstring(name)?;
+        let mut it = ptr::null_mut();
+        check(unsafe { sys::qv_cache_query(&mut it, self.raw(), as_ptr_or_null(&name)) })?;
+        struct Iter(*mut sys::qv_iter);
+        impl Drop for Iter {
+            fn drop(&mut self) {
+                unsafe { sys::qv_iter_free(self.0) }
+            }
+        }
+        let it = Iter(it);
+        let mut keys = Vec::with_capacity(unsafe { sys::qv_iter_count(it.0) });
+        loop {
+            let mut d = sys::qv_digest::default();
+            match unsafe { sys::qv_iter_next(it.0, &mut d) } {
+                sys::QV_NOTFOUND => return Ok(keys),
+                st => check(st)?,
+            }
+            keys.push(Digest(d));
+        }
+    }
+
     fn raw(&self) -> *mut sys::qv_cache {
         self.ptr.as_ptr()
     }
@@ -384,6 +483,7 @@ impl Cache {
         PathBuf::from(std::ffi::OsStr::from_bytes(p.to_bytes()))
     }
 
+    /// Whether a call is stored (a stack asks its remote tier too).
     pub fn contains(&self, key: &Digest) -> Result<bool> {
         match unsafe { sys::qv_cache_contains(self.raw(), &key.0) } {
             sys::QV_NOTFOUND => Ok(false),
@@ -599,6 +699,7 @@ impl Function {
 /// # Safety
 /// `NAME` must be the grammar's name for exactly this C type.
 pub unsafe trait CType {
+    /// The type's name in a signature string: "i64", "str", ...
     const NAME: &'static str;
 }
 
@@ -607,6 +708,7 @@ pub unsafe trait CType {
 /// # Safety
 /// As for `CType`.
 pub unsafe trait CReturn {
+    /// The type's name in a signature string, "void" for `()`.
     const NAME: &'static str;
 }
 
@@ -633,8 +735,12 @@ unsafe impl CReturn for () {
 /// # Safety
 /// `signature()` must describe `Self` exactly.
 pub unsafe trait CFunction: Copy {
+    /// The signature string, "f64(f64,i64)".
     fn signature() -> String;
+    /// The pointer as quiver takes it.
     fn erase(self) -> unsafe extern "C" fn();
+    /// The typed pointer back from quiver's memoized one.
+    ///
     /// # Safety
     /// `p` must be a function of type `Self`.
     unsafe fn from_pointer(p: *mut c_void) -> Self;
@@ -668,6 +774,7 @@ pub struct Native<F: CFunction> {
 }
 
 impl<F: CFunction> Native<F> {
+    /// Memoize `f` under `name` and `version` (`None`: no version).
     pub fn new(name: &str, version: Option<&str>, f: F) -> Result<Native<F>> {
         // SAFETY: the signature is derived from F itself.
         let func = unsafe { Function::with_signature(name, version, f.erase(), &F::signature())? };

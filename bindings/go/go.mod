@@ -1,0 +1,3 @@
+module quiver
+
+go 1.21

@@ -1,3 +1,0 @@
-module quiver.example/link
-
-go 1.21
