@@ -2,6 +2,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,17 +24,25 @@ typedef struct {
 
 static const command commands[] = {
     {"stats", "PATH [--json]", "counts and sizes",
-     "Print the cache's counters (entries, values, bytes, ...), one per line or as\n"
-     "one JSON object.\n"},
-    {"ls", "PATH [NAME]", "stored calls (of one function)",
-     "One line per stored call: its digest, name, arguments and result, then how\n"
-     "many hits it has had and when the last was (UTC). Hits are written in batches:\n"
-     "a process's latest hits show once it stores, closes or hits again after\n"
-     "QUIVER_LRU_FLUSH_MS; a read-only handle does not count.\n"},
+     "Print the cache's counters (entries, values, bytes, ...), one per line with\n"
+     "sizes also in KiB, MiB or GiB, or with --json as one JSON object of plain\n"
+     "numbers (bytes).\n"},
+    {"ls", "PATH [NAME] [--json]", "stored calls (of one function)",
+     "One line per stored call: its digest, name, arguments and result, the size\n"
+     "of its result and how long it took to compute, then how many hits it has had\n"
+     "and when the last was (UTC). Hits are written in batches: a process's latest\n"
+     "hits show once it stores, closes or hits again after QUIVER_LRU_FLUSH_MS; a\n"
+     "read-only handle does not count. --json: one JSON array with an object per\n"
+     "call (the record's fields, plus digest and result_bytes; bytes as\n"
+     "{\"bytes\": HEX}, tags as {\"tag\": N, \"value\": V}, integers beyond 64 bits\n"
+     "and map keys that are not text in CBOR diagnostic notation).\n"},
     {"show", "PATH DIGEST", "one call record",
      "The whole record of one call in CBOR diagnostic notation, values stored by\n"
      "digest resolved.\n"},
     {"evict", "PATH DIGEST", "remove one call", "Remove one call, and the values only it used.\n"},
+    {"clear", "PATH [NAME]", "remove every call (of one function)",
+     "Remove every stored call, or those of the function NAME, and the values only\n"
+     "they used; print how many were removed.\n"},
     {"gc", "PATH", "remove values no call uses",
      "Remove values no call refers to and repair reference counts. Progress on\n"
      "stderr (see below).\n"},
@@ -205,7 +214,8 @@ static int is_cache(const char *path, int creates) {
 
 static int known_command(const char *cmd, int nargs, const char *arg) {
     if (!strcmp(cmd, "stats")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--json"));
-    if (!strcmp(cmd, "ls")) return nargs <= 1;
+    if (!strcmp(cmd, "ls")) return nargs <= 2;
+    if (!strcmp(cmd, "clear")) return nargs <= 1;
     if (!strcmp(cmd, "show") || !strcmp(cmd, "evict")) return nargs == 1;
     if (!strcmp(cmd, "gc")) return nargs == 0;
     if (!strcmp(cmd, "verify")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--repair"));
@@ -317,6 +327,140 @@ static void diag(FILE *f, const qv_value *v) {
         break;
     }
     }
+}
+
+/* ------------------------------------------------------ human, JSON */
+
+/* "512 B", "1.5 KiB", "3.2 GiB": binary multiples, as QUIVER_MAX_SIZE reads them. */
+static const char *human_size(char buf[32], uint64_t n) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 6) {
+        v /= 1024;
+        u++;
+    }
+    if (u == 0) snprintf(buf, 32, "%" PRIu64 " B", n);
+    else snprintf(buf, 32, "%.*f %s", v < 10 ? 2 : v < 100 ? 1 : 0, v, units[u]);
+    return buf;
+}
+
+/* "850 ns", "12.3 us", "4.56 ms", "2.50 s", "3 min 20 s", "2 h 05 min". */
+static const char *human_ns(char buf[32], uint64_t ns) {
+    double v = (double)ns;
+    if (ns < 1000) snprintf(buf, 32, "%" PRIu64 " ns", ns);
+    else if (ns < 1000000) snprintf(buf, 32, "%.*f us", v < 1e4 ? 2 : 1, v / 1e3);
+    else if (ns < 1000000000) snprintf(buf, 32, "%.*f ms", v < 1e7 ? 2 : 1, v / 1e6);
+    else if (ns < UINT64_C(60000000000)) snprintf(buf, 32, "%.2f s", v / 1e9);
+    else if (ns < UINT64_C(3600000000000)) snprintf(buf, 32, "%" PRIu64 " min %02" PRIu64 " s", ns / UINT64_C(60000000000), ns / 1000000000 % 60);
+    else snprintf(buf, 32, "%" PRIu64 " h %02" PRIu64 " min", ns / UINT64_C(3600000000000), ns / UINT64_C(60000000000) % 60);
+    return buf;
+}
+
+static void json_string(FILE *f, const char *s, size_t n) {
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* A value in CBOR diagnostic notation, as a JSON string: what JSON cannot
+ * hold as itself (a bigint, a map key that is not text) stays exact. */
+static void json_diag(FILE *f, const qv_value *v) {
+    char *text = NULL;
+    size_t n = 0;
+    FILE *m = open_memstream(&text, &n);
+    if (!m) {
+        fputs("null", f);
+        return;
+    }
+    diag(m, v);
+    fclose(m);
+    json_string(f, text, n);
+    free(text);
+}
+
+/* The JSON for a value: ls --json. CBOR has more than JSON: bytes become
+ * {"bytes": HEX}, tags {"tag": N, "value": V}, floats JSON cannot write
+ * (NaN, infinities) their names as strings. */
+static void json(FILE *f, const qv_value *v) {
+    switch (qv_value_type(v)) {
+    case QV_TYPE_NULL:
+    case QV_TYPE_BOOL:
+    case QV_TYPE_INT:
+        diag(f, v);
+        break;
+    case QV_TYPE_FLOAT: {
+        double d;
+        qv_value_get_float(v, &d);
+        if (isnan(d)) fputs("\"NaN\"", f);
+        else if (isinf(d)) fputs(d > 0 ? "\"Infinity\"" : "\"-Infinity\"", f);
+        else diag(f, v);
+        break;
+    }
+    case QV_TYPE_TEXT: {
+        const char *s;
+        size_t n;
+        qv_value_get_text(v, &s, &n);
+        json_string(f, s, n);
+        break;
+    }
+    case QV_TYPE_BYTES: {
+        const uint8_t *d;
+        size_t n;
+        qv_value_get_bytes(v, &d, &n);
+        fputs("{\"bytes\": \"", f);
+        for (size_t i = 0; i < n; i++) fprintf(f, "%02x", d[i]);
+        fputs("\"}", f);
+        break;
+    }
+    case QV_TYPE_LIST:
+        fputc('[', f);
+        for (size_t i = 0; i < qv_value_count(v); i++) {
+            if (i) fputs(", ", f);
+            json(f, qv_value_list_get(v, i));
+        }
+        fputc(']', f);
+        break;
+    case QV_TYPE_MAP:
+        fputc('{', f);
+        for (size_t i = 0; i < qv_value_count(v); i++) {
+            const qv_value *k = qv_value_map_key(v, i);
+            if (i) fputs(", ", f);
+            if (qv_value_type(k) == QV_TYPE_TEXT) json(f, k);
+            else json_diag(f, k);
+            fputs(": ", f);
+            json(f, qv_value_map_value(v, i));
+        }
+        fputc('}', f);
+        break;
+    case QV_TYPE_TAG: {
+        uint64_t tag;
+        const qv_value *content;
+        qv_value_get_tag(v, &tag, &content);
+        fprintf(f, "{\"tag\": %" PRIu64 ", \"value\": ", tag);
+        json(f, content);
+        fputc('}', f);
+        break;
+    }
+    default: /* a bigint */
+        json_diag(f, v);
+        break;
+    }
+}
+
+/* The size of a call's result as stored (its canonical encoding). */
+static uint64_t result_bytes(const qv_value *rec) {
+    const qv_value *r = qv_value_map_find(rec, "result");
+    void *data;
+    size_t len;
+    if (!r || qv_value_encode(r, &data, &len)) return 0;
+    qv_free(data);
+    return len;
 }
 
 static int parse_digest(qv_digest *d, const char *hex) {
@@ -710,6 +854,109 @@ done:
     return rc;
 }
 
+/* ----------------------------------------------------------- ls, clear */
+
+/* ls's [NAME] [--json], in either order; 0 when they are not that. */
+static int ls_args(int nargs, char **args, const char **name, int *as_json) {
+    *name = NULL;
+    *as_json = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (!strcmp(args[i], "--json") && !*as_json) *as_json = 1;
+        else if (args[i][0] != '-' && !*name) *name = args[i];
+        else return 0;
+    }
+    return 1;
+}
+
+/* ls PATH [NAME] [--json]: one line per call, or one JSON array. */
+static int list_calls(qv_cache *c, int nargs, char **args) {
+    const char *name;
+    int as_json;
+    ls_args(nargs, args, &name, &as_json);
+    qv_iter *it;
+    qv_digest d;
+    if (qv_cache_query(&it, c, name)) return fail("query");
+    int first = 1;
+    if (as_json) putchar('[');
+    while (qv_iter_next(it, &d) == QV_OK) {
+        qv_value *rec;
+        char hex[33], size[32], took[32];
+        qv_digest_hex(&d, hex);
+        /* the query is a snapshot: a call evicted since is simply gone */
+        qv_status st = qv_cache_load(c, &d, &rec);
+        if (st == QV_NOTFOUND) continue;
+        if (as_json) {
+            printf("%s\n{\"digest\": \"%s\"", first ? "" : ",", hex);
+            first = 0;
+        }
+        if (st && as_json) {
+            const char *msg = qv_errmsg();
+            fputs(", \"unreadable\": ", stdout);
+            json_string(stdout, msg, strlen(msg));
+            putchar('}');
+            continue;
+        }
+        if (st) {
+            printf("%s  (unreadable: %s)\n", hex, qv_errmsg());
+            continue;
+        }
+        uint64_t bytes = result_bytes(rec);
+        if (as_json) {
+            printf(", \"result_bytes\": %" PRIu64, bytes);
+            for (size_t i = 0; i < qv_value_count(rec); i++) {
+                fputs(", ", stdout);
+                json(stdout, qv_value_map_key(rec, i));
+                fputs(": ", stdout);
+                json(stdout, qv_value_map_value(rec, i));
+            }
+            putchar('}');
+        } else {
+            int64_t ns;
+            const qv_value *dur = qv_value_map_find(rec, "duration_ns");
+            printf("%s  ", hex);
+            diag(stdout, qv_value_map_find(rec, "name"));
+            diag(stdout, qv_value_map_find(rec, "args"));
+            fputs(" -> ", stdout);
+            diag(stdout, qv_value_map_find(rec, "result"));
+            printf("  [%s", human_size(size, bytes));
+            if (dur && !qv_value_get_int(dur, &ns) && ns >= 0) printf(", computed in %s", human_ns(took, (uint64_t)ns));
+            putchar(']');
+            print_hits(rec);
+            fputc('\n', stdout);
+        }
+        qv_value_free(rec);
+    }
+    if (as_json) puts(first ? "]" : "\n]");
+    qv_iter_free(it);
+    return 0;
+}
+
+/* clear PATH [NAME]: the digests first, then one eviction each, so no read
+ * snapshot is held across the writes. */
+static int clear_calls(qv_cache *c, const char *name) {
+    qv_iter *it;
+    if (qv_cache_query(&it, c, name)) return fail("query");
+    size_t n = 0, cap = qv_iter_count(it) + 1;
+    qv_digest *all = malloc(cap * sizeof *all);
+    if (!all) {
+        qv_iter_free(it);
+        fprintf(stderr, "quiver: clear: %s\n", strerror(ENOMEM));
+        return EXIT_FAILED;
+    }
+    while (n < cap && qv_iter_next(it, &all[n]) == QV_OK) n++;
+    qv_iter_free(it);
+    uint64_t removed = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        qv_status st = qv_cache_evict(c, &all[i]);
+        if (st == QV_OK) removed++;
+        else if (st != QV_NOTFOUND) rc = fail("clear");
+    }
+    free(all);
+    printf("calls removed: %" PRIu64 "\n", removed);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || (i == 1 && (!strcmp(argv[1], "help") || !strcmp(argv[1], "-h"))))
@@ -720,7 +967,10 @@ int main(int argc, char **argv) {
     }
     if (argc < 3) return usage();
     const char *cmd = argv[1], *path = argv[2], *arg = argc > 3 ? argv[3] : NULL;
+    const char *ls_name;
+    int ls_json;
     if (!known_command(cmd, argc - 3, arg)) return usage();
+    if (!strcmp(cmd, "ls") && !ls_args(argc - 3, argv + 3, &ls_name, &ls_json)) return usage();
     progress bar;
     if (!progress_init(&bar)) return EXIT_USAGE;
     if (!strcmp(cmd, "import")) {
@@ -731,7 +981,7 @@ int main(int argc, char **argv) {
     mopts.progress = show_progress;
     mopts.userdata = &bar;
     if (!is_cache(path, 0)) return EXIT_NOCACHE;
-    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
+    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "clear") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
     if (!writes) opts.flags |= QV_CACHE_READONLY;
     qv_cache *c;
@@ -757,31 +1007,19 @@ int main(int argc, char **argv) {
         printf("path: %s\n", qv_cache_path(c));
         for (int i = 0; i < QV_STAT_COUNT; i++) {
             uint64_t v;
-            if (qv_cache_stat(c, i, &v) == QV_OK) printf("%s: %" PRIu64 "\n", qv_stat_name(i), v);
+            char h[32];
+            if (qv_cache_stat(c, i, &v) != QV_OK) continue;
+            printf("%s: %" PRIu64, qv_stat_name(i), v);
+            if (i == QV_STAT_BYTES || i == QV_STAT_MAP_SIZE || (i == QV_STAT_MAX_BYTES && v))
+                printf(" (%s)", human_size(h, v));
+            else if (i == QV_STAT_MAX_BYTES)
+                fputs(" (no limit)", stdout);
+            putchar('\n');
         }
     } else if (!strcmp(cmd, "ls")) {
-        qv_iter *it;
-        if (qv_cache_query(&it, c, argc > 3 ? argv[3] : NULL)) rc = fail("query");
-        else {
-            while (qv_iter_next(it, &d) == QV_OK) {
-                qv_value *rec;
-                char hex[33];
-                qv_digest_hex(&d, hex);
-                if (qv_cache_load(c, &d, &rec)) {
-                    printf("%s  (unreadable: %s)\n", hex, qv_errmsg());
-                    continue;
-                }
-                printf("%s  ", hex);
-                diag(stdout, qv_value_map_find(rec, "name"));
-                diag(stdout, qv_value_map_find(rec, "args"));
-                fputs(" -> ", stdout);
-                diag(stdout, qv_value_map_find(rec, "result"));
-                print_hits(rec);
-                fputc('\n', stdout);
-                qv_value_free(rec);
-            }
-            qv_iter_free(it);
-        }
+        rc = list_calls(c, argc - 3, argv + 3);
+    } else if (!strcmp(cmd, "clear")) {
+        rc = clear_calls(c, arg);
     } else if (!strcmp(cmd, "show")) {
         qv_value *rec;
         if (!parse_digest(&d, arg)) rc = EXIT_USAGE;

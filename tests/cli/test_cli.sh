@@ -29,7 +29,8 @@ mkdir "$tmp/empty"
 echo "not a cache" >"$tmp/file"
 
 for path in "$tmp/typo" "$tmp/typo/deeper" "$tmp/empty" "$tmp/file" ":memory:"; do
-    for cmd in "stats" "stats --json" "ls" "ls cli.big" "show $digest" "evict $digest" "gc" "verify" "verify --repair"; do
+    for cmd in "stats" "stats --json" "ls" "ls cli.big" "ls cli.big --json" "show $digest" "evict $digest" "clear" \
+        "clear cli.big" "gc" "verify" "verify --repair"; do
         # shellcheck disable=SC2086 # split the command into its words
         set -- $cmd
         name=$1
@@ -47,21 +48,43 @@ done
 run 2 evict "$tmp/typo"
 run 2 frobnicate "$tmp/typo"
 run 2 verify "$tmp/typo" --fix
+run 2 ls "$tmp/typo" a b
+run 2 ls "$tmp/typo" --json --json
+run 2 ls "$tmp/typo" --long
+run 2 clear "$tmp/typo" a b
 [ ! -e "$tmp/typo" ] || fail "a usage error created the path"
 
 # the real cache
 run 0 stats "$cache"
 grep -q "^entries: 2$" "$tmp/out" || fail "stats: $(cat "$tmp/out")"
+grep -q "^bytes: [0-9]* ([0-9.]* KiB)$" "$tmp/out" || fail "stats: bytes not in KiB: $(cat "$tmp/out")"
+grep -q "^max_bytes: 0 (no limit)$" "$tmp/out" || fail "stats: max_bytes: $(cat "$tmp/out")"
 run 0 stats "$cache" --json
 grep -q '"entries": 2' "$tmp/out" || fail "stats --json: $(cat "$tmp/out")"
+python3 -m json.tool "$tmp/out" >/dev/null || fail "stats --json is not JSON: $(cat "$tmp/out")"
 run 0 ls "$cache"
 [ "$(wc -l <"$tmp/out")" -eq 2 ] || fail "ls: $(cat "$tmp/out")"
 run 0 ls "$cache" cli.big
 grep -q "^$digest" "$tmp/out" || fail "ls NAME: $(cat "$tmp/out")"
 # make_cache hit cli.big twice and closed, which wrote the counts
 grep -q "  (2 hits, last 20[0-9-]*T[0-9:]*Z)$" "$tmp/out" || fail "ls shows no hits: $(cat "$tmp/out")"
+grep -q " \[4.00 KiB, computed in [0-9.]* [mun]*s\]  (2 hits" "$tmp/out" || fail "ls: no size and time: $(cat "$tmp/out")"
 run 0 ls "$cache" cli.small
 grep -q "  (0 hits)$" "$tmp/out" || fail "ls shows hits of a call never hit: $(cat "$tmp/out")"
+grep -q " \[1 B, computed in 1.50 us\]  " "$tmp/out" || fail "ls: no size and time: $(cat "$tmp/out")"
+# --json: one array, an object per call with its digest, size and hits
+run 0 ls "$cache" --json
+python3 - "$tmp/out" "$digest" <<'PY' || fail "ls --json: $(cat "$tmp/out")"
+import json, sys
+calls = {c["digest"]: c for c in json.load(open(sys.argv[1]))}
+big = calls[sys.argv[2]]
+assert len(calls) == 2 and big["name"] == "cli.big" and big["args"] == [7], calls
+assert big["hits"] == 2 and big["result_bytes"] == 4099 and len(big["result"]["bytes"]) == 8192, big
+PY
+run 0 ls "$cache" --json cli.small
+grep -q '"name": "cli.small"' "$tmp/out" && ! grep -q cli.big "$tmp/out" || fail "ls --json NAME: $(cat "$tmp/out")"
+run 0 ls "$cache" cli.none --json
+[ "$(cat "$tmp/out")" = "[]" ] || fail "ls --json of no calls: $(cat "$tmp/out")"
 run 0 show "$cache" "$digest"
 grep -q '"hits": 2' "$tmp/out" || fail "show: no hits: $(cat "$tmp/out")"
 # counts describe the cache, not the call: an export leaves them out, and its
@@ -82,6 +105,17 @@ run 0 verify "$cache" --repair
 run 0 stats "$cache"
 grep -q "^entries: 1$" "$tmp/out" || fail "stats after evict: $(cat "$tmp/out")"
 grep -q "^values: 0$" "$tmp/out" || fail "the evicted call's value is still stored: $(cat "$tmp/out")"
+
+# clear NAME removes that function's calls, clear the rest
+"$make_cache" "$tmp/clear" >/dev/null || exit 1
+run 0 clear "$tmp/clear" cli.small
+grep -q "^calls removed: 1$" "$tmp/out" || fail "clear NAME: $(cat "$tmp/out")"
+run 0 ls "$tmp/clear"
+[ "$(wc -l <"$tmp/out")" -eq 1 ] && grep -q cli.big "$tmp/out" || fail "clear NAME left: $(cat "$tmp/out")"
+run 0 clear "$tmp/clear"
+grep -q "^calls removed: 1$" "$tmp/out" || fail "clear: $(cat "$tmp/out")"
+run 0 stats "$tmp/clear"
+grep -q "^entries: 0$" "$tmp/out" && grep -q "^values: 0$" "$tmp/out" || fail "clear left: $(cat "$tmp/out")"
 
 # progress: with QUIVER_PROGRESS_INTERVAL=0 every report is a line on stderr
 # (not a terminal here): several per phase of a 3000-call pass, counting up
@@ -215,7 +249,7 @@ run 1 import "$tmp/copy" "$tmp/absent.cbor"
 grep -q "absent.cbor" "$tmp/err" || fail "import of a missing file: $(cat "$tmp/err")"
 
 # --help: every command says what it does, on stdout, and exits 0
-for cmd in stats ls show evict gc verify export import version; do
+for cmd in stats ls show evict clear gc verify export import version; do
     run 0 "$cmd" --help
     grep -q "^usage: quiver $cmd" "$tmp/out" || fail "$cmd --help: $(cat "$tmp/out")"
 done
