@@ -45,6 +45,10 @@ void qv__cache_after_fork(qv_cache *c) {
         c->gatherer = NULL;
         c->gather_target = 0;
         c->writer_busy = 0;
+        /* the parent writes the hits it counted: counted here too, they would
+         * be written twice */
+        for (size_t s = 0; c->hit_rows && s < QV_SHARDS; s++)
+            for (size_t i = 0; i < TOUCH_SLOTS; i++) atomic_store_explicit(&c->hit_rows[s][i].n, 0, memory_order_relaxed);
         atomic_store(&c->fork_gen, gen);
         return;
     }

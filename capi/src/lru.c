@@ -203,6 +203,7 @@ qv_status qv__backfill_atimes(qv_cache *c) {
 
 void qv__flush_pending_touches(qv_cache *c) {
     if (!c->count_hits || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
+    qv__cache_after_fork(c);
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (qv__flush_touches(&w, (uint64_t)qv__now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
@@ -215,6 +216,7 @@ void qv__flush_pending_touches(qv_cache *c) {
  * handle keeps its hot keys from being evicted by another handle or process
  * that stores. One hit per period pays for it, and no thread is needed. */
 void qv__touch(qv_cache *c, const qv_digest *key) {
+    qv__cache_after_fork(c); /* a child must not count on from its parent's counts */
     uint64_t a, b;
     memcpy(&a, key->bytes, 8);
     memcpy(&b, key->bytes + 8, 8);
