@@ -1,4 +1,5 @@
-"""`pip install .` in a fresh virtual environment builds a working quiver."""
+"""`pip wheel .` builds a wheel that installs and works in a fresh virtual
+environment: no build backend there, no LD_LIBRARY_PATH, its own libquiver.so."""
 import os
 import shutil
 import subprocess
@@ -10,18 +11,26 @@ import pytest
 SOURCE = os.environ.get("QUIVER_SOURCE") or os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="pip install . builds through CMake, which is missing")
-def test_pip_install_in_fresh_venv(tmpdir_path):
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="pip wheel . builds through CMake, which is missing")
+def test_pip_wheel_installs_in_fresh_venv(tmpdir_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")}
+    pip = ["-m", "pip", "-q", "--disable-pip-version-check"]
+    # The wheel is built in one venv, with the build backend from PyPI and no
+    # second isolated environment (one download instead of two) ...
+    build_py = os.path.join(tmpdir_path, "build-venv", "bin", "python")
+    venv.create(os.path.dirname(os.path.dirname(build_py)), with_pip=True)
+    subprocess.run([build_py, *pip, "install", "scikit-build-core==1.1.2"], check=True, env=env)
+    wheels = os.path.join(tmpdir_path, "wheels")
+    subprocess.run([build_py, *pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, SOURCE],
+                   check=True, env=env, cwd=tmpdir_path)
+    built = [w for w in os.listdir(wheels) if w.endswith(".whl")]
+    assert len(built) == 1 and built[0].startswith("quiver-"), built
+    # ... and installed, offline, into another that has never seen the source.
     env_dir = os.path.join(tmpdir_path, "venv")
     venv.create(env_dir, with_pip=True)
     py = os.path.join(env_dir, "bin", "python")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LD_LIBRARY_PATH")}
-    pin = "scikit-build-core==1.1.2"
-    # The build backend from PyPI, then our package without another isolated
-    # environment (one download instead of two).
-    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", pin], check=True, env=env)
-    subprocess.run([py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-build-isolation",
-                    SOURCE], check=True, env=env, cwd=tmpdir_path)
+    subprocess.run([py, *pip, "install", "--no-index", os.path.join(wheels, built[0])],
+                   check=True, env=env, cwd=tmpdir_path)
     script = (
         "import quiver, os, sys\n"
         "assert os.path.dirname(quiver.__file__).startswith(sys.prefix), quiver.__file__\n"
