@@ -17,8 +17,7 @@
 #include "remote.h"
 #include "tier.h"
 
-const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names",
-                                              "atime", "lru", "hits", "shared"};
+const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits"};
 
 #define FORMAT_VERSION 1
 #define DEFAULT_INLINE_LIMIT 512
@@ -251,6 +250,8 @@ void qv_cache_close(qv_cache *cache) {
         qv__flush_pending_touches(cache);
         cache->store->ops->close(cache->store);
     }
+    qv_store *shared = atomic_load(&cache->shared);
+    if (shared) shared->ops->close(shared);
     qv__signer_free(cache->signer);
     free(cache->hit_rows);
     pthread_mutex_destroy(&cache->qlock);

@@ -12,7 +12,7 @@
 
 #include "store.h"
 
-enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_SHARED, T_COUNT };
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_COUNT };
 _Static_assert(T_COUNT <= QV_STORE_MAX_TABLES, "the store holds at most QV_STORE_MAX_TABLES tables");
 extern const char *const qv__table_names[T_COUNT];
 
@@ -61,6 +61,9 @@ typedef struct {
 struct qv_cache {
     _Atomic int refs; /* the host's handle, plus every context and future using it */
     qv_store *store;  /* NULL when tier is set */
+    /* The store of shared counters and dicts (shared.c), opened at first use:
+     * an environment of its own that never waits for the disk. */
+    _Atomic(qv_store *) shared;
     /* A remote tier or a stack (tier.h): every public call goes through it. */
     const struct qv_tier_ops *tier;
     void *tier_state;

@@ -1,17 +1,59 @@
 /* Named counters and dicts on a cache's store, for workers in any process or
  * language to share (DESIGN section 11: SafeCounter and SafeDict).
  *
- * They live in the "shared" table, keyed by kind, name and the caller's key
- * (docs/FORMAT.md). Every change is one write transaction of its own: an
- * increment reads, adds and writes under LMDB's writer lock, so increments
- * from many processes never lose one. They are not calls: eviction, gc and
- * the byte count leave them alone. */
+ * They live beside the cache, in an LMDB environment of their own (the
+ * directory "shared" in the cache's, docs/FORMAT.md), keyed by kind, name
+ * and the caller's key. Every change is one write transaction: an increment
+ * reads, adds and writes under LMDB's writer lock, so increments from many
+ * processes never lose one. That environment never waits for the disk: a
+ * flush per increment would cap a counter near a thousand increments a
+ * second (LMDB 0.9 cannot skip it per transaction), and these are a run's
+ * tallies, not results. A change survives its process at once; a crash of
+ * the machine may lose the latest. They are not calls: eviction, gc and the
+ * byte count never see them. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cache.h"
 
 enum { KIND_COUNTER = 'c', KIND_DICT = 'd' };
+
+#define SHARED_MAP_SIZE ((uint64_t)64 << 20) /* grows when full */
+static const char *const shared_tables[] = {"shared"};
+enum { T_ENTRIES };
+
+/* The cache's shared store, opened at first use. QV_NOTFOUND: a read-only
+ * cache whose shared store nobody has made yet (every entry is absent). */
+static qv_status shared_store(qv_store **out, qv_cache *c) {
+    qv_store *s = atomic_load_explicit(&c->shared, memory_order_acquire);
+    if (s) {
+        *out = s;
+        return QV_OK;
+    }
+    int readonly = (c->flags & QV_CACHE_READONLY) != 0;
+    qv_store_config cfg = {shared_tables, 1, QV_DURABILITY_FAST, readonly, SHARED_MAP_SIZE};
+    qv_status st;
+    if (c->memory) st = qv__store_memory_open(&s, &cfg);
+    else {
+        size_t n = strlen(c->path) + sizeof "/shared";
+        char *path = malloc(n);
+        if (!path) return qv__nomem();
+        snprintf(path, n, "%s/shared", c->path);
+        st = readonly && access(path, F_OK) != 0 ? QV_NOTFOUND : qv__store_lmdb_open(&s, path, &cfg);
+        free(path);
+    }
+    if (st) return st;
+    /* two threads may open it at once: one keeps its handle */
+    qv_store *was = NULL;
+    if (!atomic_compare_exchange_strong(&c->shared, &was, s)) {
+        s->ops->close(s);
+        s = was;
+    }
+    *out = s;
+    return QV_OK;
+}
 
 typedef struct {
     uint8_t b[2 + QV_SHARED_KEY_MAX]; /* LMDB's largest key is 511 bytes */
@@ -77,11 +119,12 @@ static size_t encode_count(uint8_t out[9], int64_t v) {
 typedef qv_status (*change_fn)(qv_store *s, qv_txn *txn, const shared_key *k, void *arg);
 
 static qv_status write_change(qv_cache *c, const shared_key *k, change_fn change, void *arg) {
-    qv_store *s = c->store;
+    qv_store *s;
+    qv_status st = shared_store(&s, c);
+    if (st) return st;
     for (;;) {
         qv_txn *txn;
-        qv_status st = s->ops->write_begin(s, &txn);
-        if (st) return st;
+        if ((st = s->ops->write_begin(s, &txn))) return st;
         if ((st = change(s, txn, k, arg))) {
             s->ops->abort(s, txn);
             if (st == QV_EFULL && !s->ops->grow(s)) continue;
@@ -102,7 +145,7 @@ static qv_status add_change(qv_store *s, qv_txn *txn, const shared_key *k, void 
     const void *v;
     size_t vlen;
     int64_t now = 0;
-    qv_status st = s->ops->get(s, txn, T_SHARED, k->b, k->n, &v, &vlen);
+    qv_status st = s->ops->get(s, txn, T_ENTRIES, k->b, k->n, &v, &vlen);
     if (st == QV_OK) st = decode_count(v, vlen, &now);
     else if (st == QV_NOTFOUND) st = QV_OK;
     if (st) return st;
@@ -110,7 +153,7 @@ static qv_status add_change(qv_store *s, qv_txn *txn, const shared_key *k, void 
         return qv__error(QV_ERANGE, "qv_counter_add: %lld + %lld does not fit an int64", (long long)now,
                          (long long)a->delta);
     uint8_t buf[9];
-    return s->ops->put(s, txn, T_SHARED, k->b, k->n, buf, encode_count(buf, a->value));
+    return s->ops->put(s, txn, T_ENTRIES, k->b, k->n, buf, encode_count(buf, a->value));
 }
 
 qv_status qv_counter_add(int64_t *out, qv_cache *cache, const char *name, const void *key, size_t key_len,
@@ -127,13 +170,14 @@ qv_status qv_counter_add(int64_t *out, qv_cache *cache, const char *name, const 
 
 /* Copy an entry out of a read transaction: nothing of the caller runs in it. */
 static qv_status read_entry(qv_cache *c, const shared_key *k, uint8_t **data, size_t *len) {
-    qv_store *s = c->store;
+    qv_store *s;
     qv_txn *txn;
-    qv_status st = s->ops->read_begin(s, &txn);
+    qv_status st = shared_store(&s, c);
+    if (!st) st = s->ops->read_begin(s, &txn);
     if (st) return st;
     const void *v;
     size_t vlen;
-    st = s->ops->get(s, txn, T_SHARED, k->b, k->n, &v, &vlen);
+    st = s->ops->get(s, txn, T_ENTRIES, k->b, k->n, &v, &vlen);
     if (!st) {
         *data = malloc(vlen ? vlen : 1);
         if (!*data) st = qv__nomem();
@@ -169,7 +213,7 @@ typedef struct {
 
 static qv_status set_change(qv_store *s, qv_txn *txn, const shared_key *k, void *arg) {
     bytes_arg *b = arg;
-    return s->ops->put(s, txn, T_SHARED, k->b, k->n, b->data, b->len);
+    return s->ops->put(s, txn, T_ENTRIES, k->b, k->n, b->data, b->len);
 }
 
 qv_status qv_dict_set(qv_cache *cache, const char *name, const void *key, size_t key_len, const void *value,
@@ -206,7 +250,7 @@ qv_status qv_dict_get(void **data, size_t *len, qv_cache *cache, const char *nam
 
 static qv_status del_change(qv_store *s, qv_txn *txn, const shared_key *k, void *arg) {
     int *found = arg;
-    qv_status st = s->ops->del(s, txn, T_SHARED, k->b, k->n);
+    qv_status st = s->ops->del(s, txn, T_ENTRIES, k->b, k->n);
     if (st == QV_NOTFOUND) return QV_OK; /* committed anyway: nothing changed */
     if (!st) *found = 1;
     return st;
@@ -255,10 +299,10 @@ static int collect_prefixed(const void *key, size_t klen, const void *val, size_
 static qv_status clear_change(qv_store *s, qv_txn *txn, const shared_key *k, void *arg) {
     uint64_t *removed = arg;
     prefix_scan p = {.prefix = k};
-    qv_status st = s->ops->scan(s, txn, T_SHARED, k->b, k->n, collect_prefixed, &p);
+    qv_status st = s->ops->scan(s, txn, T_ENTRIES, k->b, k->n, collect_prefixed, &p);
     if (!st && p.failed) st = qv__nomem();
     for (size_t i = 0; i < p.n; i++) {
-        if (!st && (st = s->ops->del(s, txn, T_SHARED, p.held[i], p.lens[i])) == QV_NOTFOUND) st = QV_OK;
+        if (!st && (st = s->ops->del(s, txn, T_ENTRIES, p.held[i], p.lens[i])) == QV_NOTFOUND) st = QV_OK;
         free(p.held[i]);
     }
     free(p.held);

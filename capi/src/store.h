@@ -6,7 +6,7 @@
 
 #include "internal.h"
 
-#define QV_STORE_MAX_TABLES 16 /* a handle opens at most this many; LMDB maxdbs */
+#define QV_STORE_MAX_TABLES 8
 
 typedef struct qv_store qv_store;
 typedef struct qv_txn qv_txn;
