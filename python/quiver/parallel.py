@@ -5,9 +5,10 @@
 
     False, None    a serial executor: each task runs in the caller's thread, at submit
     True, "auto"   serial inside a worker (no pools in pools); else the last of
-                   "processes", "loky", "dask", "ray", "executorlib" asked for by
-                   name; else a running distributed.Client or ray runtime; else
-                   processes when this machine has more than one CPU, serial otherwise
+                   "processes" (or "loky", or an int), "executorlib", "dask", "ray"
+                   asked for by name (dask and ray only while running); else a
+                   running distributed.Client or ray runtime; else processes when
+                   this machine has more than one CPU, serial otherwise
     "threads"      a thread pool (never remembered by "auto")
     "processes"    a process pool (loky's, see below); "loky" is the same pool
     an int n       the process pool, with n workers
@@ -312,7 +313,8 @@ def _dask(max_workers=None):
         wrapped = state.pools.get("dask")
         if wrapped is None or wrapped._closed or wrapped.executor.status in ("closing", "closed"):
             extra = {} if max_workers is None else dict(n_workers=1, threads_per_worker=max_workers)
-            client = distributed.Client(processes=False, dashboard_address=None, **extra)
+            # ":0": a free port (None still takes 8787, and warns when another cluster has it)
+            client = distributed.Client(processes=False, dashboard_address=":0", **extra)
             wrapped = state.pools["dask"] = WrappedExecutor(client)
         return wrapped
 
@@ -440,7 +442,10 @@ def _auto(options):
         wrapped = state.pools.get(name)
         if wrapped is not None and _alive(wrapped) and not options:
             return wrapped  # as it is: "auto" does not resize what was asked for
-        return _by_name(name, options)
+        if name in ("processes", "executorlib"):
+            return _by_name(name, options)
+        # dask and ray only as found running (cotengra's rule): "auto" never
+        # starts a scheduler or runtime again after the user closed theirs.
     if _running_dask_client() is not None:
         return _dask(**options)
     ray = sys.modules.get("ray")
@@ -464,7 +469,9 @@ def get_executor(spec="auto", **options):
     if isinstance(spec, int):
         if spec < 1:
             raise ValueError(f"get_executor needs at least one worker, not {spec}")
-        return _processes(max_workers=spec, **options)
+        wrapped = _processes(max_workers=spec, **options)
+        _here().auto = "processes"
+        return wrapped
     if isinstance(spec, str):
         if spec == "loky":
             try:
@@ -543,8 +550,13 @@ def scatter(pool, obj):
 
 def submit(pool, fn, /, *args, **kwargs):
     """`fn(*args, **kwargs)` on pool (an executor or a spec), wrapped: a hit
-    never reaches it. Returns a concurrent.futures-like future."""
-    return get_executor(pool).submit(fn, *args, **kwargs)
+    never reaches it. Returns a concurrent.futures-like future. On dask the
+    task is not pure unless pure=True is passed: two equal submits run twice,
+    as on any other pool."""
+    wrapped = get_executor(pool)
+    if _kind(wrapped.executor) == "dask":
+        kwargs.setdefault("pure", False)
+    return wrapped.submit(fn, *args, **kwargs)
 
 
 class _Progress:

@@ -166,14 +166,20 @@ def test_auto_remembers_the_last_persistent_backend_but_not_threads():
         processes = parallel.get_executor("processes", max_workers=1)
         assert parallel.get_executor("auto") is processes
         assert processes.executor._max_workers == 1  # auto takes the pool as it is
+        parallel.get_executor("dask")
+        assert parallel.get_executor("auto").executor is dask.executor
     finally:
         dask.executor.close()
+    # A closed client is not started again by auto (cotengra's rule): the local default.
+    assert type(parallel.get_executor("auto").executor).__module__.startswith("loky")
+    parallel.get_executor(1)  # an int is the process pool, remembered as one
+    assert parallel._here().auto == "processes"
 
 
 def test_auto_finds_a_running_dask_client():
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         ex = parallel.get_executor("auto")
         assert ex.executor is client
         assert parallel.get_n_workers(ex) == 2
@@ -184,6 +190,8 @@ def test_auto_finds_a_running_dask_client():
         assert isinstance(data, distributed.Future)
         assert parallel.submit(ex, w.total, data).result(timeout=60) == 6
         assert parallel.submit(client, w.total, data).result(timeout=60) == 6
+        # Not pure unless asked: equal submits are separate tasks.
+        assert parallel.submit(ex, w.pid).key != parallel.submit(ex, w.pid).key
 
 
 def test_auto_is_serial_inside_any_task_even_a_thread():
