@@ -1,6 +1,19 @@
-// Package quiver is a small Go layer over quiver's C ABI, with cgo and the
-// standard library only: handles with Close/Free, errors carrying qv_errmsg(),
-// and memoized C function pointers for Go functions exported to C.
+// Package quiver is Go's binding of quiver: memoized function calls in a
+// cache that C, Python, Lua, Rust and Go share, over quiver's C ABI with cgo
+// and the standard library only.
+//
+//   - Open, OpenReadOnly, Memory and Stack give a *Cache (Close it); Contains,
+//     Get, Load and Query read it.
+//   - NewContext puts a cache in a context.Context; Memo.Call memoizes into
+//     the cache of the context it is given (the default cache, which
+//     QUIVER_CACHE names, when none).
+//   - NewMemo memoizes a Go function over Go values, keyed exactly as Python's
+//     @quiver.memo, Lua's quiver.memo and Rust's quiver::memo key the same
+//     call: what one stores, the others hit.
+//   - NewC memoizes a C function pointer (a Go function exported with
+//     //export, say) through libffi; New a Go function over quiver values.
+//   - Errors are *Error: the status, its name and qv_errmsg(); errors.Is
+//     matches them against ErrNotFound, ErrInvalid, ...
 //
 // quiver keeps two things per OS thread: the last error message and the
 // stack of active caches. Go moves goroutines between threads, so every call
@@ -31,6 +44,25 @@ type Error struct {
 }
 
 func (e *Error) Error() string { return e.Name + ": " + e.Message }
+
+// Is makes errors.Is(err, quiver.ErrNotFound) and the like match any *Error of
+// the same status, whatever its message.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Status == e.Status
+}
+
+// Sentinels for errors.Is; a returned *Error also carries the message.
+var (
+	ErrNotFound = &Error{Status: int(C.QV_NOTFOUND), Name: "QV_NOTFOUND", Message: "no such entry"}
+	ErrInvalid  = &Error{Status: int(C.QV_EINVAL), Name: "QV_EINVAL", Message: "invalid argument"}
+	ErrType     = &Error{Status: int(C.QV_ETYPE), Name: "QV_ETYPE", Message: "wrong type"}
+	ErrRange    = &Error{Status: int(C.QV_ERANGE), Name: "QV_ERANGE", Message: "out of range"}
+	ErrDecode   = &Error{Status: int(C.QV_EDECODE), Name: "QV_EDECODE", Message: "not canonical CBOR"}
+	ErrIO       = &Error{Status: int(C.QV_EIO), Name: "QV_EIO", Message: "input/output error"}
+	ErrReadOnly = &Error{Status: int(C.QV_EREADONLY), Name: "QV_EREADONLY", Message: "read-only cache"}
+	ErrFailed   = &Error{Status: int(C.QV_EFAILED), Name: "QV_EFAILED", Message: "the function failed"}
+)
 
 // lastError must run on the OS thread that saw status, before its next quiver call.
 func lastError(status C.qv_status) *Error {
@@ -65,10 +97,7 @@ func check(f func() C.qv_status) error {
 }
 
 // IsNotFound reports whether err is quiver's QV_NOTFOUND.
-func IsNotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Status == int(C.QV_NOTFOUND)
-}
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // cstr is a C copy of s, or NULL for the empty string when nullIfEmpty.
 func cstr(s string, nullIfEmpty bool) *C.char {
@@ -318,6 +347,16 @@ func open(path string, flags C.uint32_t) (*Cache, error) {
 	return &Cache{p: p}, nil
 }
 
+// Memory is a new process-private memory cache: nothing is shared with
+// another process, and it is gone when the last handle is closed.
+func Memory() (*Cache, error) {
+	var p *C.qv_cache
+	if err := check(func() C.qv_status { return C.qv_cache_open_memory(&p) }); err != nil {
+		return nil, err
+	}
+	return &Cache{p: p}, nil
+}
+
 // Stack is a cache over two: reads try local, then remote, and copy remote
 // hits into local; stores go to both. Both stay usable and are closed on
 // their own (the stack keeps its own references).
@@ -365,6 +404,30 @@ func (c *Cache) Get(key Digest) (*Value, error) {
 // "kwargs", "result", "start_ns", "duration_ns", "lang" and "meta".
 func (c *Cache) Load(key Digest) (*Value, error) {
 	return newValue(func(o **C.qv_value) C.qv_status { return C.qv_cache_load(c.p, key.c(), o) })
+}
+
+// Query is the keys of the calls stored under name (an index lookup), or of
+// every call when name is empty: a snapshot taken now. Load reads each.
+func (c *Cache) Query(name string) ([]Digest, error) {
+	cname := cstr(name, true)
+	defer C.free(unsafe.Pointer(cname))
+	var it *C.qv_iter
+	if err := check(func() C.qv_status { return C.qv_cache_query(&it, c.p, cname) }); err != nil {
+		return nil, err
+	}
+	defer C.qv_iter_free(it)
+	keys := make([]Digest, 0, int(C.qv_iter_count(it)))
+	for {
+		var d Digest
+		found, err := do(func() C.qv_status { return C.qv_iter_next(it, (*C.qv_digest)(unsafe.Pointer(&d))) })
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return keys, nil
+		}
+		keys = append(keys, d)
+	}
 }
 
 // Entries is the number of calls stored in the cache (by anyone).

@@ -23,3 +23,15 @@ char *quiver_go_body_error(void) {
     body_error = NULL;
     return m;
 }
+
+/* The context of the Memo.Call running on this thread (a cgo.Handle, 0 when
+ * none), for the body it runs: the body runs on the same locked thread. */
+static _Thread_local uintptr_t call_state;
+
+uintptr_t quiver_go_call_swap(uintptr_t state) {
+    uintptr_t old = call_state;
+    call_state = state;
+    return old;
+}
+
+uintptr_t quiver_go_call_current(void) { return call_state; }

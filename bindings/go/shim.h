@@ -13,5 +13,9 @@ qv_status quiver_go_fn_new(qv_fn **out, const char *name, const char *version, u
  * back (the caller frees it with free; NULL when there is none). */
 void quiver_go_body_failed(const char *message);
 char *quiver_go_body_error(void);
+/* The Memo.Call state of this thread: swap in a new one (returning the old),
+ * and read it. */
+uintptr_t quiver_go_call_swap(uintptr_t state);
+uintptr_t quiver_go_call_current(void);
 
 #endif
