@@ -32,13 +32,14 @@ __all__ = [
     "memo", "Memo", "cache", "meta", "Cache", "FilteredCache", "Record", "Query", "ANY", "current_cache",
     "current_meta",
     "encode", "decode", "digest", "call_digest", "register", "Tag", "QuiverWarning", "UntrustedPickleError",
-    "BoundWrapper", "wrap_executor", "Runner", "parallel",
+    "BoundWrapper", "wrap_executor", "Runner", "SafeCounter", "SafeDict", "parallel",
     "Error", "NotFoundError", "InvalidArgumentError", "NoMemoryError", "DecodeError", "EncodeError",
     "StoreError", "FullError", "ReadOnlyError", "CorruptError", "ClosedError", "MisuseError",
     "RangeError", "CancelledError", "FailedError",
 ]  # quiver.IOError, quiver.TypeError and quiver.TimeoutError too, left out so that * does not shadow builtins
 
-_lazy = {"BoundWrapper": "bound", "wrap_executor": "bound", "Runner": "parallel"}
+_lazy = {"BoundWrapper": "bound", "wrap_executor": "bound", "Runner": "parallel", "SafeCounter": "parallel",
+         "SafeDict": "parallel"}
 
 
 def __getattr__(name):
