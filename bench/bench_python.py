@@ -346,6 +346,44 @@ def row_executor(table, tmp, seconds, repeats):
     c.close()
 
 
+def row_pool_reuse(table, tmp, seconds, repeats):
+    """quiver.parallel's process pool against loky's get_reusable_executor:
+    the time to get the warm pool, alone and with a trivial task through it."""
+    try:
+        import loky
+    except ImportError:
+        table.add("7. warm process pool: get_executor vs loky", None, note="loky is not installed")
+        return
+    from quiver import parallel
+
+    def ours(n):
+        for _ in itertools.repeat(None, n):
+            parallel.get_executor("processes", max_workers=2)
+
+    def theirs(n):
+        for _ in itertools.repeat(None, n):
+            loky.get_reusable_executor(max_workers=2)
+
+    def ours_task(n):
+        for _ in itertools.repeat(None, n):
+            parallel.get_executor("processes", max_workers=2).submit(abs, -1).result()
+
+    def theirs_task(n):
+        for _ in itertools.repeat(None, n):
+            loky.get_reusable_executor(max_workers=2).submit(abs, -1).result()
+
+    for loop in (ours_task, theirs_task):
+        loop(4)  # workers started and warm
+    qn, an = interleaved([ours, theirs], seconds, repeats)
+    table.add("7. get the warm process pool: quiver vs loky", qn, an, ("max_us", 20),
+              "loky.get_reusable_executor(max_workers=2)")
+    qn, an = interleaved([ours_task, theirs_task], seconds, repeats)
+    table.add("7b. warm pool + submit(abs, -1).result()", qn, an, ("speedup", 0.8),
+              "a forked child of a warm loky pool hangs >30 s in get_reusable_executor; quiver's never")
+    loky.get_reusable_executor().shutdown(wait=True)
+    parallel.get_executor("processes").shutdown(wait=True)
+
+
 @contextlib.contextmanager
 def redis_server(tmp):
     """A private redis-server on a free loopback port, stopped at the end."""
@@ -461,6 +499,7 @@ def main():
             row_processes(table, tmp, opts.quick, repeats)
             row_executor(table, tmp, seconds, repeats)
             row_remote(table, tmp, seconds, repeats, opts.quick)
+            row_pool_reuse(table, tmp, seconds, repeats)
     finally:
         table.print()
         shutil.rmtree(tmp, ignore_errors=True)

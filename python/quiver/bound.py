@@ -137,10 +137,19 @@ def _token(cache):
 _process = os.urandom(16)
 
 
+# Caches received from other processes, by (origin, token), the latest few
+# kept open: a pool worker reopening the caller's LMDB cache for every task
+# (the environment closed again when the task's binding goes) pays ~0.4 ms a
+# task; kept, a task costs what the pool costs.
+_received = {}
+_RECEIVED_KEPT = 8
+
+
 def _new_process():
     global _process, _tokens_lock
     _process = os.urandom(16)
     _tokens_lock = threading.Lock()  # another thread may have held it at the fork
+    _received.clear()  # copies of the parent's: the child opens its own
 
 
 if hasattr(os, "register_at_fork"):
@@ -158,7 +167,15 @@ def _rebuild(func, origin, token, cache_pickle, meta):
             # memoized call that runs here warns then (Memo._compute).
             cache = _cache._stand_in()
         else:
-            cache = pickle.loads(cache_pickle)
+            key = (origin, token)
+            with _tokens_lock:
+                cache = _received.pop(key, None)
+            if cache is None or getattr(cache, "closed", False):
+                cache = pickle.loads(cache_pickle)
+            with _tokens_lock:
+                _received[key] = cache  # the most recent last
+                while len(_received) > _RECEIVED_KEPT:
+                    del _received[next(iter(_received))]
     return BoundWrapper(func, cache, meta)
 
 
