@@ -728,4 +728,61 @@ function M.submit(cf, ...)
   return M.pool():submit(cf, ...)
 end
 
+
+--- Shared counters and dicts: named entries beside a cache that every process
+-- and language opening it sees (Python's SafeCounter and SafeDict under the
+-- same name, C's qv_counter_* and qv_dict_*). Keys are any value, keyed by
+-- quiver.encode (so "a" here is Python's "a"); each change is one LMDB write
+-- transaction, atomic across processes. A memory cache keeps them in this
+-- process; a remote tier or a stack refuses them.
+local Counter = {}
+Counter.__index = Counter
+Counter.__name = "quiver.counter"
+local Dict = {}
+Dict.__index = Dict
+Dict.__name = "quiver.dict"
+
+local function shared(kind, c, name)
+  handle(c)
+  if type(name) ~= "string" or #name == 0 or #name > 255 then
+    error("quiver." .. kind .. ": name must be a string of 1 to 255 bytes, got " .. tostring(name), 3)
+  end
+  return {_c = c, _name = name}
+end
+
+--- quiver.counter(cache, name): c:add(key, n) adds n (default 1) and returns
+-- the new count; c:get(key) the count (0 when never added to); c:clear().
+function M.counter(c, name) return setmetatable(shared("counter", c, name), Counter) end
+
+function Counter:add(key, n)
+  if n == nil then n = 1 end
+  if math.type(n) ~= "integer" then error("counter:add: n must be an integer, got " .. tostring(n), 2) end
+  return (select(2, core.qv_counter_add(handle(self._c), self._name, M.encode(key), n)))
+end
+
+function Counter:get(key)
+  return (select(2, core.qv_counter_get(handle(self._c), self._name, M.encode(key))))
+end
+
+--- Remove every key; returns how many there were.
+function Counter:clear() return (select(2, core.qv_counter_clear(handle(self._c), self._name))) end
+
+--- quiver.dict(cache, name): d:set(key, value), d:get(key) (nil when
+-- absent), d:del(key) (false when absent), d:clear().
+function M.dict(c, name) return setmetatable(shared("dict", c, name), Dict) end
+
+function Dict:set(key, value)
+  core.qv_dict_set(handle(self._c), self._name, M.encode(key), M.encode(value))
+end
+
+function Dict:get(key)
+  local found, data = core.qv_dict_get(handle(self._c), self._name, M.encode(key))
+  if not found then return nil end
+  return M.decode(data)
+end
+
+function Dict:del(key) return (core.qv_dict_del(handle(self._c), self._name, M.encode(key))) end
+
+function Dict:clear() return (select(2, core.qv_dict_clear(handle(self._c), self._name))) end
+
 return M
