@@ -43,6 +43,7 @@ type Error struct {
 	Message string
 }
 
+// Error is "QV_NAME: message".
 func (e *Error) Error() string { return e.Name + ": " + e.Message }
 
 // Is makes errors.Is(err, quiver.ErrNotFound) and the like match any *Error of
@@ -188,10 +189,12 @@ func mustValue(f func(out **C.qv_value) C.qv_status) *Value {
 	return v
 }
 
+// Null is the null value (Python's None, Lua's quiver.null).
 func Null() *Value {
 	return mustValue(func(o **C.qv_value) C.qv_status { return C.qv_value_new_null(o) })
 }
 
+// Bool is a boolean value.
 func Bool(b bool) *Value {
 	i := C.int(0)
 	if b {
@@ -200,10 +203,12 @@ func Bool(b bool) *Value {
 	return mustValue(func(o **C.qv_value) C.qv_status { return C.qv_value_new_bool(o, i) })
 }
 
+// Int is an integer value (ToValue takes every integer type and *big.Int).
 func Int(i int64) *Value {
 	return mustValue(func(o **C.qv_value) C.qv_status { return C.qv_value_new_int(o, C.int64_t(i)) })
 }
 
+// Float is a float value, always stored as a float (1.0 is not the integer 1).
 func Float(f float64) *Value {
 	return mustValue(func(o **C.qv_value) C.qv_status { return C.qv_value_new_float(o, C.double(f)) })
 }
@@ -215,6 +220,7 @@ func Text(s string) (*Value, error) {
 	return newValue(func(o **C.qv_value) C.qv_status { return C.qv_value_new_text(o, cs, C.size_t(len(s))) })
 }
 
+// Bytes is a byte string value (copied).
 func Bytes(b []byte) *Value {
 	cb := C.CBytes(b)
 	defer C.free(cb)
@@ -273,20 +279,24 @@ func (v *Value) Encode() ([]byte, error) {
 	return C.GoBytes(data, C.int(n)), nil
 }
 
+// IsNull reports whether v is null.
 func (v *Value) IsNull() bool { return C.qv_value_type(v.p) == C.QV_TYPE_NULL }
 
+// Int is an integer value that fits int64, else an error (ErrType, ErrRange).
 func (v *Value) Int() (int64, error) {
 	var i C.int64_t
 	err := check(func() C.qv_status { return C.qv_value_get_int(v.p, &i) })
 	return int64(i), err
 }
 
+// Float is a float value, else an error (ErrType).
 func (v *Value) Float() (float64, error) {
 	var d C.double
 	err := check(func() C.qv_status { return C.qv_value_get_float(v.p, &d) })
 	return float64(d), err
 }
 
+// Text is a text value, else an error (ErrType).
 func (v *Value) Text() (string, error) {
 	var s *C.char
 	var n C.size_t
@@ -386,6 +396,7 @@ func (c *Cache) Close() {
 // Path is the cache's absolute directory, or its URL, or "stack(...)".
 func (c *Cache) Path() string { return C.GoString(C.qv_cache_path(c.p)) }
 
+// Contains reports whether a call is stored (a stack asks its remote tier too).
 func (c *Cache) Contains(key Digest) (bool, error) {
 	return do(func() C.qv_status { return C.qv_cache_contains(c.p, key.c()) })
 }

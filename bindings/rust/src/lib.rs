@@ -36,8 +36,8 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod sys;
 mod memo;
+pub mod sys;
 mod val;
 
 pub use memo::{memo, Args, FromVal, Memo, ToVal};

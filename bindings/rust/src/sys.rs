@@ -126,12 +126,20 @@ extern "C" {
     pub fn qv_value_new_int(out: *mut *mut qv_value, i: i64) -> qv_status;
     pub fn qv_value_new_uint(out: *mut *mut qv_value, u: u64) -> qv_status;
     pub fn qv_value_new_negint(out: *mut *mut qv_value, n: u64) -> qv_status;
-    pub fn qv_value_new_bigint(out: *mut *mut qv_value, negative: c_int, magnitude: *const c_void, len: usize)
-        -> qv_status;
+    pub fn qv_value_new_bigint(
+        out: *mut *mut qv_value,
+        negative: c_int,
+        magnitude: *const c_void,
+        len: usize,
+    ) -> qv_status;
     pub fn qv_value_new_tag(out: *mut *mut qv_value, tag: u64, content: *mut qv_value) -> qv_status;
     pub fn qv_value_get_cbor_int(v: *const qv_value, negative: *mut c_int, n: *mut u64) -> qv_status;
-    pub fn qv_value_get_bigint(v: *const qv_value, negative: *mut c_int, magnitude: *mut *const u8, len: *mut usize)
-        -> qv_status;
+    pub fn qv_value_get_bigint(
+        v: *const qv_value,
+        negative: *mut c_int,
+        magnitude: *mut *const u8,
+        len: *mut usize,
+    ) -> qv_status;
     pub fn qv_value_get_tag(v: *const qv_value, tag: *mut u64, content: *mut *const qv_value) -> qv_status;
     pub fn qv_value_map_key(map: *const qv_value, i: usize) -> *const qv_value;
     pub fn qv_value_map_value(map: *const qv_value, i: usize) -> *const qv_value;

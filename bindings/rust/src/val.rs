@@ -48,7 +48,8 @@ impl Val {
             Val::Null => Value::null()?,
             Val::Bool(b) => Value::bool(*b)?,
             Val::Int(i) if *i >= 0 => {
-                let u = u64::try_from(*i).map_err(|_| Error::invalid(format!("{i} is beyond 2^64-1: use Val::BigInt")))?;
+                let u =
+                    u64::try_from(*i).map_err(|_| Error::invalid(format!("{i} is beyond 2^64-1: use Val::BigInt")))?;
                 new_value(|out| unsafe { sys::qv_value_new_uint(out, u) })?
             }
             Val::Int(i) if *i >= INT_MIN => {

@@ -66,7 +66,7 @@ fn errors_carry_the_library_message() {
     let cache = Cache::memory().unwrap();
     let _active = cache.activate().unwrap();
     let half = memo("api.half", None, |(x,): (i64,)| -> f64 {
-        assert!(x % 2 == 0, "{x} is odd");
+        assert!(x.rem_euclid(2) == 0, "{x} is odd");
         x as f64 / 2.0
     })
     .unwrap();

@@ -32,14 +32,14 @@ impl Drop for TempDir {
 }
 
 pub fn unhex(s: &str) -> Vec<u8> {
-    assert!(s.len() % 2 == 0, "odd hex {s:?}");
+    assert!(s.len() & 1 == 0, "odd hex {s:?}");
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// The shared vectors' directory: QV_VECTORS (ctest sets it), else
 /// ../shared/vectors beside the source tree.
 pub fn vectors() -> PathBuf {
-    env::var_os("QV_VECTORS").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-    })
+    env::var_os("QV_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors"))
 }
