@@ -40,7 +40,7 @@ mod memo;
 pub mod sys;
 mod val;
 
-pub use memo::{memo, Args, FromVal, Memo, ToVal};
+pub use memo::{memo, try_memo, Args, FromVal, Memo, ToVal};
 pub use val::Val;
 
 /// The README's example compiles (`cargo test` checks it).

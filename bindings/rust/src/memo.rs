@@ -240,18 +240,44 @@ where
     Memo::new(name, version, f)
 }
 
+/// [`memo`] for a closure that can fail: an `Err` fails the call with its
+/// message (status `QV_EFAILED`), and nothing is stored.
+///
+/// ```no_run
+/// let parse = quiver::try_memo("demo.parse", None, |(s,): (String,)| s.trim().parse::<i64>())?;
+/// assert_eq!(parse.call((" 42".into(),))?, 42);
+/// assert!(parse.call(("x".into(),)).unwrap_err().message.contains("invalid digit"));
+/// # Ok::<(), quiver::Error>(())
+/// ```
+pub fn try_memo<A, R, E, F>(name: &str, version: Option<&str>, f: F) -> Result<Memo<A, R>>
+where
+    A: Args + 'static,
+    R: ToVal + FromVal + 'static,
+    E: std::fmt::Display,
+    F: Fn(A) -> std::result::Result<R, E> + Send + Sync + 'static,
+{
+    Memo::build(name, version, move |a| f(a).map_err(|e| Error::failed(e.to_string())))
+}
+
 impl<A: Args + 'static, R: ToVal + FromVal + 'static> Memo<A, R> {
     /// See [`memo`].
     pub fn new<F>(name: &str, version: Option<&str>, f: F) -> Result<Memo<A, R>>
     where
         F: Fn(A) -> R + Send + Sync + 'static,
     {
+        Memo::build(name, version, move |a| Ok(f(a)))
+    }
+
+    fn build<F>(name: &str, version: Option<&str>, f: F) -> Result<Memo<A, R>>
+    where
+        F: Fn(A) -> Result<R> + Send + Sync + 'static,
+    {
         let func = Function::new(name, version, move |args, _kwargs| {
             let args = match args.to_val()? {
                 Val::List(items) => A::from_vals(items)?,
                 other => return Err(Error::invalid(format!("arguments must be a list, got {other:?}"))),
             };
-            f(args).to_val().to_value()
+            f(args)?.to_val().to_value()
         })?;
         Ok(Memo { func, _types: PhantomData })
     }

@@ -75,6 +75,13 @@ fn errors_carry_the_library_message() {
     assert!(err.message.contains("3 is odd"), "{err}");
     assert_eq!(cache.query(Some("api.half")).unwrap().len(), 1, "a failed call is not stored");
 
+    let parse = quiver::try_memo("api.parse", None, |(s,): (String,)| s.parse::<u8>()).unwrap();
+    assert_eq!(parse.call(("7".into(),)).unwrap(), 7);
+    let err = parse.call(("300".into(),)).unwrap_err();
+    assert_eq!(err.name, "QV_EFAILED");
+    assert!(err.message.contains("too large"), "{err}");
+    assert_eq!(cache.query(Some("api.parse")).unwrap().len(), 1);
+
     let err = Val::Int(1 << 70).to_value().unwrap_err();
     assert_eq!(err.name, "QV_EINVAL");
     assert!(Val::BigInt { negative: false, magnitude: vec![1, 0, 0, 0, 0, 0, 0, 0, 0] }.to_value().is_ok());
