@@ -844,19 +844,22 @@ QV_EXPORT void qv_iter_free(qv_iter *iter);
 
 /* ------------------------------------------------ shared counters and dicts */
 
-/* Named counters and dicts in a cache's store, which every process and
- * language that opens the cache sees (SafeCounter and SafeDict in Python,
+/* Named counters and dicts beside a cache, which every process and language
+ * that opens the cache sees (SafeCounter and SafeDict in Python,
  * quiver.counter and quiver.dict in Lua). A name picks one counter or one
  * dict (a counter and a dict may share a name); keys are bytes (the Python
  * and Lua layers use the canonical encoding of the key). Each change is one
  * write transaction: increments from any number of threads and processes are
- * atomic, none lost. Entries are not calls: eviction, gc, max_bytes and
- * qv_cache_stat leave them alone; they stay until cleared. An LMDB cache
- * shares them between processes, a memory cache only within this one; a
- * remote tier or a stack refuses them (QV_EINVAL: open the local cache by
- * path). A read-only cache reads them and refuses changes (QV_EREADONLY).
- * Names have 1 to 255 bytes; name and key together at most
- * QV_SHARED_KEY_MAX bytes (QV_EINVAL). docs/FORMAT.md has the bytes. */
+ * atomic, none lost. An LMDB cache keeps them in an LMDB environment of its
+ * own, the directory "shared" inside the cache's, made at the first change;
+ * its commits never wait for the disk, whatever the cache's durability: a
+ * change survives its process at once, a crash of the machine perhaps not.
+ * A memory cache keeps them in this process; a remote tier or a stack
+ * refuses them (QV_EINVAL: open the local cache by path). A read-only cache
+ * reads them and refuses changes (QV_EREADONLY). They are not calls:
+ * eviction, gc, max_bytes and statistics leave them alone; they stay until
+ * cleared. Names have 1 to 255 bytes; name and key together at most
+ * QV_SHARED_KEY_MAX bytes (QV_EINVAL). docs/FORMAT.md (2.7) has the bytes. */
 #define QV_SHARED_KEY_MAX 509
 
 /* Add delta to the counter's key (absent: 0) and give the sum in *out (may
