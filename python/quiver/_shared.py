@@ -60,6 +60,9 @@ def _store_cache(cache):
     c = current_cache() if cache is None else cache
     if not isinstance(c, Cache):
         raise TypeError(f"cache must be a quiver.Cache, not {type(c).__name__}")
+    if getattr(c, "_stack", None) or getattr(c, "_tiers", None) or "://" in c.path:
+        raise ValueError(f"shared counters and dicts live beside an LMDB or memory cache, not on a remote tier or "
+                         f"stack ({c!r}): give cache=quiver.Cache.open(<local path>)")
     return c
 
 
@@ -99,6 +102,10 @@ class _StoreBacked:
         return getattr(_quiver, f"qv_{self._kind}_clear")(self._cache, self._name)
 
     def __reduce__(self):
+        if self._cache.path == ":memory:":
+            # the copy would count in the worker's own memory cache, silently apart
+            raise TypeError(f"{self!r} is on a memory cache, which no other process sees: make it on a cache "
+                            "opened by path (cache=quiver.Cache.open(...), or set QUIVER_CACHE)")
         # a copy in a worker is no owner: only the maker's collection clears
         return (_reopen, (type(self), self._cache, self._name))
 

@@ -154,9 +154,15 @@ def test_refusals(cache, tmpdir_path):
         counter.increment("x" * 600)
     with pytest.raises(ValueError):
         SafeCounter.make("processes", cache=cache, name="")
+    other = quiver.Cache.open(os.path.join(tmpdir_path, "other"))
+    with pytest.raises(ValueError, match="stack"):
+        SafeCounter.make("processes", cache=quiver.Cache.stack(cache, other))
+    other.close()
     memory = quiver.Cache.memory()  # a memory cache shares within its process only
     m = SafeCounter.make("processes", cache=memory, name="m")
     assert m.increment("a") == 1
+    with pytest.raises(TypeError, match="memory cache"):
+        pickle.dumps(m)  # a worker's copy would count apart, in its own memory
     memory.close()
     path = cache.path
     cache.close()
