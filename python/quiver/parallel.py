@@ -64,12 +64,11 @@ import threading
 import time
 
 from . import bound
+from ._shared import SafeCounter, SafeDict  # threads: in memory; processes: the cache's shared store
 from .bound import WrappedExecutor
 
-__all__ = ["RayExecutor", "Runner", "SerialExecutor", "can_scatter", "get_executor", "get_n_workers",
-           "in_worker", "scatter", "should_nest", "submit"]
-from ._shared import SafeCounter, SafeDict  # noqa: E402 (threads: in memory; processes: the cache's shared store)
-__all__ += ["SafeCounter", "SafeDict"]
+__all__ = ["RayExecutor", "Runner", "SafeCounter", "SafeDict", "SerialExecutor", "can_scatter", "get_executor",
+           "get_n_workers", "in_worker", "scatter", "should_nest", "submit"]
 
 # Idle process workers exit after this long, and are started again on demand.
 _IDLE_SECONDS = 60.0
