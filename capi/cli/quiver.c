@@ -23,10 +23,17 @@ typedef struct {
 } command;
 
 static const command commands[] = {
-    {"stats", "PATH [--json]", "counts and sizes",
-     "Print the cache's counters (entries, values, bytes, ...), one per line with\n"
-     "sizes also in KiB, MiB or GiB, or with --json as one JSON object of plain\n"
-     "numbers (bytes).\n"},
+    {"stats", "PATH [--json] [--zero]", "counts, sizes, hits and time saved",
+     "Print the cache's counters, one per line with sizes also in KiB, MiB or GiB\n"
+     "and times in s, min or h, or with --json as one JSON object of plain numbers\n"
+     "(bytes, nanoseconds). total_hits, total_misses, total_stores,\n"
+     "total_evictions and total_corrupt count what every process that wrote to\n"
+     "the cache did, written in batches with its stores and hits (a read-only\n"
+     "handle adds nothing). hits, misses, ... without total_ are this command's\n"
+     "own, always 0. Then, per function: stored calls, their result bytes, their\n"
+     "hits and the time those hits saved (each call's hits times the time it took\n"
+     "to compute), and the time saved in all (saved_ns); this part reads every\n"
+     "call's record. --zero: then set the totals to 0 (the per-call hits stay).\n"},
     {"ls", "PATH [NAME] [--json]", "stored calls (of one function)",
      "One line per stored call: its digest, name, arguments and result, the size\n"
      "of its result and how long it took to compute, then how many hits it has had\n"
@@ -213,7 +220,7 @@ static int is_cache(const char *path, int creates) {
 }
 
 static int known_command(const char *cmd, int nargs, const char *arg) {
-    if (!strcmp(cmd, "stats")) return nargs == 0 || (nargs == 1 && !strcmp(arg, "--json"));
+    if (!strcmp(cmd, "stats")) return nargs <= 2; /* stats_args checks them */
     if (!strcmp(cmd, "ls")) return nargs <= 2;
     if (!strcmp(cmd, "clear")) return nargs <= 1;
     if (!strcmp(cmd, "show") || !strcmp(cmd, "evict")) return nargs == 1;
@@ -854,6 +861,150 @@ done:
     return rc;
 }
 
+/* ---------------------------------------------------------------- stats */
+
+static int stats_args(int nargs, char **args, int *as_json, int *zero) {
+    *as_json = *zero = 0;
+    for (int i = 0; i < nargs; i++) {
+        if (!strcmp(args[i], "--json") && !*as_json) *as_json = 1;
+        else if (!strcmp(args[i], "--zero") && !*zero) *zero = 1;
+        else return 0;
+    }
+    return 1;
+}
+
+/* One function's calls, as stats sums them. */
+typedef struct {
+    char *name;
+    uint64_t calls, bytes, hits, saved_ns;
+} fn_sum;
+
+typedef struct {
+    fn_sum *fns;
+    size_t n, cap;
+    uint64_t saved_ns, unreadable;
+} fn_sums;
+
+static fn_sum *fn_sum_of(fn_sums *t, const char *name, size_t len) {
+    for (size_t i = 0; i < t->n; i++)
+        if (strlen(t->fns[i].name) == len && !memcmp(t->fns[i].name, name, len)) return &t->fns[i];
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        fn_sum *f = realloc(t->fns, cap * sizeof *f);
+        if (!f) return NULL;
+        t->fns = f;
+        t->cap = cap;
+    }
+    fn_sum *f = &t->fns[t->n];
+    memset(f, 0, sizeof *f);
+    if (!(f->name = strndup(name, len))) return NULL;
+    t->n++;
+    return f;
+}
+
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const fn_sum *)a)->name, ((const fn_sum *)b)->name);
+}
+
+/* Every call's record: its function's calls, result bytes, hits and the
+ * time its hits saved. */
+static int sum_functions(qv_cache *c, fn_sums *t) {
+    qv_iter *it;
+    qv_digest d;
+    if (qv_cache_query(&it, c, NULL)) return fail("query");
+    while (qv_iter_next(it, &d) == QV_OK) {
+        qv_value *rec;
+        qv_status st = qv_cache_load(c, &d, &rec);
+        if (st == QV_NOTFOUND) continue;
+        if (st) {
+            t->unreadable++;
+            continue;
+        }
+        const char *name;
+        size_t len;
+        int64_t hits = 0, ns = 0;
+        const qv_value *h = qv_value_map_find(rec, "hits"), *dur = qv_value_map_find(rec, "duration_ns");
+        fn_sum *f = NULL;
+        if (!qv_value_get_text(qv_value_map_find(rec, "name"), &name, &len) && !(f = fn_sum_of(t, name, len))) {
+            qv_value_free(rec);
+            qv_iter_free(it);
+            fprintf(stderr, "quiver: stats: %s\n", strerror(ENOMEM));
+            return EXIT_FAILED;
+        }
+        if (h) qv_value_get_int(h, &hits);
+        if (dur) qv_value_get_int(dur, &ns);
+        uint64_t saved = hits > 0 && ns > 0 ? (uint64_t)hits * (uint64_t)ns : 0;
+        if (f) {
+            f->calls++;
+            f->bytes += result_bytes(rec);
+            f->hits += hits > 0 ? (uint64_t)hits : 0;
+            f->saved_ns += saved;
+        }
+        t->saved_ns += saved;
+        qv_value_free(rec);
+    }
+    qv_iter_free(it);
+    if (t->n) qsort(t->fns, t->n, sizeof *t->fns, by_name);
+    return 0;
+}
+
+/* stats PATH [--json] [--zero] */
+static int show_stats(qv_cache *c, int nargs, char **args) {
+    int as_json, zero;
+    stats_args(nargs, args, &as_json, &zero);
+    fn_sums t = {NULL, 0, 0, 0, 0};
+    int rc = sum_functions(c, &t);
+    if (rc) goto done;
+    const char *path = qv_cache_path(c);
+    char h[32], h2[32];
+    if (as_json) {
+        fputs("{\"path\": ", stdout);
+        json_string(stdout, path, strlen(path));
+    } else {
+        printf("path: %s\n", path);
+    }
+    for (int i = 0; i < QV_STAT_COUNT; i++) {
+        uint64_t v;
+        if (qv_cache_stat(c, i, &v) != QV_OK) continue;
+        if (as_json) {
+            printf(", \"%s\": %" PRIu64, qv_stat_name(i), v);
+            continue;
+        }
+        printf("%s: %" PRIu64, qv_stat_name(i), v);
+        if (i == QV_STAT_BYTES || i == QV_STAT_MAP_SIZE || (i == QV_STAT_MAX_BYTES && v))
+            printf(" (%s)", human_size(h, v));
+        else if (i == QV_STAT_MAX_BYTES)
+            fputs(" (no limit)", stdout);
+        putchar('\n');
+    }
+    if (as_json) {
+        printf(", \"saved_ns\": %" PRIu64 ", \"unreadable\": %" PRIu64 ", \"functions\": {", t.saved_ns, t.unreadable);
+        for (size_t i = 0; i < t.n; i++) {
+            fn_sum *f = &t.fns[i];
+            fputs(i ? ", " : "", stdout);
+            json_string(stdout, f->name, strlen(f->name));
+            printf(": {\"calls\": %" PRIu64 ", \"result_bytes\": %" PRIu64 ", \"hits\": %" PRIu64
+                   ", \"saved_ns\": %" PRIu64 "}",
+                   f->calls, f->bytes, f->hits, f->saved_ns);
+        }
+        puts("}}");
+    } else {
+        printf("saved: %" PRIu64 " (%s)\n", t.saved_ns, human_ns(h, t.saved_ns));
+        if (t.unreadable) printf("unreadable: %" PRIu64 " (quiver verify checks them)\n", t.unreadable);
+        if (t.n) printf("%-32s %10s %10s %10s %12s\n", "function", "calls", "bytes", "hits", "saved");
+        for (size_t i = 0; i < t.n; i++) {
+            fn_sum *f = &t.fns[i];
+            printf("%-32s %10" PRIu64 " %10s %10" PRIu64 " %12s\n", f->name, f->calls, human_size(h, f->bytes), f->hits,
+                   human_ns(h2, f->saved_ns));
+        }
+    }
+    if (zero && qv_cache_reset_totals(c)) rc = fail("stats --zero");
+done:
+    for (size_t i = 0; i < t.n; i++) free(t.fns[i].name);
+    free(t.fns);
+    return rc;
+}
+
 /* ----------------------------------------------------------- ls, clear */
 
 /* ls's [NAME] [--json], in either order; 0 when they are not that. */
@@ -968,9 +1119,10 @@ int main(int argc, char **argv) {
     if (argc < 3) return usage();
     const char *cmd = argv[1], *path = argv[2], *arg = argc > 3 ? argv[3] : NULL;
     const char *ls_name;
-    int ls_json;
+    int ls_json, zero = 0;
     if (!known_command(cmd, argc - 3, arg)) return usage();
     if (!strcmp(cmd, "ls") && !ls_args(argc - 3, argv + 3, &ls_name, &ls_json)) return usage();
+    if (!strcmp(cmd, "stats") && !stats_args(argc - 3, argv + 3, &ls_json, &zero)) return usage();
     progress bar;
     if (!progress_init(&bar)) return EXIT_USAGE;
     if (!strcmp(cmd, "import")) {
@@ -981,41 +1133,16 @@ int main(int argc, char **argv) {
     mopts.progress = show_progress;
     mopts.userdata = &bar;
     if (!is_cache(path, 0)) return EXIT_NOCACHE;
-    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "clear") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg);
+    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "clear") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg) ||
+                 zero;
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
     if (!writes) opts.flags |= QV_CACHE_READONLY;
     qv_cache *c;
     if (qv_cache_open(&c, path, &opts)) return fail(path);
     int rc = 0;
     qv_digest d;
-    if (!strcmp(cmd, "stats") && arg) {
-        /* the path is printed as a JSON string: escape what JSON requires */
-        fputs("{\"path\": \"", stdout);
-        for (const char *p = qv_cache_path(c); *p; p++) {
-            unsigned char ch = (unsigned char)*p;
-            if (ch == '"' || ch == '\\') printf("\\%c", ch);
-            else if (ch < 0x20) printf("\\u%04x", ch);
-            else putchar(ch);
-        }
-        putchar('"');
-        for (int i = 0; i < QV_STAT_COUNT; i++) {
-            uint64_t v;
-            if (qv_cache_stat(c, i, &v) == QV_OK) printf(", \"%s\": %" PRIu64, qv_stat_name(i), v);
-        }
-        puts("}");
-    } else if (!strcmp(cmd, "stats")) {
-        printf("path: %s\n", qv_cache_path(c));
-        for (int i = 0; i < QV_STAT_COUNT; i++) {
-            uint64_t v;
-            char h[32];
-            if (qv_cache_stat(c, i, &v) != QV_OK) continue;
-            printf("%s: %" PRIu64, qv_stat_name(i), v);
-            if (i == QV_STAT_BYTES || i == QV_STAT_MAP_SIZE || (i == QV_STAT_MAX_BYTES && v))
-                printf(" (%s)", human_size(h, v));
-            else if (i == QV_STAT_MAX_BYTES)
-                fputs(" (no limit)", stdout);
-            putchar('\n');
-        }
+    if (!strcmp(cmd, "stats")) {
+        rc = show_stats(c, argc - 3, argv + 3);
     } else if (!strcmp(cmd, "ls")) {
         rc = list_calls(c, argc - 3, argv + 3);
     } else if (!strcmp(cmd, "clear")) {

@@ -506,8 +506,22 @@ QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
 #define QV_STAT_REMOTE_ERRORS 12 /* remote round trips that failed or timed out (this handle) */
 #define QV_STAT_DROPPED    13  /* asynchronous remote stores dropped (this handle) */
 #define QV_STAT_FORGED     14  /* entries whose signature failed, treated as misses (this handle) */
-#define QV_STAT_COUNT      15
+/* The cache's totals over every handle and process that wrote to it, kept
+ * in the cache (an LMDB or memory cache; a remote tier keeps none: 0). Each
+ * writable handle adds its counts in the write transactions it makes anyway
+ * (stores, and the batched touches of hits: see qv_cache_load), never one per
+ * hit; a read-only handle adds nothing. This handle's counts not yet written
+ * are included. qv_cache_reset_totals sets them to 0. */
+#define QV_STAT_TOTAL_HITS      15
+#define QV_STAT_TOTAL_MISSES    16
+#define QV_STAT_TOTAL_STORES    17
+#define QV_STAT_TOTAL_EVICTIONS 18
+#define QV_STAT_TOTAL_CORRUPT   19
+#define QV_STAT_COUNT      20
 QV_EXPORT qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out);
+/* Set the QV_STAT_TOTAL_* counters to 0 (quiver stats --zero); a handle's
+ * counts from before are not added later. QV_EINVAL on a remote tier or stack. */
+QV_EXPORT qv_status qv_cache_reset_totals(qv_cache *cache);
 /* The name of a QV_STAT_* ("hits"), or NULL when out of range. */
 QV_EXPORT const char *qv_stat_name(int which);
 

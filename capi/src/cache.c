@@ -48,6 +48,8 @@ void qv__cache_after_fork(qv_cache *c) {
          * be written twice */
         for (size_t s = 0; c->hit_rows && s < QV_SHARDS; s++)
             for (size_t i = 0; i < TOUCH_SLOTS; i++) atomic_store_explicit(&c->hit_rows[s][i].n, 0, memory_order_relaxed);
+        /* and the totals of the counts it has not written yet */
+        for (int i = 0; i < QV_TOTALS; i++) atomic_store(&c->totalled[i], qv__handle_count(c, qv__total_base[i]));
         atomic_store(&c->fork_gen, gen);
         return;
     }
@@ -303,6 +305,8 @@ qv_status qv__forged_miss(qv_cache *c, const qv_digest *key) {
 static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cache, const qv_digest *key, uint8_t *buf,
                                                                   size_t cap, const uint8_t **out, size_t *out_len,
                                                                   uint8_t **heap, int64_t *duration_ns) {
+    /* before counting: a forked child's totals start from what it inherited */
+    qv__cache_after_fork(cache);
     qv_store *s = cache->store;
     qv_txn *txn;
     qv_status st = s->ops->read_begin(s, &txn);

@@ -105,7 +105,24 @@ struct qv_cache {
     int64_t touch_period_ns;
     _Atomic int64_t touch_since; /* monotonic time of the oldest unwritten touch; 0: none */
     touch_slot touched[TOUCH_SLOTS];
+    /* Of this handle's counts, what it has added to the cache's totals
+     * (QV_STAT_TOTAL_*); changed only inside write transactions. */
+    _Atomic uint64_t totalled[QV_STAT_TOTAL_CORRUPT - QV_STAT_TOTAL_HITS + 1];
 };
+
+/* QV_STAT_TOTAL_HITS + i adds up qv__total_base[i] across handles: the
+ * meta entry "total.<name of the base>" holds it (lru.c writes it). */
+#define QV_TOTALS 5
+static const int qv__total_base[QV_TOTALS] = {QV_STAT_HITS, QV_STAT_MISSES, QV_STAT_STORES, QV_STAT_EVICTIONS,
+                                              QV_STAT_CORRUPT};
+static const char *const qv__total_key[QV_TOTALS] = {"total.hits", "total.misses", "total.stores",
+                                                     "total.evictions", "total.corrupt"};
+
+static inline uint64_t qv__handle_count(qv_cache *c, int which) {
+    uint64_t n = 0;
+    for (int i = 0; i < QV_SHARDS; i++) n += atomic_load_explicit(&c->stats[i].n[which], memory_order_relaxed);
+    return n;
+}
 
 static inline void qv__cache_count(qv_cache *c, int which, uint64_t n) {
     atomic_fetch_add_explicit(&c->stats[qv__thread_shard()].n[which], n, memory_order_relaxed);

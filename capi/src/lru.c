@@ -72,8 +72,25 @@ static qv_status add_hits(wctx *w, const qv_digest *key, uint64_t hits, int64_t 
     return s->ops->put(s, w->txn, T_HITS, key->bytes, 16, buf, 16);
 }
 
+/* Add what this handle counted since it last did to the cache's totals.
+ * Marked as added before the commit: a transaction that then fails loses
+ * those counts rather than adding them twice. */
+static qv_status add_totals(wctx *w) {
+    qv_cache *c = w->c;
+    for (int i = 0; i < QV_TOTALS; i++) {
+        uint64_t n = qv__handle_count(c, qv__total_base[i]), was = atomic_load(&c->totalled[i]), total;
+        if (n <= was) continue;
+        qv_status st = qv__meta_get_uint(c, w->txn, qv__total_key[i], &total);
+        if (st || (st = qv__meta_put_uint(c, w->txn, qv__total_key[i], total + (n - was)))) return st;
+        atomic_store(&c->totalled[i], n);
+    }
+    return QV_OK;
+}
+
 qv_status qv__flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
+    qv_status tst = add_totals(w);
+    if (tst) return tst;
     if (!c->count_hits || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
     int64_t mono = coarse_ns();
     for (size_t i = 0; i < TOUCH_SLOTS; i++) {
@@ -201,8 +218,15 @@ qv_status qv__backfill_atimes(qv_cache *c) {
     return s->ops->commit(s, b.w.txn);
 }
 
+static int totals_pending(qv_cache *c) {
+    for (int i = 0; i < QV_TOTALS; i++)
+        if (qv__handle_count(c, qv__total_base[i]) > atomic_load_explicit(&c->totalled[i], memory_order_relaxed))
+            return 1;
+    return 0;
+}
+
 void qv__flush_pending_touches(qv_cache *c) {
-    if (!c->count_hits || !atomic_load_explicit(&c->touch_since, memory_order_relaxed)) return;
+    if (!c->count_hits || (!atomic_load_explicit(&c->touch_since, memory_order_relaxed) && !totals_pending(c))) return;
     qv__cache_after_fork(c);
     wctx w = {c, NULL, 0};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;

@@ -298,6 +298,7 @@ qv_status qv_cache_sync(qv_cache *cache) {
 static const char *const stat_names[QV_STAT_COUNT] = {
     "hits", "misses", "entries", "values", "bytes", "max_bytes", "stores", "commits",
     "evictions", "corrupt", "map_size", "remote_hits", "remote_errors", "dropped", "forged",
+    "total_hits", "total_misses", "total_stores", "total_evictions", "total_corrupt",
 };
 
 const char *qv_stat_name(int which) {
@@ -326,9 +327,43 @@ qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
     case QV_STAT_MAP_SIZE:
         *out = s->ops->map_size(s);
         return QV_OK;
+    case QV_STAT_TOTAL_HITS:
+    case QV_STAT_TOTAL_MISSES:
+    case QV_STAT_TOTAL_STORES:
+    case QV_STAT_TOTAL_EVICTIONS:
+    case QV_STAT_TOTAL_CORRUPT: {
+        int i = which - QV_STAT_TOTAL_HITS;
+        if ((st = s->ops->read_begin(s, &txn))) return st;
+        st = qv__meta_get_uint(cache, txn, qv__total_key[i], out);
+        s->ops->read_end(s, txn);
+        uint64_t n = qv__handle_count(cache, qv__total_base[i]), was = atomic_load(&cache->totalled[i]);
+        if (n > was) *out += n - was; /* this handle's, not written yet */
+        return st;
+    }
     default:
         *out = 0;
         for (int i = 0; i < QV_SHARDS; i++) *out += atomic_load_explicit(&cache->stats[i].n[which], memory_order_relaxed);
         return QV_OK;
     }
+}
+
+qv_status qv_cache_reset_totals(qv_cache *cache) {
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_reset_totals: cache is NULL");
+    if (cache->tier) return not_a_store(cache, "qv_cache_reset_totals");
+    qv_store *s = cache->store;
+    qv_txn *txn;
+    qv_status st = s->ops->write_begin(s, &txn);
+    if (st) return st;
+    uint64_t now[QV_TOTALS];
+    for (int i = 0; !st && i < QV_TOTALS; i++) {
+        now[i] = qv__handle_count(cache, qv__total_base[i]);
+        st = qv__meta_put_uint(cache, txn, qv__total_key[i], 0);
+    }
+    if (st) {
+        s->ops->abort(s, txn);
+        return st;
+    }
+    if ((st = s->ops->commit(s, txn))) return st;
+    for (int i = 0; i < QV_TOTALS; i++) atomic_store(&cache->totalled[i], now[i]);
+    return QV_OK;
 }

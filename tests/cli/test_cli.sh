@@ -29,7 +29,7 @@ mkdir "$tmp/empty"
 echo "not a cache" >"$tmp/file"
 
 for path in "$tmp/typo" "$tmp/typo/deeper" "$tmp/empty" "$tmp/file" ":memory:"; do
-    for cmd in "stats" "stats --json" "ls" "ls cli.big" "ls cli.big --json" "show $digest" "evict $digest" "clear" \
+    for cmd in "stats" "stats --json" "stats --zero" "ls" "ls cli.big" "ls cli.big --json" "show $digest" "evict $digest" "clear" \
         "clear cli.big" "gc" "verify" "verify --repair"; do
         # shellcheck disable=SC2086 # split the command into its words
         set -- $cmd
@@ -52,6 +52,8 @@ run 2 ls "$tmp/typo" a b
 run 2 ls "$tmp/typo" --json --json
 run 2 ls "$tmp/typo" --long
 run 2 clear "$tmp/typo" a b
+run 2 stats "$tmp/typo" --zero --zero
+run 2 stats "$tmp/typo" --bogus
 [ ! -e "$tmp/typo" ] || fail "a usage error created the path"
 
 # the real cache
@@ -59,9 +61,18 @@ run 0 stats "$cache"
 grep -q "^entries: 2$" "$tmp/out" || fail "stats: $(cat "$tmp/out")"
 grep -q "^bytes: [0-9]* ([0-9.]* KiB)$" "$tmp/out" || fail "stats: bytes not in KiB: $(cat "$tmp/out")"
 grep -q "^max_bytes: 0 (no limit)$" "$tmp/out" || fail "stats: max_bytes: $(cat "$tmp/out")"
+# the totals of every process that wrote: make_cache stored 2 calls and hit one twice
+grep -q "^total_hits: 2$" "$tmp/out" && grep -q "^total_stores: 2$" "$tmp/out" || fail "stats: totals: $(cat "$tmp/out")"
+grep -q "^saved: 0 (0 ns)$" "$tmp/out" || fail "stats: saved: $(cat "$tmp/out")"
+grep -q "^cli.big  *1  *4.00 KiB  *2  *0 ns$" "$tmp/out" || fail "stats: per function: $(cat "$tmp/out")"
 run 0 stats "$cache" --json
 grep -q '"entries": 2' "$tmp/out" || fail "stats --json: $(cat "$tmp/out")"
-python3 -m json.tool "$tmp/out" >/dev/null || fail "stats --json is not JSON: $(cat "$tmp/out")"
+python3 - "$tmp/out" <<'PY' || fail "stats --json: $(cat "$tmp/out")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["total_hits"] == 2 and s["total_stores"] == 2 and s["saved_ns"] == 0, s
+assert s["functions"]["cli.big"] == {"calls": 1, "result_bytes": 4099, "hits": 2, "saved_ns": 0}, s
+PY
 run 0 ls "$cache"
 [ "$(wc -l <"$tmp/out")" -eq 2 ] || fail "ls: $(cat "$tmp/out")"
 run 0 ls "$cache" cli.big
@@ -105,6 +116,17 @@ run 0 verify "$cache" --repair
 run 0 stats "$cache"
 grep -q "^entries: 1$" "$tmp/out" || fail "stats after evict: $(cat "$tmp/out")"
 grep -q "^values: 0$" "$tmp/out" || fail "the evicted call's value is still stored: $(cat "$tmp/out")"
+
+# totals add up across processes, and --zero sets them to 0 (not the per-call hits)
+"$make_cache" "$tmp/twice" >/dev/null && "$make_cache" "$tmp/twice" >/dev/null || exit 1
+run 0 stats "$tmp/twice"
+grep -q "^total_hits: 4$" "$tmp/out" && grep -q "^total_stores: 4$" "$tmp/out" || fail "totals of two processes: $(cat "$tmp/out")"
+run 0 stats "$tmp/twice" --zero
+grep -q "^total_hits: 4$" "$tmp/out" || fail "stats --zero shows the totals first: $(cat "$tmp/out")"
+run 0 stats "$tmp/twice" --json
+grep -q '"total_hits": 0, "total_misses": 0, "total_stores": 0' "$tmp/out" || fail "stats --zero: $(cat "$tmp/out")"
+run 0 ls "$tmp/twice" cli.big
+grep -q "  ([1-9][0-9]* hits\?, last" "$tmp/out" || fail "stats --zero cleared the per-call hits: $(cat "$tmp/out")"
 
 # clear NAME removes that function's calls, clear the rest
 "$make_cache" "$tmp/clear" >/dev/null || exit 1
