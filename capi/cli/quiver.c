@@ -352,15 +352,19 @@ static const char *human_size(char buf[32], uint64_t n) {
     return buf;
 }
 
+#define SECOND UINT64_C(1000000000) /* ns */
+
 /* "850 ns", "12.3 us", "4.56 ms", "2.50 s", "3 min 20 s", "2 h 05 min". */
 static const char *human_ns(char buf[32], uint64_t ns) {
     double v = (double)ns;
     if (ns < 1000) snprintf(buf, 32, "%" PRIu64 " ns", ns);
     else if (ns < 1000000) snprintf(buf, 32, "%.*f us", v < 1e4 ? 2 : 1, v / 1e3);
     else if (ns < 1000000000) snprintf(buf, 32, "%.*f ms", v < 1e7 ? 2 : 1, v / 1e6);
-    else if (ns < UINT64_C(60000000000)) snprintf(buf, 32, "%.2f s", v / 1e9);
-    else if (ns < UINT64_C(3600000000000)) snprintf(buf, 32, "%" PRIu64 " min %02" PRIu64 " s", ns / UINT64_C(60000000000), ns / 1000000000 % 60);
-    else snprintf(buf, 32, "%" PRIu64 " h %02" PRIu64 " min", ns / UINT64_C(3600000000000), ns / UINT64_C(60000000000) % 60);
+    else if (ns < 60 * SECOND) snprintf(buf, 32, "%.2f s", v / 1e9);
+    else if (ns < 3600 * SECOND)
+        snprintf(buf, 32, "%" PRIu64 " min %02" PRIu64 " s", ns / (60 * SECOND), ns / SECOND % 60);
+    else
+        snprintf(buf, 32, "%" PRIu64 " h %02" PRIu64 " min", ns / (3600 * SECOND), ns / (60 * SECOND) % 60);
     return buf;
 }
 
@@ -1133,8 +1137,8 @@ int main(int argc, char **argv) {
     mopts.progress = show_progress;
     mopts.userdata = &bar;
     if (!is_cache(path, 0)) return EXIT_NOCACHE;
-    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "clear") || !strcmp(cmd, "gc") || (!strcmp(cmd, "verify") && arg) ||
-                 zero;
+    int writes = !strcmp(cmd, "evict") || !strcmp(cmd, "clear") || !strcmp(cmd, "gc") ||
+                 (!strcmp(cmd, "verify") && arg) || zero;
     qv_cache_options opts = QV_CACHE_OPTIONS_INIT;
     if (!writes) opts.flags |= QV_CACHE_READONLY;
     qv_cache *c;
