@@ -12,7 +12,8 @@
     "threads"      a thread pool (never remembered by "auto")
     "processes"    a process pool (loky's, see below); "loky" is the same pool
     an int n       the process pool, with n workers
-    "dask"         the running distributed.Client, else a local in-process one
+    "dask"         the running distributed.Client, else one connected to the scheduler
+                   dask's config names (DASK_SCHEDULER_ADDRESS), else a local in-process one
     "ray"          the running ray runtime, else a local one started here
     "executorlib"  executorlib's SingleNodeExecutor
     an executor    that executor, wrapped
@@ -313,9 +314,14 @@ def _dask(max_workers=None):
     with state.lock:
         wrapped = state.pools.get("dask")
         if wrapped is None or wrapped._closed or wrapped.executor.status in ("closing", "closed"):
-            extra = {} if max_workers is None else dict(n_workers=1, threads_per_worker=max_workers)
-            # ":0": a free port (None still takes 8787, and warns when another cluster has it)
-            client = distributed.Client(processes=False, dashboard_address=":0", **extra)
+            import dask
+            if dask.config.get("scheduler-address", None):
+                # A scheduler named by DASK_SCHEDULER_ADDRESS or dask's config: join it.
+                client = distributed.Client()
+            else:
+                extra = {} if max_workers is None else dict(n_workers=1, threads_per_worker=max_workers)
+                # ":0": a free port (None still takes 8787, and warns when another cluster has it)
+                client = distributed.Client(processes=False, dashboard_address=":0", **extra)
             wrapped = state.pools["dask"] = WrappedExecutor(client)
         return wrapped
 

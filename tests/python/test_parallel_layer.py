@@ -194,6 +194,20 @@ def test_auto_finds_a_running_dask_client():
         assert parallel.submit(ex, w.pid).key != parallel.submit(ex, w.pid).key
 
 
+def test_dask_joins_the_scheduler_its_config_names():
+    distributed = pytest.importorskip("distributed")
+    import dask
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:
+        with dask.config.set({"scheduler-address": cluster.scheduler_address}):
+            ex = parallel.get_executor("dask")
+        try:
+            assert ex.executor.scheduler.address == cluster.scheduler_address
+            assert ex.submit(w.add, 2, 5).result(timeout=60) == 7
+        finally:
+            ex.executor.close()
+
+
 def test_auto_is_serial_inside_any_task_even_a_thread():
     assert parallel.get_executor("threads").submit(w.auto_kind).result() == "SerialExecutor"
     assert parallel.get_executor(False).submit(w.auto_kind).result() == "SerialExecutor"
