@@ -751,7 +751,8 @@ local function shared(kind, c, name)
 end
 
 --- quiver.counter(cache, name): c:add(key, n) adds n (default 1) and returns
--- the new count; c:get(key) the count (0 when never added to); c:clear().
+-- the new count; c:get(key) the count (0 when never added to); c:items(),
+-- c:clear().
 function M.counter(c, name) return setmetatable(shared("counter", c, name), Counter) end
 
 function Counter:add(key, n)
@@ -767,8 +768,20 @@ end
 --- Remove every key; returns how many there were.
 function Counter:clear() return (select(2, core.qv_counter_clear(handle(self._c), self._name))) end
 
+-- {key, value} pairs, a snapshot, in the order of the keys' encodings.
+local function items(fn, self, value)
+  local out = {}
+  for i, pair in ipairs(select(2, fn(handle(self._c), self._name))) do
+    out[i] = {M.decode(pair[1]), value(pair[2])}
+  end
+  return out
+end
+
+--- Every key with its count: a list of {key, count} pairs.
+function Counter:items() return items(core.qv_counter_items, self, function(n) return n end) end
+
 --- quiver.dict(cache, name): d:set(key, value), d:get(key) (nil when
--- absent), d:del(key) (false when absent), d:clear().
+-- absent), d:del(key) (false when absent), d:items(), d:clear().
 function M.dict(c, name) return setmetatable(shared("dict", c, name), Dict) end
 
 function Dict:set(key, value)
@@ -784,5 +797,8 @@ end
 function Dict:del(key) return (core.qv_dict_del(handle(self._c), self._name, M.encode(key))) end
 
 function Dict:clear() return (select(2, core.qv_dict_clear(handle(self._c), self._name))) end
+
+--- Every key with its value: a list of {key, value} pairs.
+function Dict:items() return items(core.qv_dict_items, self, M.decode) end
 
 return M

@@ -884,6 +884,9 @@ QV_EXPORT qv_status qv_counter_add(int64_t *out, qv_cache *cache, const char *na
 QV_EXPORT qv_status qv_counter_get(int64_t *out, qv_cache *cache, const char *name, const void *key, size_t key_len);
 /* Remove every key of the counter; *removed (may be NULL) says how many. */
 QV_EXPORT qv_status qv_counter_clear(uint64_t *removed, qv_cache *cache, const char *name);
+/* Every key of the counter with its count, in key order: a list of
+ * [key (bytes), count (int)] pairs, a snapshot; caller frees. */
+QV_EXPORT qv_status qv_counter_items(qv_value **out, qv_cache *cache, const char *name);
 
 /* Set the dict's key to value, one canonical item (QV_EDECODE otherwise). */
 QV_EXPORT qv_status qv_dict_set(qv_cache *cache, const char *name, const void *key, size_t key_len,
@@ -897,6 +900,10 @@ QV_EXPORT qv_status qv_dict_get(void **data, size_t *len, qv_cache *cache, const
 QV_EXPORT qv_status qv_dict_del(qv_cache *cache, const char *name, const void *key, size_t key_len);
 /* Remove every key of the dict; *removed (may be NULL) says how many. */
 QV_EXPORT qv_status qv_dict_clear(uint64_t *removed, qv_cache *cache, const char *name);
+/* Every key of the dict with its value, in key order: a list of [key
+ * (bytes), value (bytes: the value's encoding)] pairs, a snapshot; caller
+ * frees. */
+QV_EXPORT qv_status qv_dict_items(qv_value **out, qv_cache *cache, const char *name);
 
 #ifdef __cplusplus
 }

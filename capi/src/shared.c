@@ -329,3 +329,73 @@ qv_status qv_counter_clear(uint64_t *removed, qv_cache *cache, const char *name)
 qv_status qv_dict_clear(uint64_t *removed, qv_cache *cache, const char *name) {
     return clear_kind(removed, cache, KIND_DICT, name, "qv_dict_clear");
 }
+
+/* ---------------------------------------------------------------- listing */
+
+typedef struct {
+    const shared_key *prefix;
+    int counter;
+    qv_value *list;
+    qv_status st;
+} items_scan;
+
+static qv_status pair_of(qv_value **out, const items_scan *p, const uint8_t *key, size_t klen, const uint8_t *val,
+                         size_t vlen) {
+    qv_value *k = NULL, *v = NULL;
+    int64_t n;
+    qv_status st = qv_value_new_list(out);
+    if (!st) st = qv_value_new_bytes(&k, key + p->prefix->n, klen - p->prefix->n);
+    if (!st) st = qv_value_list_append(*out, k);
+    if (!st && p->counter) st = decode_count(val, vlen, &n);
+    if (!st) st = p->counter ? qv_value_new_int(&v, n) : qv_value_new_bytes(&v, val, vlen);
+    if (!st) st = qv_value_list_append(*out, v);
+    if (st) {
+        qv_value_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+static int collect_item(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
+    items_scan *p = userdata;
+    if (klen < p->prefix->n || memcmp(key, p->prefix->b, p->prefix->n) != 0) return 1;
+    qv_value *pair;
+    if ((p->st = pair_of(&pair, p, key, klen, val, vlen)) || (p->st = qv_value_list_append(p->list, pair))) return 1;
+    return 0;
+}
+
+static qv_status list_kind(qv_value **out, qv_cache *cache, int kind, const char *name, const char *fn) {
+    if (!out) return qv__error(QV_EINVAL, "%s: out is NULL", fn);
+    *out = NULL;
+    shared_key k;
+    qv_status st = make_key(&k, cache, kind, name, NULL, 0, fn);
+    items_scan p = {&k, kind == KIND_COUNTER, NULL, QV_OK};
+    if (!st) st = qv_value_new_list(&p.list);
+    if (st) return st;
+    qv_store *s;
+    qv_txn *txn;
+    st = shared_store(&s, cache);
+    if (st == QV_NOTFOUND) { /* a read-only cache without shared entries */
+        *out = p.list;
+        return QV_OK;
+    }
+    if (!st && !(st = s->ops->read_begin(s, &txn))) {
+        st = s->ops->scan(s, txn, T_ENTRIES, k.b, k.n, collect_item, &p);
+        s->ops->read_end(s, txn);
+    }
+    if (!st) st = p.st;
+    if (st) {
+        qv_value_free(p.list);
+        return st;
+    }
+    *out = p.list;
+    return QV_OK;
+}
+
+qv_status qv_counter_items(qv_value **out, qv_cache *cache, const char *name) {
+    return list_kind(out, cache, KIND_COUNTER, name, "qv_counter_items");
+}
+
+qv_status qv_dict_items(qv_value **out, qv_cache *cache, const char *name) {
+    return list_kind(out, cache, KIND_DICT, name, "qv_dict_items");
+}

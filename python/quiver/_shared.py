@@ -101,6 +101,15 @@ class _StoreBacked:
         """Remove every key; returns how many there were."""
         return getattr(_quiver, f"qv_{self._kind}_clear")(self._cache, self._name)
 
+    def _trusted(self):
+        # The shared store is never signed: a cache trusted for its signature
+        # alone does not vouch for what others put here.
+        c = self._cache
+        if not getattr(c, "_trusted", True):
+            return False
+        options = getattr(c, "_options", None) or {}
+        return bool(options.get("trust_pickle")) or not _quiver.cache_signed(c)
+
     def __reduce__(self):
         if self._cache.path == ":memory:":
             # the copy would count in the worker's own memory cache, silently apart
@@ -186,6 +195,12 @@ class _StoreCounter(_StoreBacked, SafeCounter):
     def get(self, key):
         return _quiver.qv_counter_get(self._cache, self._name, encode(key))
 
+    def items(self):
+        """Every key with its count, a snapshot, in the order of the keys'
+        encodings."""
+        trusted = self._trusted()
+        return [(_quiver.decode(k, trusted), n) for k, n in _quiver.qv_counter_items(self._cache, self._name)]
+
 
 class SafeDict:
     """A dict that workers share: .set(key, value), .get(key, default=None),
@@ -258,11 +273,10 @@ class _StoreDict(_StoreBacked, SafeDict):
         except _quiver.NotFoundError:
             raise KeyError(key) from None
 
-    def _trusted(self):
-        # The shared store is never signed: a cache trusted for its signature
-        # alone does not vouch for what others put here.
-        c = self._cache
-        if not getattr(c, "_trusted", True):
-            return False
-        options = getattr(c, "_options", None) or {}
-        return bool(options.get("trust_pickle")) or not _quiver.cache_signed(c)
+    def items(self):
+        """Every key with its value, a snapshot, in the order of the keys'
+        encodings."""
+        trusted = self._trusted()
+        return [(_quiver.decode(k, trusted), _quiver.decode(v, trusted))
+                for k, v in _quiver.qv_dict_items(self._cache, self._name)]
+

@@ -51,9 +51,27 @@ static void counters_add_and_read(void **state) {
     QVT_OK(qv_cache_open(&c, dir, NULL));
     assert_int_equal(get(c, "n", "a"), -2);
 
+    /* [key, count] pairs in key order: "", "a", "b" */
+    qv_value *items;
+    QVT_OK(qv_counter_items(&items, c, "n"));
+    assert_int_equal(qv_value_count(items), 3);
+    const qv_value *pair = qv_value_list_get(items, 1), *k = qv_value_list_get(pair, 0);
+    const uint8_t *kb;
+    size_t kn;
+    int64_t n;
+    QVT_OK(qv_value_get_bytes(k, &kb, &kn));
+    assert_int_equal(kn, 1);
+    assert_memory_equal(kb, "a", 1);
+    QVT_OK(qv_value_get_int(qv_value_list_get(pair, 1), &n));
+    assert_int_equal(n, -2);
+    qv_value_free(items);
+
     uint64_t removed = 0;
     QVT_OK(qv_counter_clear(&removed, c, "n"));
     assert_int_equal(removed, 3);
+    QVT_OK(qv_counter_items(&items, c, "n"));
+    assert_int_equal(qv_value_count(items), 0);
+    qv_value_free(items);
     assert_int_equal(get(c, "n", "a"), 0);
     assert_int_equal(get(c, "m", "a"), 100); /* "m" is not a prefix match of "n" */
     QVT_OK(qv_counter_clear(&removed, c, "n"));
@@ -101,6 +119,15 @@ static void dicts_set_get_del(void **state) {
     assert_int_equal(get(c, "d", "k"), 9);
 
     for (int i = 0; i < 10; i++) QVT_OK(qv_dict_set(c, "e", &i, sizeof i, one, 1));
+    qv_value *items;
+    QVT_OK(qv_dict_items(&items, c, "e"));
+    assert_int_equal(qv_value_count(items), 10);
+    const uint8_t *vb;
+    size_t vn;
+    QVT_OK(qv_value_get_bytes(qv_value_list_get(qv_value_list_get(items, 0), 1), &vb, &vn));
+    assert_int_equal(vn, 1);
+    assert_memory_equal(vb, one, 1);
+    qv_value_free(items);
     uint64_t removed;
     QVT_OK(qv_dict_clear(&removed, c, "e"));
     assert_int_equal(removed, 10);

@@ -55,6 +55,7 @@ def test_thread_counter_exact():
         list(pool.map(_bump, [counter] * 4, [N] * 4))
     assert counter.get("all") == 4 * N
     assert counter[("pid", 0)] == counter.get(("pid", 1)) == 4 * N
+    assert sorted(counter.items(), key=repr) == [("all", 4 * N), (("pid", 0), 4 * N), (("pid", 1), 4 * N)]
     assert counter.get("never") == 0
     with pytest.raises(TypeError, match="threads"):
         pickle.dumps(counter)
@@ -81,6 +82,7 @@ def test_store_counter_in_4_spawned_processes(cache):
     assert len(pids) >= 2
     assert counter.get("all") == 8 * N
     assert counter.get(("pid", 0)) == counter.get(("pid", 1)) == 8 * N
+    assert sorted(counter.items(), key=repr) == [("all", 8 * N), (("pid", 0), 8 * N), (("pid", 1), 8 * N)]
     assert counter.increment("all", -8 * N) == 0
 
 
@@ -101,6 +103,7 @@ def test_store_dict_across_processes(cache):
         v = d[k]
         assert v["from"] == k and v["list"] == [k, 2 * k] and v["pid"] != os.getpid()
         assert d.get(("tuple", k)) == k
+    assert len(d.items()) == 16 and dict(d.items())[("tuple", 3)] == 3
     assert d.get("missing", "dflt") == "dflt"
     assert "missing" not in d
     d.delete(0)
