@@ -326,6 +326,11 @@ def _dask(max_workers=None):
         return wrapped
 
 
+# The process a RayExecutor was made in: a forked child sees ray initialized,
+# but the connection is its parent's.
+_ray_driver = None
+
+
 def _ray_call(fn, *args, **kwargs):
     return fn(*args, **kwargs)
 
@@ -378,14 +383,20 @@ class RayExecutor(concurrent.futures.Executor):
 
     def __init__(self, max_workers=None):
         import ray
+        global _ray_driver
         self._ray = ray
         self._owned = False
         self._shutdown = False
+        if ray.is_initialized() and _ray_driver not in (None, os.getpid()):
+            # Its connection and threads stayed in the parent: using it hangs.
+            raise RuntimeError("this process is a fork of a ray driver, whose runtime it cannot use; "
+                               "start it with the spawn or forkserver method, or call ray.shutdown() first")
         if not ray.is_initialized():
             extra = {} if max_workers is None else dict(num_cpus=max_workers)
             ray.init(include_dashboard=False, ignore_reinit_error=True, **extra)
             self._owned = True
         self._remote = ray.remote(max_retries=0)(_ray_call)
+        _ray_driver = os.getpid()
 
     def _alive(self):
         return not self._shutdown and self._ray.is_initialized()
@@ -456,7 +467,8 @@ def _auto(options):
     if _running_dask_client() is not None:
         return _dask(**options)
     ray = sys.modules.get("ray")
-    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
+    if (ray is not None and getattr(ray, "is_initialized", lambda: False)()
+            and _ray_driver in (None, os.getpid())):  # not a runtime a forked child inherited
         return _ray(**options)
     if _cpus() < 2:
         return _shared("serial", SerialExecutor)

@@ -286,6 +286,25 @@ def test_ray(lmdb, monkeypatch):
             hit = ex.submit(w.cube, 5)
             assert type(hit) is concurrent.futures.Future and hit.result() == stored
         assert parallel.get_executor("auto") is ex  # remembered
+
+        # A forked child cannot use its parent's ray connection: an error at once, never a hang.
+        read, write = os.pipe()
+        child = os.fork()
+        if child == 0:
+            try:
+                assert not isinstance(parallel.get_executor("auto").executor, parallel.RayExecutor)
+                parallel.get_executor("ray")
+                os.write(write, b"used the parent's")
+            except RuntimeError as exc:
+                os.write(write, b"refused" if "fork of a ray driver" in str(exc) else repr(exc).encode())
+            except BaseException as exc:
+                os.write(write, repr(exc).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            assert f.read() == b"refused"
+        os.waitpid(child, 0)
     finally:
         ray.shutdown()
     # No runtime any more: get_executor starts one of its own, and its shutdown stops it.
