@@ -214,7 +214,7 @@ def _process_pool(max_workers, timeout, initializer, initargs, env):
         import loky
     except ImportError:
         if env is not None:
-            raise ImportError("get_executor(\"processes\", env=...) needs the loky package (pip install loky)") from None
+            raise ImportError('get_executor("processes", env=...) needs the loky package (pip install loky)') from None
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=max_workers, mp_context=multiprocessing.get_context("forkserver"),
             initializer=initializer, initargs=initargs)
