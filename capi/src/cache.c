@@ -346,8 +346,9 @@ static inline __attribute__((always_inline)) qv_status read_result(qv_cache *cac
     s->ops->read_end(s, txn);
     *out = copy;
     *out_len = len;
-    qv__cache_count(cache, QV_STAT_HITS, 1);
-    if (cache->count_hits) qv__touch(cache, key);
+    unsigned shard = qv__thread_shard(); /* once: a thread-local read in a shared library is a call */
+    atomic_fetch_add_explicit(&cache->stats[shard].n[QV_STAT_HITS], 1, memory_order_relaxed);
+    if (cache->count_hits) qv__touch(cache, key, shard);
     return QV_OK;
 }
 

@@ -204,7 +204,8 @@ int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, 
 qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted);
 qv_status qv__backfill_atimes(qv_cache *c);
 void qv__flush_pending_touches(qv_cache *c);
-void qv__touch(qv_cache *c, const qv_digest *key);
+/* Note a hit on key by a thread of the given shard (qv__thread_shard). */
+void qv__touch(qv_cache *c, const qv_digest *key, unsigned shard);
 int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
 
 #endif

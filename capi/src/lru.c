@@ -239,8 +239,9 @@ void qv__flush_pending_touches(qv_cache *c) {
  * group commit with nothing to store but the touches, so a read-mostly
  * handle keeps its hot keys from being evicted by another handle or process
  * that stores. One hit per period pays for it, and no thread is needed. */
-void qv__touch(qv_cache *c, const qv_digest *key) {
-    qv__cache_after_fork(c); /* a child must not count on from its parent's counts */
+/* read_result has called qv__cache_after_fork: a forked child does not count
+ * on from its parent's counts. */
+void qv__touch(qv_cache *c, const qv_digest *key, unsigned shard) {
     uint64_t a, b;
     memcpy(&a, key->bytes, 8);
     memcpy(&b, key->bytes + 8, 8);
@@ -254,7 +255,7 @@ void qv__touch(qv_cache *c, const qv_digest *key) {
     int64_t now = coarse_ns(), since = atomic_load_explicit(&c->touch_since, memory_order_relaxed);
     /* This shard's row: a compare-and-swap, so a count a flush takes in
      * between is never added again; losing the race loses this hit. */
-    hit_slot *h = &c->hit_rows[qv__thread_shard()][a & (TOUCH_SLOTS - 1)];
+    hit_slot *h = &c->hit_rows[shard][a & (TOUCH_SLOTS - 1)];
     uint64_t n = atomic_load_explicit(&h->n, memory_order_relaxed), tag = hit_tag(b);
     uint64_t next = (n & ~(uint64_t)UINT32_MAX) != tag ? tag | 1 : (uint32_t)n != UINT32_MAX ? n + 1 : n;
     if (atomic_compare_exchange_strong_explicit(&h->n, &n, next, memory_order_relaxed, memory_order_relaxed))
