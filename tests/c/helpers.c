@@ -102,3 +102,30 @@ qvt_call qvt_make_call(const char *name, int64_t x) {
     qv_encoder_free(enc);
     return c;
 }
+
+qv_value *qvt_int_args(int64_t x) {
+    qv_value *args, *v;
+    QVT_OK(qv_value_new_list(&args));
+    QVT_OK(qv_value_new_int(&v, x));
+    QVT_OK(qv_value_list_append(args, v));
+    return args;
+}
+
+qv_digest qvt_store_int(qv_cache *c, const char *name, int64_t x) {
+    qv_value *args = qvt_int_args(x), *r;
+    qv_digest d;
+    QVT_OK(qv_value_new_int(&r, x * 10));
+    QVT_OK(qv_cache_store_value(c, name, "1", args, NULL, r, NULL));
+    QVT_OK(qv_call_digest(&d, name, "1", args, NULL));
+    qv_value_free(args);
+    qv_value_free(r);
+    return d;
+}
+
+void qvt_hit(qv_cache *c, const qv_digest *d, int times) {
+    for (int i = 0; i < times; i++) {
+        qv_value *r;
+        QVT_OK(qv_cache_get_value(c, d, &r));
+        qv_value_free(r);
+    }
+}

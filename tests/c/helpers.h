@@ -31,6 +31,12 @@ typedef struct {
     qv_digest key;
 } qvt_call;
 qvt_call qvt_make_call(const char *name, int64_t x);
+/* [x], for an int x. */
+qv_value *qvt_int_args(int64_t x);
+/* Store name(x) = x * 10 (version "1"); returns the call's digest. */
+qv_digest qvt_store_int(qv_cache *c, const char *name, int64_t x);
+/* Read d's result times times, checking every read hits. */
+void qvt_hit(qv_cache *c, const qv_digest *d, int times);
 /* Fail the test with qv_errmsg() when st is not QV_OK. */
 #define QVT_OK(expr)                                                                                        \
     do {                                                                                                    \

@@ -41,15 +41,6 @@ static int teardown(void **state) {
     return 0;
 }
 
-/* args = [x] for an int x */
-static qv_value *int_args(int64_t x) {
-    qv_value *args, *v;
-    QVT_OK(qv_value_new_list(&args));
-    QVT_OK(qv_value_new_int(&v, x));
-    QVT_OK(qv_value_list_append(args, v));
-    return args;
-}
-
 static qv_value *bytes_value(size_t n, uint8_t seed) {
     uint8_t *b = malloc(n);
     for (size_t i = 0; i < n; i++) b[i] = (uint8_t)(seed + i * 31);
@@ -66,7 +57,7 @@ static uint64_t stat_of(qv_cache *c, int which) {
 }
 
 static void store_int(qv_cache *c, const char *name, int64_t x, int64_t result) {
-    qv_value *args = int_args(x), *r;
+    qv_value *args = qvt_int_args(x), *r;
     QVT_OK(qv_value_new_int(&r, result));
     QVT_OK(qv_cache_store_value(c, name, "1", args, NULL, r, NULL));
     qv_value_free(args);
@@ -74,7 +65,7 @@ static void store_int(qv_cache *c, const char *name, int64_t x, int64_t result) 
 }
 
 static qv_digest key_of(const char *name, int64_t x) {
-    qv_value *args = int_args(x);
+    qv_value *args = qvt_int_args(x);
     qv_digest d;
     QVT_OK(qv_call_digest(&d, name, "1", args, NULL));
     qv_value_free(args);
@@ -110,7 +101,7 @@ static void miss_then_hit(void **state) {
 
 static void null_result_is_cached(void **state) {
     fixture *f = *state;
-    qv_value *args = int_args(9), *r;
+    qv_value *args = qvt_int_args(9), *r;
     QVT_OK(qv_value_new_null(&r));
     QVT_OK(qv_cache_store_value(f->cache, "t.none", NULL, args, NULL, r, NULL));
     qv_value_free(r);
@@ -275,7 +266,7 @@ static void size_limit_evicts_oldest(void **state) {
     if (f->lmdb) QVT_OK(open_fixture(f));
     else QVT_OK(qv_cache_open(&f->cache, ":memory:", &f->opts));
     for (int i = 0; i < 200; i++) {
-        qv_value *args = int_args(i), *r = bytes_value(2048, (uint8_t)i);
+        qv_value *args = qvt_int_args(i), *r = bytes_value(2048, (uint8_t)i);
         QVT_OK(qv_cache_store_value(f->cache, "t.big", NULL, args, NULL, r, NULL));
         qv_value_free(args);
         qv_value_free(r);
@@ -283,13 +274,13 @@ static void size_limit_evicts_oldest(void **state) {
     assert_true(stat_of(f->cache, QV_STAT_BYTES) <= 64 * 1024);
     assert_true(stat_of(f->cache, QV_STAT_EVICTIONS) > 0);
     assert_true(stat_of(f->cache, QV_STAT_ENTRIES) < 200);
-    qv_value *args = int_args(199), *r;
+    qv_value *args = qvt_int_args(199), *r;
     qv_digest k;
     QVT_OK(qv_call_digest(&k, "t.big", NULL, args, NULL));
     QVT_OK(qv_cache_get_value(f->cache, &k, &r)); /* the newest stays */
     qv_value_free(r);
     qv_value_free(args);
-    args = int_args(0);
+    args = qvt_int_args(0);
     QVT_OK(qv_call_digest(&k, "t.big", NULL, args, NULL));
     assert_int_equal(qv_cache_contains(f->cache, &k), QV_NOTFOUND); /* the oldest went */
     qv_value_free(args);
@@ -302,7 +293,7 @@ static void size_limit_evicts_oldest(void **state) {
 static void gc_and_verify_agree_on_a_healthy_cache(void **state) {
     fixture *f = *state;
     for (int i = 0; i < 30; i++) {
-        qv_value *args = int_args(i), *r = bytes_value(i % 2 ? 1000 : 10, (uint8_t)i);
+        qv_value *args = qvt_int_args(i), *r = bytes_value(i % 2 ? 1000 : 10, (uint8_t)i);
         QVT_OK(qv_cache_store_value(f->cache, "t.gc", NULL, args, NULL, r, NULL));
         qv_value_free(args);
         qv_value_free(r);
@@ -326,7 +317,7 @@ static void store_refuses_bad_input(void **state) {
     assert_int_equal(qv_cache_store(f->cache, NULL, wrong_marker, sizeof wrong_marker, result, 1, NULL), QV_EINVAL);
     uint8_t bad_result[] = {0x18, 0x01};
     /* a well-formed call with a non-canonical result */
-    qv_value *args = int_args(1);
+    qv_value *args = qvt_int_args(1);
     qv_encoder *enc;
     QVT_OK(qv_encoder_new(&enc));
     QVT_OK(qv_encoder_list(enc, 5));
@@ -392,7 +383,7 @@ static void readonly_handle_refuses_writes(void **state) {
     QVT_OK(qv_cache_open(&r, dir, &o));
     qv_digest k = key_of("t.ro", 1);
     QVT_OK(qv_cache_contains(r, &k));
-    qv_value *args = int_args(2), *res;
+    qv_value *args = qvt_int_args(2), *res;
     QVT_OK(qv_value_new_int(&res, 3));
     assert_int_equal(qv_cache_store_value(r, "t.ro", "1", args, NULL, res, NULL), QV_EREADONLY);
     assert_non_null(strstr(qv_errmsg(), "read-only"));
@@ -446,7 +437,7 @@ static void error_messages_are_per_thread(void **state) {
  * result would be filed under another call, for every language to read. */
 static void store_refuses_a_key_that_is_not_the_calls_digest(void **state) {
     fixture *f = *state;
-    qv_value *args = int_args(1);
+    qv_value *args = qvt_int_args(1);
     qv_encoder *enc;
     QVT_OK(qv_encoder_new(&enc));
     QVT_OK(qv_encoder_list(enc, 5));
@@ -490,7 +481,7 @@ typedef struct {
 
 static qv_status store_from_callback(const void *data, size_t len, void *userdata) {
     nested_store *n = userdata;
-    qv_value *args = int_args(2), *r = bytes_value(n->big, 7);
+    qv_value *args = qvt_int_args(2), *r = bytes_value(n->big, 7);
     n->st = qv_cache_store_value(n->c, "t.inner", NULL, args, NULL, r, NULL);
     qv_value_free(args);
     qv_value_free(r);
@@ -511,7 +502,7 @@ static void callback_may_store_and_grow(void **state) {
     QVT_OK(qv_cache_get_with(f->cache, &k, store_from_callback, &n));
     alarm(0);
     QVT_OK(n.st);
-    qv_value *args = int_args(2);
+    qv_value *args = qvt_int_args(2);
     qv_digest inner;
     QVT_OK(qv_call_digest(&inner, "t.inner", NULL, args, NULL));
     qv_value_free(args);

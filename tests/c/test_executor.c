@@ -64,14 +64,6 @@ static qv_status square(qv_value **result, const qv_value *args, const qv_value 
     return qv_value_new_int(result, x * x);
 }
 
-static qv_value *int_args(int64_t x) {
-    qv_value *args, *v;
-    QVT_OK(qv_value_new_list(&args));
-    QVT_OK(qv_value_new_int(&v, x));
-    QVT_OK(qv_value_list_append(args, v));
-    return args;
-}
-
 static int64_t future_int(qv_future *f) {
     QVT_OK(qv_future_wait(f, 10LL * 1000000000));
     qv_value *v;
@@ -97,7 +89,7 @@ static void wrap_answers_hits_itself(void **state) {
     QVT_OK(qv_fn_new(&fn, "t.square", "1", square, NULL, NULL));
     atomic_store(&body_runs, 0);
     /* a miss goes to the executor, runs on its thread under our cache */
-    qv_value *args = int_args(7);
+    qv_value *args = qvt_int_args(7);
     qv_future *f;
     QVT_OK(qv_executor_submit_call(&f, wrapped, fn, args, NULL));
     assert_int_equal(future_int(f), 49);
@@ -123,7 +115,7 @@ static void wrap_answers_hits_itself(void **state) {
     assert_int_equal(atomic_load(&h.submits), 2);
     assert_int_equal(atomic_load(&body_runs), 1); /* a hit on the worker */
     /* a failing body fails the future and stores nothing */
-    qv_value *neg = int_args(-1);
+    qv_value *neg = qvt_int_args(-1);
     QVT_OK(qv_executor_submit_call(&f, wrapped, fn, neg, NULL));
     QVT_OK(qv_future_wait(f, -1));
     assert_int_equal(qv_future_state(f), QV_FUTURE_FAILED);
@@ -209,11 +201,11 @@ static void batch_keeps_every_outcome(void **state) {
         char key[32];
         for (int i = -2; i < 40; i++) {
             snprintf(key, sizeof key, "k%d", i);
-            qv_value *args = int_args(i < 0 ? i : i + 100 * use_pool); /* negative: refused */
+            qv_value *args = qvt_int_args(i < 0 ? i : i + 100 * use_pool); /* negative: refused */
             QVT_OK(qv_batch_add(b, key, fn, args, NULL));
             qv_value_free(args);
         }
-        qv_value *dup = int_args(0);
+        qv_value *dup = qvt_int_args(0);
         assert_int_equal(qv_batch_add(b, "k0", fn, dup, NULL), QV_EINVAL);
         progress_calls = 0;
         QVT_OK(qv_batch_run(b, use_pool ? qv_pool_executor(p) : NULL, on_progress, 0.0, NULL));
@@ -280,7 +272,7 @@ static void batch_progress_is_bounded(void **state) {
         QVT_OK(qv_ctx_push(c, NULL));
         qv_batch *b;
         QVT_OK(qv_batch_new(&b));
-        qv_value *args = int_args(1);
+        qv_value *args = qvt_int_args(1);
         QVT_OK(qv_batch_add(b, "slow", fn, args, NULL));
         qv_value_free(args);
         progress_calls = 0;

@@ -13,33 +13,6 @@
 
 #include "helpers.h"
 
-static qv_value *int_args(int64_t x) {
-    qv_value *args, *v;
-    QVT_OK(qv_value_new_list(&args));
-    QVT_OK(qv_value_new_int(&v, x));
-    QVT_OK(qv_value_list_append(args, v));
-    return args;
-}
-
-static qv_digest store_int(qv_cache *c, int64_t x) {
-    qv_value *args = int_args(x), *r;
-    qv_digest d;
-    QVT_OK(qv_value_new_int(&r, x * 10));
-    QVT_OK(qv_cache_store_value(c, "t.hits", "1", args, NULL, r, NULL));
-    QVT_OK(qv_call_digest(&d, "t.hits", "1", args, NULL));
-    qv_value_free(args);
-    qv_value_free(r);
-    return d;
-}
-
-static void hit(qv_cache *c, const qv_digest *d, int times) {
-    for (int i = 0; i < times; i++) {
-        qv_value *r;
-        QVT_OK(qv_cache_get_value(c, d, &r));
-        qv_value_free(r);
-    }
-}
-
 static int64_t field(qv_cache *c, const qv_digest *d, const char *name) {
     qv_value *rec;
     int64_t n;
@@ -59,14 +32,14 @@ static int64_t now_ns(void) {
 
 /* A store writes the touches batched so far, hit counts among them. */
 static void count_then_flush(qv_cache *c) {
-    qv_digest a = store_int(c, 1), b = store_int(c, 2);
+    qv_digest a = qvt_store_int(c, "t.hits", 1), b = qvt_store_int(c, "t.hits", 2);
     assert_int_equal(field(c, &a, "hits"), 0);
     assert_int_equal(field(c, &a, "last_hit_ns"), 0);
     int64_t t0 = now_ns();
-    hit(c, &a, 3);
-    hit(c, &b, 1);
+    qvt_hit(c, &a, 3);
+    qvt_hit(c, &b, 1);
     assert_int_equal(field(c, &a, "hits"), 0); /* not written yet */
-    qv_digest z = store_int(c, 3);
+    qv_digest z = qvt_store_int(c, "t.hits", 3);
     int64_t t1 = now_ns();
     assert_int_equal(field(c, &a, "hits"), 3);
     assert_int_equal(field(c, &b, "hits"), 1);
@@ -98,14 +71,14 @@ static void close_writes_readonly_does_not_count(void **state) {
     char *dir = qvt_tempdir("hits-ro");
     qv_cache *c, *ro;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest a = store_int(c, 1);
-    hit(c, &a, 2);
+    qv_digest a = qvt_store_int(c, "t.hits", 1);
+    qvt_hit(c, &a, 2);
     qv_cache_close(c);
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.flags = QV_CACHE_READONLY;
     QVT_OK(qv_cache_open(&ro, dir, &o));
     assert_int_equal(field(ro, &a, "hits"), 2);
-    hit(ro, &a, 5);
+    qvt_hit(ro, &a, 5);
     qv_cache_close(ro);
     QVT_OK(qv_cache_open(&c, dir, NULL));
     assert_int_equal(field(c, &a, "hits"), 2);
@@ -117,14 +90,14 @@ static void close_writes_readonly_does_not_count(void **state) {
 static void last_hit_moves(void **state) {
     qv_cache *c;
     QVT_OK(qv_cache_open_memory(&c));
-    qv_digest a = store_int(c, 1);
-    hit(c, &a, 1);
-    store_int(c, 2);
+    qv_digest a = qvt_store_int(c, "t.hits", 1);
+    qvt_hit(c, &a, 1);
+    qvt_store_int(c, "t.hits", 2);
     int64_t first = field(c, &a, "last_hit_ns");
     assert_true(first > 0);
     usleep(30000); /* past the coarse clock's tick */
-    hit(c, &a, 1);
-    store_int(c, 3);
+    qvt_hit(c, &a, 1);
+    qvt_store_int(c, "t.hits", 3);
     assert_int_equal(field(c, &a, "hits"), 2);
     assert_true(field(c, &a, "last_hit_ns") > first);
     qv_cache_close(c);
@@ -134,12 +107,12 @@ static void last_hit_moves(void **state) {
 static void eviction_removes_the_count(void **state) {
     qv_cache *c;
     QVT_OK(qv_cache_open_memory(&c));
-    qv_digest a = store_int(c, 1);
-    hit(c, &a, 4);
-    store_int(c, 2);
+    qv_digest a = qvt_store_int(c, "t.hits", 1);
+    qvt_hit(c, &a, 4);
+    qvt_store_int(c, "t.hits", 2);
     assert_int_equal(field(c, &a, "hits"), 4);
     QVT_OK(qv_cache_evict(c, &a));
-    store_int(c, 1);
+    qvt_store_int(c, "t.hits", 1);
     assert_int_equal(field(c, &a, "hits"), 0);
     assert_int_equal(field(c, &a, "last_hit_ns"), 0);
     qv_cache_close(c);
@@ -151,8 +124,8 @@ static void old_cache_without_the_table(void **state) {
     char *dir = qvt_tempdir("hits-old");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest a = store_int(c, 1);
-    hit(c, &a, 2);
+    qv_digest a = qvt_store_int(c, "t.hits", 1);
+    qvt_hit(c, &a, 2);
     qv_cache_close(c);
 
     MDB_env *env;
@@ -172,14 +145,14 @@ static void old_cache_without_the_table(void **state) {
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.flags = QV_CACHE_READONLY;
     QVT_OK(qv_cache_open(&c, dir, &o));
-    hit(c, &a, 1);
+    qvt_hit(c, &a, 1);
     assert_int_equal(field(c, &a, "hits"), 0);
     assert_int_equal(field(c, &a, "last_hit_ns"), 0);
     qv_cache_close(c);
 
     QVT_OK(qv_cache_open(&c, dir, NULL));
     assert_int_equal(field(c, &a, "hits"), 0);
-    hit(c, &a, 3);
+    qvt_hit(c, &a, 3);
     qv_cache_close(c);
     QVT_OK(qv_cache_open(&c, dir, NULL));
     assert_int_equal(field(c, &a, "hits"), 3);
@@ -194,8 +167,8 @@ static void fork_counts_each_hit_once(void **state) {
     char *dir = qvt_tempdir("hits-fork");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest a = store_int(c, 1);
-    hit(c, &a, 3);
+    qv_digest a = qvt_store_int(c, "t.hits", 1);
+    qvt_hit(c, &a, 3);
     pid_t pid = fork();
     if (pid == 0) {
         qv_value *r;
@@ -231,7 +204,7 @@ typedef struct {
 static void *hit_loop(void *arg) {
     hitter *h = arg;
     for (int i = 0; i < h->rounds; i++)
-        for (int k = 0; k < KEYS; k++) hit(h->c, &h->keys[k], 1);
+        for (int k = 0; k < KEYS; k++) qvt_hit(h->c, &h->keys[k], 1);
     return NULL;
 }
 
@@ -239,15 +212,15 @@ static void threads_never_over_count(void **state) {
     qv_cache *c;
     QVT_OK(qv_cache_open_memory(&c));
     qv_digest keys[KEYS];
-    for (int k = 0; k < KEYS; k++) keys[k] = store_int(c, k);
+    for (int k = 0; k < KEYS; k++) keys[k] = qvt_store_int(c, "t.hits", k);
     int rounds = getenv("QV_SMALL") ? 500 : 5000;
     enum { THREADS = 4 };
     pthread_t t[THREADS];
     hitter h = {c, keys, rounds};
     for (int i = 0; i < THREADS; i++) assert_int_equal(pthread_create(&t[i], NULL, hit_loop, &h), 0);
-    for (int i = 0; i < 50; i++) store_int(c, 100 + i);
+    for (int i = 0; i < 50; i++) qvt_store_int(c, "t.hits", 100 + i);
     for (int i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
-    store_int(c, 1000);
+    qvt_store_int(c, "t.hits", 1000);
     int64_t made = (int64_t)THREADS * rounds, total = 0;
     for (int k = 0; k < KEYS; k++) {
         int64_t n = field(c, &keys[k], "hits");

@@ -34,16 +34,8 @@ static uint64_t stat_of(qv_cache *c, int which) {
     return v;
 }
 
-static qv_value *int_args(int64_t x) {
-    qv_value *args, *v;
-    QVT_OK(qv_value_new_list(&args));
-    QVT_OK(qv_value_new_int(&v, x));
-    QVT_OK(qv_value_list_append(args, v));
-    return args;
-}
-
 static qv_digest key_of(int64_t x) {
-    qv_value *args = int_args(x);
+    qv_value *args = qvt_int_args(x);
     qv_digest d;
     QVT_OK(qv_call_digest(&d, "t.sign", "1", args, NULL));
     qv_value_free(args);
@@ -65,7 +57,7 @@ static qv_value *result_of(int64_t x, int big) {
 }
 
 static void store(qv_cache *c, int64_t x, int big) {
-    qv_value *args = int_args(x), *r = result_of(x, big);
+    qv_value *args = qvt_int_args(x), *r = result_of(x, big);
     QVT_OK(qv_cache_store_value(c, "t.sign", "1", args, NULL, r, NULL));
     qv_value_free(args);
     qv_value_free(r);

@@ -11,35 +11,8 @@
 
 #include "helpers.h"
 
-static qv_value *int_args(int64_t x) {
-    qv_value *args, *v;
-    QVT_OK(qv_value_new_list(&args));
-    QVT_OK(qv_value_new_int(&v, x));
-    QVT_OK(qv_value_list_append(args, v));
-    return args;
-}
-
-static qv_digest store_int(qv_cache *c, int64_t x) {
-    qv_value *args = int_args(x), *r;
-    qv_digest d;
-    QVT_OK(qv_value_new_int(&r, x * 10));
-    QVT_OK(qv_cache_store_value(c, "t.totals", "1", args, NULL, r, NULL));
-    QVT_OK(qv_call_digest(&d, "t.totals", "1", args, NULL));
-    qv_value_free(args);
-    qv_value_free(r);
-    return d;
-}
-
-static void hit(qv_cache *c, const qv_digest *d, int times) {
-    for (int i = 0; i < times; i++) {
-        qv_value *r;
-        QVT_OK(qv_cache_get_value(c, d, &r));
-        qv_value_free(r);
-    }
-}
-
 static void miss(qv_cache *c) {
-    qv_value *args = int_args(-1), *r;
+    qv_value *args = qvt_int_args(-1), *r;
     qv_digest d;
     QVT_OK(qv_call_digest(&d, "t.totals", "1", args, NULL));
     assert_int_equal(qv_cache_get_value(c, &d, &r), QV_NOTFOUND);
@@ -73,15 +46,15 @@ static void add_up_across_handles(void **state) {
     char *dir = qvt_tempdir("totals");
     qv_cache *a, *b;
     QVT_OK(qv_cache_open(&a, dir, NULL));
-    qv_digest d1 = store_int(a, 1), d2 = store_int(a, 2);
-    hit(a, &d1, 3);
+    qv_digest d1 = qvt_store_int(a, "t.totals", 1), d2 = qvt_store_int(a, "t.totals", 2);
+    qvt_hit(a, &d1, 3);
     miss(a);
     /* this handle's counts are in its totals before anything writes them */
     assert_int_equal(stat_of(a, QV_STAT_TOTAL_HITS), 3);
     assert_int_equal(stat_of(a, QV_STAT_TOTAL_MISSES), 1);
     assert_int_equal(stat_of(a, QV_STAT_TOTAL_STORES), 2);
     QVT_OK(qv_cache_open(&b, dir, NULL));
-    hit(b, &d2, 4);
+    qvt_hit(b, &d2, 4);
     qv_cache_close(a); /* closing writes what a counted */
     assert_int_equal(stored_total(dir, QV_STAT_TOTAL_HITS), 3);
     assert_int_equal(stat_of(b, QV_STAT_TOTAL_HITS), 7);
@@ -98,9 +71,9 @@ static void no_write_per_hit(void **state) {
     char *dir = qvt_tempdir("totals-writes");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest d = store_int(c, 1);
+    qv_digest d = qvt_store_int(c, "t.totals", 1);
     uint64_t commits = stat_of(c, QV_STAT_COMMITS);
-    hit(c, &d, 10000);
+    qvt_hit(c, &d, 10000);
     /* at most the one batched flush of touches a period brings */
     assert_true(stat_of(c, QV_STAT_COMMITS) <= commits + 1);
     qv_cache_close(c);
@@ -113,12 +86,12 @@ static void read_only_adds_nothing(void **state) {
     char *dir = qvt_tempdir("totals-ro");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest d = store_int(c, 1);
+    qv_digest d = qvt_store_int(c, "t.totals", 1);
     qv_cache_close(c);
     qv_cache_options o = QV_CACHE_OPTIONS_INIT;
     o.flags |= QV_CACHE_READONLY;
     QVT_OK(qv_cache_open(&c, dir, &o));
-    hit(c, &d, 5);
+    qvt_hit(c, &d, 5);
     assert_int_equal(stat_of(c, QV_STAT_TOTAL_HITS), 5); /* its own, not written */
     assert_int_equal(qv_cache_reset_totals(c), QV_EREADONLY);
     qv_cache_close(c);
@@ -130,13 +103,13 @@ static void read_only_adds_nothing(void **state) {
 static void reset_zeroes(void **state) {
     qv_cache *c;
     QVT_OK(qv_cache_open_memory(&c));
-    qv_digest d = store_int(c, 1);
-    hit(c, &d, 2);
+    qv_digest d = qvt_store_int(c, "t.totals", 1);
+    qvt_hit(c, &d, 2);
     QVT_OK(qv_cache_reset_totals(c));
     assert_int_equal(stat_of(c, QV_STAT_TOTAL_HITS), 0);
     assert_int_equal(stat_of(c, QV_STAT_TOTAL_STORES), 0);
-    hit(c, &d, 1);
-    store_int(c, 2); /* a commit writes the one hit since, not the two before */
+    qvt_hit(c, &d, 1);
+    qvt_store_int(c, "t.totals", 2); /* a commit writes the one hit since, not the two before */
     assert_int_equal(stat_of(c, QV_STAT_TOTAL_HITS), 1);
     assert_int_equal(stat_of(c, QV_STAT_TOTAL_STORES), 1);
     assert_int_equal(stat_of(c, QV_STAT_HITS), 3); /* the handle's own counters stay */
@@ -147,12 +120,12 @@ static void fork_adds_each_count_once(void **state) {
     char *dir = qvt_tempdir("totals-fork");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    qv_digest d = store_int(c, 1);
-    hit(c, &d, 3); /* not written yet when the child starts */
+    qv_digest d = qvt_store_int(c, "t.totals", 1);
+    qvt_hit(c, &d, 3); /* not written yet when the child starts */
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
-        hit(c, &d, 2);
+        qvt_hit(c, &d, 2);
         qv_cache_close(c);
         _exit(0);
     }
@@ -174,7 +147,7 @@ typedef struct {
 
 static void *hitter(void *arg) {
     worker *w = arg;
-    hit(w->c, &w->d, w->n);
+    qvt_hit(w->c, &w->d, w->n);
     return NULL;
 }
 
@@ -182,11 +155,11 @@ static void threads_add_exactly(void **state) {
     char *dir = qvt_tempdir("totals-threads");
     qv_cache *c;
     QVT_OK(qv_cache_open(&c, dir, NULL));
-    worker w = {c, store_int(c, 1), getenv("QV_SMALL") ? 200 : 5000};
+    worker w = {c, qvt_store_int(c, "t.totals", 1), getenv("QV_SMALL") ? 200 : 5000};
     pthread_t t[4];
     for (int i = 0; i < 4; i++) assert_int_equal(pthread_create(&t[i], NULL, hitter, &w), 0);
     for (int i = 0; i < 4; i++) {
-        store_int(c, 100 + i); /* commits, which write totals, while the threads hit */
+        qvt_store_int(c, "t.totals", 100 + i); /* commits, which write totals, while the threads hit */
         pthread_join(t[i], NULL);
     }
     qv_cache_close(c);
