@@ -300,19 +300,25 @@ int qvlua_memo_rerun(lua_State *L) {
     return 1;
 }
 
-/* memo_evict(m, ...): remove m(...) from the active cache; whether it was
- * stored. */
-int qvlua_memo_evict(lua_State *L) {
+/* op on the key of m(...) in the active cache: true for QV_OK, false for
+ * QV_NOTFOUND, an error otherwise. */
+static int memo_key_op(lua_State *L, qv_status (*op)(qv_cache *, const qv_digest *)) {
     qvlua_state *S = QVLUA_S(L);
     qvlua_memo *m = qvlua_checkmemo(S, L, 1);
     qv_cache *cache;
     qvlua_context(S, L, &cache, NULL, NULL);
     qv_digest key;
     qvlua_memo_key(S, L, m, lua_gettop(L), &key);
-    qv_status st = qv_cache_evict(cache, &key);
+    qv_status st = op(cache, &key);
     if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
     lua_pushboolean(L, st == QV_OK);
     return 1;
+}
+
+/* memo_evict(m, ...): remove m(...) from the active cache; whether it was
+ * stored. */
+int qvlua_memo_evict(lua_State *L) {
+    return memo_key_op(L, qv_cache_evict);
 }
 
 /* memo_clear(m): remove every call stored under m's name (any version) from
@@ -416,16 +422,7 @@ int qvlua_memo_load(lua_State *L) {
 
 /* memo_contains(m, ...): whether the active cache holds the call. */
 int qvlua_memo_contains(lua_State *L) {
-    qvlua_state *S = QVLUA_S(L);
-    qvlua_memo *m = qvlua_checkmemo(S, L, 1);
-    qv_cache *cache;
-    qvlua_context(S, L, &cache, NULL, NULL);
-    qv_digest key;
-    qvlua_memo_key(S, L, m, lua_gettop(L), &key);
-    qv_status st = qv_cache_contains(cache, &key);
-    if (st && st != QV_NOTFOUND) qvlua_status_error(L, st);
-    lua_pushboolean(L, st == QV_OK);
-    return 1;
+    return memo_key_op(L, qv_cache_contains);
 }
 
 /* memo_info(m): name, version, body, hits, misses, the ignored positions' mask. */
