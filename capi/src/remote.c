@@ -151,6 +151,17 @@ static qv_status remote_contains(qv_cache *c, const qv_digest *key) {
 
 static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb cb, void *userdata,
                                  int64_t *duration_ns) {
+    return qv__remote_get_entry(c, key, cb, userdata, duration_ns, NULL);
+}
+
+static uint8_t *copy_of(const void *data, size_t len) {
+    uint8_t *p = malloc(len ? len : 1);
+    if (p) memcpy(p, data, len);
+    return p;
+}
+
+qv_status qv__remote_get_entry(qv_cache *c, const qv_digest *key, qv_result_cb cb, void *userdata,
+                               int64_t *duration_ns, qv_remote_entry *keep) {
     remote *t = state_of(c);
     char k[KEY_CAP], vprefix[MAX_PREFIX + 3];
     memcpy(vprefix, t->prefix, t->plen);
@@ -202,6 +213,18 @@ static qv_status remote_get_with(qv_cache *c, const qv_digest *key, qv_result_cb
     }
     if (duration_ns) *duration_ns = qv__record_duration(rec, n, re);
     qv__cache_count(c, QV_STAT_HITS, 1);
+    if (keep) {
+        int by_ref = data != rec + rs;
+        keep->record = copy_of(rec, n);
+        keep->record_len = n;
+        keep->value = by_ref ? copy_of(data, len) : NULL;
+        keep->value_len = by_ref ? len : 0;
+        if (!keep->record || (by_ref && !keep->value)) {
+            free(keep->record);
+            free(keep->value);
+            memset(keep, 0, sizeof *keep);
+        }
+    }
     /* no connection is held: the reply is ours */
     st = cb(data, len, userdata);
     freeReplyObject(reply);

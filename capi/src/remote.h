@@ -11,6 +11,18 @@ qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_option
 /* 1 when cache is a bare remote tier. */
 int qv__remote_is(const qv_cache *cache);
 
+/* A hit's bytes, kept for a stack's copy into its local tier so that the
+ * copy needs no second read: the record's payload and, for a result stored
+ * by reference, the value's (else NULL). malloc'd; the caller frees both. */
+typedef struct qv_remote_entry {
+    uint8_t *record, *value;
+    size_t record_len, value_len;
+} qv_remote_entry;
+/* qv_cache_get_with on a bare remote tier that also fills *keep on a hit
+ * (left empty when out of memory: the copy is then fetched again). */
+qv_status qv__remote_get_entry(qv_cache *cache, const qv_digest *key, qv_result_cb cb, void *userdata,
+                               int64_t *duration_ns, qv_remote_entry *keep);
+
 /* A lease on a call's key in Redis (<prefix>l:<hex>, SET NX PX with a random
  * token), renewed by a background thread while held. The outcome is one of
  * lease.h's QV_LEASE_*: HELD when taken and the call was not stored at that

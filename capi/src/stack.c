@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "remote.h"
 #include "stack.h"
 #include "tier.h"
 
@@ -34,6 +36,7 @@ typedef struct job {
     /* JOB_COPY, once built: what j->p points to */
     void *call, *result, *record;
     valref *refs;
+    qv_remote_entry fetched; /* JOB_COPY from a remote tier: the hit's bytes */
 } job;
 
 typedef struct {
@@ -64,6 +67,8 @@ static void free_job(job *j) {
     qv_free(j->result);
     free(j->record);
     free(j->refs);
+    free(j->fetched.record);
+    free(j->fetched.value);
     free(j);
 }
 
@@ -179,16 +184,34 @@ static qv_status tier_put(qv_cache *c, pending *p) {
  * export and import do, with the local tier's inline limit: the call's
  * digest is checked again on the way, so a remote entry filed under another
  * call's key is not copied. 1 when j->p is ready to store. */
+/* The value the hit brought along: the result's when it was by reference.
+ * Any other (an argument stored by reference) was not fetched. */
+static qv_status fetched_value(const uint8_t digest[16], const void **data, size_t *len, void *userdata) {
+    const qv_remote_entry *e = userdata;
+    qv_digest d;
+    if (!e->value) return QV_NOTFOUND;
+    qv_digest_bytes(&d, e->value, e->value_len);
+    if (memcmp(d.bytes, digest, 16)) return QV_NOTFOUND;
+    *data = e->value;
+    *len = e->value_len;
+    return QV_OK;
+}
+
 static int build_copy(qv_cache *c, stack *s, job *j) {
     qv_digest key = j->key;
     if (qv_cache_contains(s->local, &key) == QV_OK) return 0; /* copied already, or stored since */
-    qv_value *rec;
-    qv_status st = qv_cache_load(s->remote, &key, &rec);
+    qv_value *rec = NULL;
+    qv_status st = QV_NOTFOUND;
+    /* from the bytes the hit read when they hold everything, else read again */
+    if (j->fetched.record)
+        st = qv__record_load(j->fetched.record, j->fetched.record_len, fetched_value, &j->fetched, &rec);
     if (st) {
-        remote_failed(c, s, st);
-        return 0;
+        if ((st = qv_cache_load(s->remote, &key, &rec))) {
+            remote_failed(c, s, st);
+            return 0;
+        }
+        remote_answered(s);
     }
-    remote_answered(s);
     const qv_value *name = qv_value_map_find(rec, "name"), *version = qv_value_map_find(rec, "version"),
                    *args = qv_value_map_find(rec, "args"), *kwargs = qv_value_map_find(rec, "kwargs"),
                    *result = qv_value_map_find(rec, "result"), *meta = qv_value_map_find(rec, "meta"),
@@ -253,6 +276,7 @@ static qv_status store_all(qv_cache *stack_c, stack *s, qv_cache *c, pending **p
 }
 
 #define BATCH 64 /* jobs the worker takes at once: a local commit for all its copies */
+#define GATHER_NS (1000 * 1000) /* how long a woken worker waits for a batch to fill */
 
 /* Run a list of at most BATCH jobs: the copies into local, the stores into
  * remote, each in as few commits as the tier allows. */
@@ -288,6 +312,14 @@ static void *worker_main(void *arg) {
     pthread_mutex_lock(&s->lock);
     for (;;) {
         while (!s->head && !s->stopping) pthread_cond_wait(&s->work, &s->lock);
+        if (s->head && s->queued < BATCH && !s->stopping) {
+            /* Let a batch gather: woken for every remote hit, the worker
+             * would take a core from the callers once per hit. Asleep here,
+             * off the condition, it is not woken by their signals. */
+            pthread_mutex_unlock(&s->lock);
+            nanosleep(&(struct timespec){0, GATHER_NS}, NULL);
+            pthread_mutex_lock(&s->lock);
+        }
         job *list = s->head, *last = list;
         if (!list) break;
         for (int n = 1; n < BATCH && last->next; n++) last = last->next;
@@ -346,12 +378,21 @@ static void drain(stack *s) {
     pthread_mutex_unlock(&s->lock);
 }
 
-static void request_copy(qv_cache *c, stack *s, const qv_digest *key) {
+/* fetched: the hit's bytes, taken over (freed here when not queued). */
+static void request_copy(qv_cache *c, stack *s, const qv_digest *key, qv_remote_entry *fetched) {
     job *j = calloc(1, sizeof *j);
-    if (!j) return; /* a copy is an optimisation: the next hit asks again */
-    j->kind = JOB_COPY;
-    j->key = *key;
-    if (enqueue(c, s, j, NULL) != 1) free(j);
+    if (j) {
+        j->kind = JOB_COPY;
+        j->key = *key;
+        j->fetched = *fetched;
+        memset(fetched, 0, sizeof *fetched);
+        if (enqueue(c, s, j, NULL) == 1) return;
+        free_job(j);
+        return;
+    }
+    /* a copy is an optimisation: the next hit asks again */
+    free(fetched->record);
+    free(fetched->value);
 }
 
 /* A store for the remote tier, queued: the pending's record and values are
@@ -422,14 +463,18 @@ static qv_status stack_get_with(qv_cache *c, const qv_digest *key, qv_result_cb 
         qv__cache_count(c, QV_STAT_HITS, 1);
         return st;
     }
-    st = qv__cache_get_with(s->remote, key, relay_cb, &r, duration_ns);
+    qv_remote_entry fetched = {0};
+    st = qv__remote_is(s->remote) ? qv__remote_get_entry(s->remote, key, relay_cb, &r, duration_ns, &fetched)
+                                  : qv__cache_get_with(s->remote, key, relay_cb, &r, duration_ns);
     if (r.called) {
         qv__cache_count(c, QV_STAT_HITS, 1);
         qv__cache_count(c, QV_STAT_REMOTE_HITS, 1);
         remote_answered(s);
-        request_copy(c, s, key);
+        request_copy(c, s, key, &fetched);
         return st;
     }
+    free(fetched.record);
+    free(fetched.value);
     qv__cache_count(c, QV_STAT_MISSES, 1);
     if (st != QV_NOTFOUND) {
         remote_failed(c, s, st);

@@ -685,6 +685,50 @@ static void corrupt_entries_are_misses(void **state) {
 
 /* A hit is one round trip: one command reaches the server (EVALSHA), also
  * when the result is a value stored apart from its record. */
+/* Redis's count of calls of one command since the last CONFIG RESETSTAT. */
+static int command_calls(redisContext *r, const char *name) {
+    redisReply *info = redisCommand(r, "INFO commandstats");
+    char want[80];
+    snprintf(want, sizeof want, "cmdstat_%s:calls=", name);
+    char *line = strstr(info->str, want);
+    int n = line ? atoi(line + strlen(want)) : 0;
+    freeReplyObject(info);
+    return n;
+}
+
+/* A stack copies a remote hit into its local tier from the bytes the hit
+ * read: the lookup script's two GETs (record and value by reference), and no
+ * second read of the entry for the copy. */
+static void a_stack_copies_what_the_hit_read(void **state) {
+    server *s = *state;
+    qv_cache *remote, *local, *stack;
+    QVT_OK(open_remote(&remote, s->url));
+    char *dir = qvt_tempdir("remote-stack-copy");
+    QVT_OK(qv_cache_open(&local, dir, NULL));
+    QVT_OK(qv_cache_stack(&stack, local, remote, NULL));
+    call a = qvt_make_call("remote.copied", 1);
+    size_t len;
+    uint8_t *big = big_result(1000, 2, &len);
+    QVT_OK(qv_cache_store(remote, &a.key, a.bytes, a.len, big, len, NULL));
+    expect_hit(remote, &a, big, len); /* the first loads the script */
+    redisContext *r = admin(s);
+    freeReplyObject(redisCommand(r, "CONFIG RESETSTAT"));
+    expect_hit(stack, &a, big, len);
+    QVT_OK(qv_cache_sync(stack)); /* waits for the copy */
+    QVT_OK(qv_cache_contains(local, &a.key));
+    expect_hit(local, &a, big, len);
+    assert_int_equal(command_calls(r, "evalsha"), 1);
+    assert_int_equal(command_calls(r, "get"), 2);
+    assert_int_equal(command_calls(r, "mget"), 0);
+    redisFree(r);
+    free(big);
+    qv_cache_close(stack);
+    qv_cache_close(local);
+    qv_cache_close(remote);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 static void one_round_trip_per_lookup(void **state) {
     server *s = *state;
     qv_cache *c;
@@ -1111,6 +1155,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(replica_serves_reads_only, setup, teardown),
         cmocka_unit_test_setup_teardown(corrupt_entries_are_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(one_round_trip_per_lookup, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_stack_copies_what_the_hit_read, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_stacks, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_same_call, setup, teardown),
