@@ -18,6 +18,7 @@ EXPECT = {
     "c": ["square(3) = 9", "0 hits, 3 misses", "3 hits, 0 misses", "quickstart.square"],
     "python": ["square(1) = 1, computed by c", "square(4) = 16, computed by python"],
     "lua": ["square(3) = 9, computed by c", "square(4) = 16, computed by python", "square(5) = 25, computed by lua"],
+    "rust": [  # the Rust and Go block"square(6) = 36\n5 hits, 1 misses", "square(7) = 49\n6 hits, 1 misses"],
 }
 
 
@@ -25,6 +26,11 @@ def main(readme, build, tmp):
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     os.symlink(os.path.abspath(build), os.path.join(tmp, "build"))
+    # the Rust and Go quick starts build in the sources' bindings/: copied,
+    # so the clone stays clean, with the build tree's compiler caches
+    source = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    shutil.copytree(os.path.join(source, "bindings"), os.path.join(tmp, "bindings"),
+                    ignore=shutil.ignore_patterns("target", "*.swg", "python", "lua"))
     snippets = MARK.findall(open(readme).read())
     langs = [lang for lang, what, _ in snippets if what == "run"]
     missing = {"c", "python", "lua"} - set(langs)
@@ -34,6 +40,9 @@ def main(readme, build, tmp):
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
                                   if not p.startswith(os.path.abspath(build)))
+    link = os.path.join(os.path.abspath(build), "tests", "link")
+    env.update(CARGO_TARGET_DIR=os.path.join(link, "cargo"), GOCACHE=os.path.join(link, "go-cache"),
+               GOPATH=os.path.join(link, "gopath"), GOFLAGS="-mod=mod", GOPROXY="off", GOTOOLCHAIN="local")
     # nothing may reach the user's default cache: every snippet names its own
     env["QUIVER_CACHE"] = os.path.join(tmp, "default-cache-unused")
     failed = 0
