@@ -18,7 +18,8 @@ EXPECT = {
     "c": ["square(3) = 9", "0 hits, 3 misses", "3 hits, 0 misses", "quickstart.square"],
     "python": ["square(1) = 1, computed by c", "square(4) = 16, computed by python"],
     "lua": ["square(3) = 9, computed by c", "square(4) = 16, computed by python", "square(5) = 25, computed by lua"],
-    "rust": [  # the Rust and Go block"square(6) = 36\n5 hits, 1 misses", "square(7) = 49\n6 hits, 1 misses"],
+    # the Rust and Go block
+    "rust": ["square(6) = 36\n5 hits, 1 misses", "square(7) = 49\n6 hits, 1 misses"],
 }
 
 
