@@ -65,7 +65,11 @@ static qv_status add_hits(wctx *w, const qv_digest *key, uint64_t hits, int64_t 
     if (st == QV_NOTFOUND || st == QV__EFORGED) return QV_OK;
     uint64_t n;
     int64_t last;
-    if (st || ((st = qv__get_hits(w->c, w->txn, key, &n, &last)) && st != QV_NOTFOUND)) return st;
+    if (st) return st;
+    /* a malformed count (a damaged or foreign row) starts again from these
+     * hits: it must not fail the commit that carries other callers' stores */
+    if ((st = qv__get_hits(w->c, w->txn, key, &n, &last)) == QV_ECORRUPT) n = 0, last = 0;
+    else if (st && st != QV_NOTFOUND) return st;
     uint8_t buf[16];
     qv__put_be64(buf, n + hits);
     qv__put_be64(buf + 8, (uint64_t)(last_ns > last ? last_ns : last));
@@ -104,7 +108,8 @@ qv_status qv__flush_touches(wctx *w, uint64_t now) {
         uint64_t hits = take_hits(c, i, hit_tag(b), &last);
         qv_status st;
         /* a monotonic time to wall-clock time, through the two clocks' now */
-        if (hits && (st = add_hits(w, &key, hits, (int64_t)now - (mono - last)))) return st;
+        /* last is 0 when a flush came between a hit's count and its time */
+        if (hits && (st = add_hits(w, &key, hits, last ? (int64_t)now - (mono - last) : 0))) return st;
         if (!c->track_lru) continue;
         uint64_t t;
         st = qv__get_count(w, T_ATIME, &key, &t);

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -34,6 +35,7 @@ struct qv_redis {
     struct timeval tv;
     pthread_mutex_t lock;
     _Atomic pid_t pid; /* connections belong to one process: a child starts afresh */
+    _Atomic pid_t fixing; /* the child whose repair a thread has claimed */
     redisContext *idle[POOL_SIZE];
     int nidle;
     int down, probing;
@@ -310,15 +312,22 @@ static qv_status connect_one(qv_redis *r, redisContext **out, char *why, size_t 
 
 /* After fork(), the parent's connections are its own: the child drops its
  * copies (closing only its descriptors) and starts a pool of its own. The
- * first thread of the child to notice claims the repair. */
+ * first thread of the child to notice claims the repair with an atomic (the
+ * lock may be inherited held); the others wait until it is published, so no
+ * thread takes the lock or a parent's connection while it is being redone. */
 static void after_fork(qv_redis *r) {
-    pid_t me = getpid(), was = atomic_load(&r->pid);
-    if (QV_LIKELY(was == me)) return;
-    if (!atomic_compare_exchange_strong(&r->pid, &was, me)) return;
-    pthread_mutex_init(&r->lock, NULL);
-    for (int i = 0; i < r->nidle; i++) redisFree(r->idle[i]);
-    r->nidle = 0;
-    r->probing = 0;
+    pid_t me = getpid();
+    if (QV_LIKELY(atomic_load_explicit(&r->pid, memory_order_acquire) == me)) return;
+    pid_t claimed = atomic_load(&r->fixing);
+    if (claimed != me && atomic_compare_exchange_strong(&r->fixing, &claimed, me)) {
+        pthread_mutex_init(&r->lock, NULL);
+        for (int i = 0; i < r->nidle; i++) redisFree(r->idle[i]);
+        r->nidle = 0;
+        r->probing = 0;
+        atomic_store_explicit(&r->pid, me, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(&r->pid, memory_order_acquire) != me) sched_yield();
 }
 
 static void drop_idle_locked(qv_redis *r, redisContext **dropped, int *ndropped) {
@@ -419,6 +428,7 @@ qv_status qv__redis_open(qv_redis **out, const qv_redis_url *u, uint32_t timeout
     r->tv.tv_usec = (timeout_ms % 1000) * 1000;
     pthread_mutex_init(&r->lock, NULL);
     atomic_init(&r->pid, getpid());
+    atomic_init(&r->fixing, getpid());
     if ((u->host && !(r->u.host = strdup(u->host))) || (u->socket && !(r->u.socket = strdup(u->socket))) ||
         (u->user && !(r->u.user = strdup(u->user))) || (pw && !(r->password = strdup(pw))) ||
         !(r->u.prefix = strdup(u->prefix)) || !(r->u.display = strdup(u->display))) {

@@ -347,7 +347,14 @@ done:
  * keep a garbage or forged value under the digest for good. A value the
  * server refused (full, read-only) takes its record back out rather than
  * leave it pointing at nothing. */
+/* A read-only handle never writes the shared server, whoever asks (a stack
+ * over it included). */
+static qv_status refuse_readonly(const qv_cache *c) {
+    return qv__error(QV_EREADONLY, "the remote tier %s was opened read-only", c->path);
+}
+
 static qv_status remote_put(qv_cache *c, pending *p) {
+    if (c->flags & QV_CACHE_READONLY) return refuse_readonly(c);
     remote *t = state_of(c);
     size_t n = p->nrefs + 1;
     qv_redis_cmd *cmds = malloc(n * sizeof *cmds);
@@ -411,6 +418,7 @@ done:
 /* The record goes; its values stay (other records may share them) until the
  * server's own eviction takes them. */
 static qv_status remote_evict(qv_cache *c, const qv_digest *key) {
+    if (c->flags & QV_CACHE_READONLY) return refuse_readonly(c);
     remote *t = state_of(c);
     char k[KEY_CAP];
     qv_redis_cmd cmd;
@@ -668,6 +676,7 @@ struct qv_remote_lease {
     char token[33];
     int64_t renewed_ns;
     pthread_t owner;
+    pid_t pid; /* a child of fork() inherits the struct, not the lease */
 };
 
 static pthread_mutex_t held_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -785,11 +794,14 @@ qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_
                                    qv_remote_lease **lease) {
     *lease = NULL;
     *outcome = QV_LEASE_TIMEOUT;
+    if (cache->flags & QV_CACHE_READONLY) return QV_OK; /* writes nothing: runs without a lease */
     remote *t = state_of(cache);
     qv_remote_lease *l = calloc(1, sizeof *l);
     uint8_t random[16];
     if (!l) return qv__nomem();
-    if (getrandom(random, sizeof random, 0) != (ssize_t)sizeof random) {
+    l->pid = getpid();
+    /* never blocks, even before the entropy pool is ready (early boot, VMs) */
+    if (getrandom(random, sizeof random, GRND_NONBLOCK) != (ssize_t)sizeof random) {
         /* unique enough: only this process's own leases could share it */
         uint64_t mix[2] = {(uint64_t)getpid() << 32 ^ (uint64_t)(uintptr_t)l, (uint64_t)mono_ns()};
         memcpy(random, mix, sizeof random);
@@ -875,6 +887,11 @@ void qv__remote_lease_release(qv_remote_lease *l) {
             break;
         }
     pthread_mutex_unlock(&held_lock);
+    if (l->pid != getpid()) { /* the parent's lease, which the parent gives back */
+        qv_cache_close(l->cache);
+        free(l);
+        return;
+    }
     qv_redis_cmd cmd = {.argc = 3};
     redisReply *reply;
     qv__redis_arg(&cmd, l->key, l->key_len);

@@ -70,7 +70,7 @@ static qv_status make_key(shared_key *k, qv_cache *c, int kind, const char *name
                          fn);
     size_t nlen = strlen(name);
     if (nlen == 0 || nlen > 255) return qv__error(QV_EINVAL, "%s: a name has 1 to 255 bytes, not %zu", fn, nlen);
-    if (nlen + klen > QV_SHARED_KEY_MAX)
+    if (klen > QV_SHARED_KEY_MAX - nlen) /* nlen + klen could wrap */
         return qv__error(QV_EINVAL, "%s: name and key together have %zu bytes, more than %d", fn, nlen + klen,
                          QV_SHARED_KEY_MAX);
     k->b[0] = (uint8_t)kind;

@@ -685,6 +685,36 @@ static void corrupt_entries_are_misses(void **state) {
 
 /* A hit is one round trip: one command reaches the server (EVALSHA), also
  * when the result is a value stored apart from its record. */
+/* A read-only handle never writes the shared server: not by a store, an
+ * eviction or a lease, and not through a stack over it. */
+static void read_only_never_writes(void **state) {
+    server *s = *state;
+    qv_cache *rw, *ro, *local, *stack;
+    QVT_OK(open_remote(&rw, s->url));
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.flags = QV_CACHE_READONLY;
+    QVT_OK(qv_cache_open(&ro, s->url, &o));
+    call a = qvt_make_call("remote.ro", 1), b = qvt_make_call("remote.ro", 2);
+    uint8_t one[1] = {0x01};
+    QVT_OK(qv_cache_store(rw, &a.key, a.bytes, a.len, one, 1, NULL));
+    assert_int_equal(qv_cache_store(ro, &b.key, b.bytes, b.len, one, 1, NULL), QV_EREADONLY);
+    assert_int_equal(qv_cache_evict(ro, &a.key), QV_EREADONLY);
+    QVT_OK(qv_cache_contains(rw, &a.key));
+    char *dir = qvt_tempdir("remote-ro-stack");
+    QVT_OK(qv_cache_open(&local, dir, NULL));
+    QVT_OK(qv_cache_stack(&stack, local, ro, NULL));
+    QVT_OK(qv_cache_store(stack, &b.key, b.bytes, b.len, one, 1, NULL)); /* the local tier has it */
+    QVT_OK(qv_cache_sync(stack));
+    QVT_OK(qv_cache_contains(local, &b.key));
+    assert_int_equal(qv_cache_contains(rw, &b.key), QV_NOTFOUND);
+    qv_cache_close(stack);
+    qv_cache_close(local);
+    qv_cache_close(ro);
+    qv_cache_close(rw);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 /* Redis's count of calls of one command since the last CONFIG RESETSTAT. */
 static int command_calls(redisContext *r, const char *name) {
     redisReply *info = redisCommand(r, "INFO commandstats");
@@ -1156,6 +1186,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(corrupt_entries_are_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(one_round_trip_per_lookup, setup, teardown),
         cmocka_unit_test_setup_teardown(a_stack_copies_what_the_hit_read, setup, teardown),
+        cmocka_unit_test_setup_teardown(read_only_never_writes, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_processes, setup, teardown),
         cmocka_unit_test_setup_teardown(compute_once_across_stacks, setup, teardown),
         cmocka_unit_test_setup_teardown(nested_same_call, setup, teardown),
