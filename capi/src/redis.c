@@ -167,47 +167,47 @@ void qv__redis_url_free(qv_redis_url *u) {
     memset(u, 0, sizeof *u);
 }
 
-qv_status qv__redis_url_parse(qv_redis_url *u, const char *url) {
+static qv_status parse_url(qv_redis_url *u, const char *url, const char *shown) {
     memset(u, 0, sizeof *u);
     u->port = 6379;
     int unix_socket = !strncmp(url, "unix://", 7);
     if (!unix_socket && strncmp(url, "redis://", 8))
-        return qv__error(QV_EINVAL, "%s: not a cache URL (redis://host[:port][/db] or unix:///path)", url);
+        return qv__error(QV_EINVAL, "%s: not a cache URL (redis://host[:port][/db] or unix:///path)", shown);
     const char *rest = url + (unix_socket ? 7 : 8);
     size_t main_len = strcspn(rest, "?"), used;
     qv_status st;
     const char *auth = rest;
-    if ((st = parse_userinfo(u, rest, main_len, url, &used))) goto fail;
+    if ((st = parse_userinfo(u, rest, main_len, shown, &used))) goto fail;
     size_t auth_len = used;
     rest += used;
     main_len -= used;
     if (unix_socket) {
         if (main_len < 2 || rest[0] != '/') {
-            st = qv__error(QV_EINVAL, "%s: a unix socket URL names an absolute path: unix:///path/to/redis.sock", url);
+            st = qv__error(QV_EINVAL, "%s: a unix socket URL names an absolute path: unix:///path/to/redis.sock", shown);
             goto fail;
         }
-        if ((st = pct_dup(&u->socket, rest, main_len, url, "socket path"))) goto fail;
+        if ((st = pct_dup(&u->socket, rest, main_len, shown, "socket path"))) goto fail;
     } else {
         size_t hn = strcspn(rest, "/?");
         const char *h = rest, *colon = NULL;
         if (hn && h[0] == '[') { /* [IPv6] */
             const char *close = memchr(h, ']', hn);
             if (!close) {
-                st = qv__error(QV_EINVAL, "%s: an IPv6 host is not closed by ']'", url);
+                st = qv__error(QV_EINVAL, "%s: an IPv6 host is not closed by ']'", shown);
                 goto fail;
             }
             if ((size_t)(close - h) + 1 < hn) colon = close + 1;
-            if ((st = pct_dup(&u->host, h + 1, (size_t)(close - h) - 1, url, "host"))) goto fail;
+            if ((st = pct_dup(&u->host, h + 1, (size_t)(close - h) - 1, shown, "host"))) goto fail;
         } else {
             colon = memchr(h, ':', hn);
             size_t name_len = colon ? (size_t)(colon - h) : hn;
-            if ((st = pct_dup(&u->host, h, name_len, url, "host"))) goto fail;
+            if ((st = pct_dup(&u->host, h, name_len, shown, "host"))) goto fail;
         }
         if (colon) {
             uint64_t port;
             size_t port_len = hn - (size_t)(colon + 1 - h);
-            if (*colon != ':' || (st = parse_uint(colon + 1, port_len, 65535, &port, url, "port"))) {
-                if (!st) st = qv__error(QV_EINVAL, "%s: the port is not a number", url);
+            if (*colon != ':' || (st = parse_uint(colon + 1, port_len, 65535, &port, shown, "port"))) {
+                if (!st) st = qv__error(QV_EINVAL, "%s: the port is not a number", shown);
                 goto fail;
             }
             u->port = (int)port;
@@ -219,11 +219,11 @@ qv_status qv__redis_url_parse(qv_redis_url *u, const char *url) {
         if (hn < main_len) { /* "/db" or "/" */
             uint64_t db;
             size_t dn = main_len - hn - 1;
-            if (dn && (st = parse_uint(rest + hn + 1, dn, 1u << 30, &db, url, "database number"))) goto fail;
+            if (dn && (st = parse_uint(rest + hn + 1, dn, 1u << 30, &db, shown, "database number"))) goto fail;
             if (dn) u->db = (int)db;
         }
     }
-    if (rest[main_len] == '?' && (st = parse_query(u, rest + main_len + 1, url))) goto fail;
+    if (rest[main_len] == '?' && (st = parse_query(u, rest + main_len + 1, shown))) goto fail;
     if (!u->prefix && !(u->prefix = strdup("quiver:"))) goto nomem;
     if (!(u->display = display_of(url, auth, auth_len, u->password != NULL))) goto nomem;
     return QV_OK;
@@ -231,6 +231,29 @@ nomem:
     st = qv__nomem();
 fail:
     qv__redis_url_free(u);
+    return st;
+}
+
+/* The URL with its password made "***", for messages about a URL that did
+ * not parse: a typo must not put a password in a log. */
+static char *redacted(const char *url) {
+    char *d = strdup(url);
+    const char *scheme = strstr(url, "://");
+    if (!d || !scheme) return d;
+    size_t from = (size_t)(scheme + 3 - url), n = strcspn(url + from, "/?");
+    const char *at = memchr(url + from, '@', n), *colon = at ? memchr(url + from, ':', (size_t)(at - url) - from) : NULL;
+    if (!colon) return d;
+    size_t a = (size_t)(colon + 1 - url), b = (size_t)(at - url);
+    memcpy(d + a, "***", b - a < 3 ? b - a : 3);
+    memmove(d + a + (b - a < 3 ? b - a : 3), d + b, strlen(d + b) + 1);
+    return d;
+}
+
+qv_status qv__redis_url_parse(qv_redis_url *u, const char *url) {
+    char *shown = redacted(url);
+    if (!shown) return qv__nomem();
+    qv_status st = parse_url(u, url, shown);
+    free(shown);
     return st;
 }
 

@@ -407,6 +407,10 @@ static void urls_are_never_paths(void **state) {
     assert_non_null(strstr(qv_errmsg(), "colour"));
     assert_int_equal(qv_cache_open(&c, "redis://127.0.0.1:6379/0?timeout_ms=0", NULL), QV_EINVAL);
     assert_int_equal(qv_cache_open(&c, "redis://%zz@127.0.0.1/0", NULL), QV_EINVAL);
+    /* a URL that does not parse never shows its password */
+    assert_int_equal(qv_cache_open(&c, "redis://u:s3cret@127.0.0.1:63a9/0", NULL), QV_EINVAL);
+    assert_null(strstr(qv_errmsg(), "s3cret"));
+    assert_non_null(strstr(qv_errmsg(), "u:***@"));
     assert_int_equal(qv_cache_open(&c, "unix://relative.sock", NULL), QV_EINVAL);
     char bad_sock[700];
     snprintf(bad_sock, sizeof bad_sock, "unix://%s/nothing.sock", dir);
