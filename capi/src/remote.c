@@ -141,7 +141,9 @@ static qv_status remote_contains(qv_cache *c, const qv_digest *key) {
     qv_status st = qv__redis_run(t->r, &cmd, 1, &reply);
     if (st) return io_failed(c, st);
     size_t len;
-    if (reply->type == REDIS_REPLY_NIL || (reply->type == REDIS_REPLY_INTEGER && !reply->integer)) st = QV_NOTFOUND;
+    /* a signed tier asked GET: only a string whose tag checks is there */
+    if (reply->type == REDIS_REPLY_NIL || (reply->type == REDIS_REPLY_INTEGER && (!reply->integer || c->signer)))
+        st = QV_NOTFOUND;
     else if (reply->type == REDIS_REPLY_INTEGER) st = QV_OK;
     else if (!is_bytes(reply)) st = qv__redis_refused(t->r, reply, "a lookup");
     else st = payload_of(c, "calls", key->bytes, reply->str, reply->len, &len) ? QV_NOTFOUND : QV_OK;
