@@ -398,8 +398,11 @@ QV_EXPORT qv_status qv_cache_stack(qv_cache **out, qv_cache *local, qv_cache *re
 
 /* Something went wrong that the library worked around (a remote tier down, a
  * queue that dropped stores): called on the thread that met it, with no lock
- * of quiver's held. NULL restores the default, one line on stderr. destroy,
- * if any, is called on userdata when the handler is replaced. */
+ * of quiver's held. That may be a thread of quiver's own (a stack's worker,
+ * the remote lease renewer), so a handler must be thread-safe and must not
+ * need a host runtime set up on the calling thread (Python's takes the GIL).
+ * NULL restores the default, one line on stderr. destroy, if any, is called
+ * on userdata when the handler is replaced. */
 typedef void (*qv_warning_cb)(const char *message, void *userdata);
 QV_EXPORT void qv_set_warning_handler(qv_warning_cb cb, void *userdata, void (*destroy)(void *userdata));
 
