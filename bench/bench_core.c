@@ -40,6 +40,7 @@
 #define XXH_INLINE_ALL
 #include <xxhash.h>
 
+#include "bench.h"
 #include "quiver.h"
 
 /* From Debian's libxxhash (xxh_x86dispatch.h, which cannot be combined with
@@ -69,17 +70,6 @@ static config cfg;
 static volatile uint64_t sink; /* keeps results alive */
 static int tmp_made;
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_tree(const char *path) {
-    struct stat sb;
-    if (stat(path, &sb) == 0) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static void cleanup(void) {
     if (tmp_made) rm_tree(cfg.tmp);
     tmp_made = 0;
@@ -107,32 +97,11 @@ static void die(const char *fmt, ...) {
         if (rc_) die("%s:%d: %s: %s", __FILE__, __LINE__, #expr, mdb_strerror(rc_));            \
     } while (0)
 
-static void progress(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "  .. ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-}
-
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
 static double median(const double *v, int n) {
     double *s = malloc((size_t)n * sizeof *s);
     if (!s) die("out of memory");
     memcpy(s, v, (size_t)n * sizeof *s);
-    qsort(s, (size_t)n, sizeof *s, cmp_double);
-    double m = n % 2 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    double m = median_in_place(s, n);
     free(s);
     return m;
 }

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
 #include "quiver.h"
 
 extern char **environ;
@@ -186,11 +187,6 @@ static double misses(qv_cache *c, qv_encoder *enc, int64_t k0, int n, uint32_t f
     return (double)(mono_ns() - t0) / n;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void misses_row(const char *dir, int quick) {
     char sub[PATH_MAX];
     snprintf(sub, sizeof sub, "%s/misses", dir);
@@ -214,10 +210,6 @@ static void misses_row(const char *dir, int quick) {
            with[reps / 2] / 1e3, without[reps / 2] / 1e3, ratio, ratio <= 1.10 ? "PASS" : "MISS");
     qv_encoder_free(enc);
     qv_cache_close(c);
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    return remove(path), 0;
 }
 
 int main(int argc, char **argv) {
@@ -253,6 +245,6 @@ int main(int argc, char **argv) {
     processes_row(self, dir);
     threads_row(dir);
     misses_row(dir, quick);
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    rm_tree(dir);
     return 0;
 }

@@ -48,6 +48,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "bench.h"
 #include "quiver.h"
 
 extern char **environ;
@@ -72,17 +73,6 @@ static pid_t redis_pid, owner_pid;
 static int redis_port;
 static char redis_dir[PATH_MAX];
 static unsigned warnings;
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void rm_tree(const char *path) {
-    struct stat sb;
-    if (stat(path, &sb) == 0) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* Only the process that started the server stops it: a child stress worker
  * exiting early must not take it down under its siblings. */
@@ -122,31 +112,6 @@ __attribute__((noreturn)) static void die(const char *fmt, ...) {
         qv_status st_ = (expr);                                                                  \
         if (st_) die("%s:%d: %s: %s (%s)", __FILE__, __LINE__, #expr, qv_status_name(st_), qv_errmsg()); \
     } while (0)
-
-static void progress(const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "  .. ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-}
-
-static inline uint64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
 
 static void subdir(char *out, const char *name) {
     if (snprintf(out, PATH_MAX, "%s/%s", cfg.tmp, name) >= PATH_MAX) die("temporary path too long");
@@ -485,13 +450,13 @@ static void bench_remote_hits(size_t size) {
     uint64_t remote_hits = 0, local_entries = 0;
     QV_CHECK(qv_cache_stat(stack, QV_STAT_REMOTE_HITS, &remote_hits));
     QV_CHECK(qv_cache_stat(local, QV_STAT_ENTRIES, &local_entries));
-    double g = median(get, cfg.reps);
+    double g = median_in_place(get, cfg.reps);
     char name[64];
     snprintf(name, sizeof name, "remote hit, bare remote tier, %s", what);
-    add_row(name, median(bare, cfg.reps), g, G_MAX_RATIO, 1.5, "same key; anchor: GET of the entry's %zu bytes",
+    add_row(name, median_in_place(bare, cfg.reps), g, G_MAX_RATIO, 1.5, "same key; anchor: GET of the entry's %zu bytes",
             nbytes);
     snprintf(name, sizeof name, "remote hit through a stack, %s", what);
-    add_row(name, median(through, cfg.reps), g, G_MAX_RATIO, 1.5,
+    add_row(name, median_in_place(through, cfg.reps), g, G_MAX_RATIO, 1.5,
             "local miss, Redis hit; distinct keys (%llu remote hits, %llu copied into local so far)",
             (unsigned long long)remote_hits, (unsigned long long)local_entries);
     free(bare);
@@ -537,7 +502,7 @@ static void bench_local_hit(void) {
     }
     uint64_t remote_hits = 0;
     QV_CHECK(qv_cache_stat(stack, QV_STAT_REMOTE_HITS, &remote_hits));
-    add_row("local hit through a stack (remote under it)", median(stacked, cfg.reps), median(plain, cfg.reps),
+    add_row("local hit through a stack (remote under it)", median_in_place(stacked, cfg.reps), median_in_place(plain, cfg.reps),
             G_MAX_RATIO, 1.1, "anchor: a plain local hit, same key (%llu remote hits)",
             (unsigned long long)remote_hits);
     free(plain);
@@ -585,7 +550,7 @@ static void bench_store(void) {
         arg += cfg.store_ops;
         if (rep >= 0) through[rep] = s, anchor[rep] = a;
     }
-    add_row("store through a stack (local + Redis)", median(through, cfg.reps), median(anchor, cfg.reps), G_MAX_RATIO,
+    add_row("store through a stack (local + Redis)", median_in_place(through, cfg.reps), median_in_place(anchor, cfg.reps), G_MAX_RATIO,
             1.5, "anchor: a local store + one raw SET of the entry's %zu bytes; distinct keys", nbytes);
     free(through);
     free(anchor);
