@@ -172,17 +172,22 @@ CASES = {
 }
 
 
+def _reader(reader, request):
+    """Who reads the cache: root, or the unprivileged user (root passes every
+    permission check). Its uid, gid, command prefix and interpreter."""
+    if reader == "root":
+        if os.geteuid() != 0:
+            pytest.skip("the root reader needs root")
+        return 0, 0, [], sys.executable
+    uid, gid = request.getfixturevalue("unprivileged")
+    return uid, gid, _as_user(uid, gid), request.getfixturevalue("interpreter")
+
+
 @pytest.mark.parametrize("reader", ["root", "user"])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_pickle_trust(case, reader, world, request):
     base, env = world
-    if reader == "root":
-        if os.geteuid() != 0:
-            pytest.skip("the root reader needs root")
-        uid, gid, prefix, exe = 0, 0, [], sys.executable
-    else:
-        uid, gid = request.getfixturevalue("unprivileged")
-        prefix, exe = _as_user(uid, gid), request.getfixturevalue("interpreter")
+    uid, gid, prefix, exe = _reader(reader, request)
     change, trust, expected = CASES[case]
     t = Tree(base, uid, gid)
     change(t)
@@ -218,13 +223,7 @@ SIGNED_CASES = {
 @pytest.mark.parametrize("case", sorted(SIGNED_CASES))
 def test_signed_pickle_trust(case, reader, world, request):
     base, env = world
-    if reader == "root":
-        if os.geteuid() != 0:
-            pytest.skip("the root reader needs root")
-        uid, gid, prefix, exe = 0, 0, [], sys.executable
-    else:
-        uid, gid = request.getfixturevalue("unprivileged")
-        prefix, exe = _as_user(uid, gid), request.getfixturevalue("interpreter")
+    uid, gid, prefix, exe = _reader(reader, request)
     change, expected = SIGNED_CASES[case]
     t = Tree(base, uid, gid, secret=SECRET)
     change(t)
