@@ -4,12 +4,15 @@
 #define QV_BENCH_H
 
 #include <ftw.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline uint64_t now_ns(void) {
     struct timespec ts;
@@ -47,6 +50,22 @@ static inline int rm_entry(const char *path, const struct stat *sb, int flag, st
 static inline void rm_tree(const char *path) {
     struct stat sb;
     if (stat(path, &sb) == 0) nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The build directory: $QUIVER_BUILD, else two levels above this program
+ * (build/bin/bench_x -> build). 0, or -1 when neither says. */
+static inline int build_dir(char base[PATH_MAX]) {
+    const char *build = getenv("QUIVER_BUILD");
+    if (build && *build) return snprintf(base, PATH_MAX, "%s", build) < PATH_MAX ? 0 : -1;
+    ssize_t n = readlink("/proc/self/exe", base, PATH_MAX - 1);
+    if (n <= 0) return -1;
+    base[n] = 0;
+    for (int i = 0; i < 2; i++) {
+        char *slash = strrchr(base, '/');
+        if (!slash) return -1;
+        *slash = 0;
+    }
+    return 0;
 }
 
 #endif

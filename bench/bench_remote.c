@@ -676,21 +676,8 @@ static void bench_stress(const char *self) {
 /* ------------------------------------------------------------------- main */
 
 static void default_tmp(void) {
-    const char *build = getenv("QUIVER_BUILD");
     char base[PATH_MAX];
-    if (build && *build) {
-        snprintf(base, sizeof base, "%s", build);
-    } else {
-        /* build/bin/bench_remote -> build */
-        ssize_t n = readlink("/proc/self/exe", base, sizeof base - 1);
-        if (n <= 0) die("cannot find the build directory; pass --tmp DIR");
-        base[n] = 0;
-        for (int i = 0; i < 2; i++) {
-            char *slash = strrchr(base, '/');
-            if (!slash) die("cannot find the build directory; pass --tmp DIR");
-            *slash = 0;
-        }
-    }
+    if (build_dir(base)) die("cannot find the build directory; pass --tmp DIR");
     if (snprintf(cfg.tmp, sizeof cfg.tmp, "%s/bench-remote-tmp.%d", base, (int)getpid()) >= (int)sizeof cfg.tmp)
         die("path too long");
 }
