@@ -64,6 +64,17 @@ size_t qv__cache_options_size(uint32_t version) {
     return version < 2 ? offsetof(qv_cache_options, timeout_ms) : sizeof(qv_cache_options);
 }
 
+qv_status qv__cache_options_copy(qv_cache_options *o, const qv_cache_options *opts) {
+    qv_cache_options d = QV_CACHE_OPTIONS_INIT;
+    *o = d;
+    if (!opts) return QV_OK;
+    if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
+        return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
+                         QV_CACHE_OPTIONS_VERSION);
+    memcpy(o, opts, qv__cache_options_size(opts->version));
+    return QV_OK;
+}
+
 qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version) {
     if (!opts) return qv__error(QV_EINVAL, "qv_cache_options_init: opts is NULL");
     if (version == 0 || version > QV_CACHE_OPTIONS_VERSION)
@@ -129,13 +140,9 @@ static qv_status init_meta(qv_cache *c) {
 static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_options *opts, int memory) {
     if (!out) return qv__error(QV_EINVAL, "out is NULL");
     *out = NULL;
-    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
-    if (opts) {
-        if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
-            return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
-                             QV_CACHE_OPTIONS_VERSION);
-        memcpy(&o, opts, qv__cache_options_size(opts->version));
-    }
+    qv_cache_options o;
+    qv_status st = qv__cache_options_copy(&o, opts);
+    if (st) return st;
     if (o.durability > QV_DURABILITY_FAST) return qv__error(QV_EINVAL, "unknown durability %u", o.durability);
     qv_cache *c = aligned_alloc(64, (sizeof *c + 63) & ~(size_t)63);
     if (!c) return qv__nomem();
@@ -162,7 +169,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     atomic_init(&c->fork_gen, qv__fork_generation());
     atomic_init(&c->fixing_gen, qv__fork_generation());
     qv_store_config cfg = {qv__table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
-    qv_status st = qv__signer_from_options(&c->signer, &o);
+    st = qv__signer_from_options(&c->signer, &o);
     if (st) {
         qv_cache_close(c);
         return st;

@@ -164,6 +164,9 @@ typedef struct {
 } verify_ctx;
 
 size_t qv__cache_options_size(uint32_t version);
+/* *o: the defaults, overwritten by as much of opts (may be NULL) as its
+ * version has; QV_EINVAL for a version this library does not know. */
+qv_status qv__cache_options_copy(qv_cache_options *o, const qv_cache_options *opts);
 /* A lookup that met an unreadable entry, or one whose tag failed (written
  * without the secret): counted, explained in qv_errmsg(), and a miss. */
 qv_status qv__corrupt_miss(qv_cache *c, const qv_digest *key, const char *what);

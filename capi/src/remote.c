@@ -624,16 +624,12 @@ static const qv_tier_ops remote_ops = {
 
 qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_options *opts) {
     *out = NULL;
-    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
-    if (opts) {
-        if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
-            return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
-                             QV_CACHE_OPTIONS_VERSION);
-        memcpy(&o, opts, qv__cache_options_size(opts->version));
-    }
+    qv_cache_options o;
+    qv_status st = qv__cache_options_copy(&o, opts);
+    if (st) return st;
     pthread_once(&scripts_once, scripts_init);
     qv_redis_url u;
-    qv_status st = qv__redis_url_parse(&u, url);
+    st = qv__redis_url_parse(&u, url);
     if (st) return st;
     if (strlen(u.prefix) > MAX_PREFIX) {
         st = qv__error(QV_EINVAL, "%s: the key prefix is longer than %d bytes", u.display, MAX_PREFIX);
