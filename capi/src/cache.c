@@ -60,7 +60,7 @@ void qv__cache_after_fork(qv_cache *c) {
 
 /* Options structs grow by appending fields; a caller compiled against an
  * older version passes the smaller struct it knows. */
-size_t qv__cache_options_size(uint32_t version) {
+static size_t options_size(uint32_t version) {
     return version < 2 ? offsetof(qv_cache_options, timeout_ms) : sizeof(qv_cache_options);
 }
 
@@ -71,7 +71,7 @@ qv_status qv__cache_options_copy(qv_cache_options *o, const qv_cache_options *op
     if (opts->version == 0 || opts->version > QV_CACHE_OPTIONS_VERSION)
         return qv__error(QV_EINVAL, "qv_cache_options version %u is not supported (1..%d)", opts->version,
                          QV_CACHE_OPTIONS_VERSION);
-    memcpy(o, opts, qv__cache_options_size(opts->version));
+    memcpy(o, opts, options_size(opts->version));
     return QV_OK;
 }
 
@@ -82,7 +82,7 @@ qv_status qv_cache_options_init(qv_cache_options *opts, uint32_t version) {
                          QV_CACHE_OPTIONS_VERSION);
     qv_cache_options d = QV_CACHE_OPTIONS_INIT;
     d.version = version;
-    memcpy(opts, &d, qv__cache_options_size(version)); /* a version 1 caller's struct is smaller */
+    memcpy(opts, &d, options_size(version)); /* a version 1 caller's struct is smaller */
     return QV_OK;
 }
 

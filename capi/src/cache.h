@@ -163,7 +163,6 @@ typedef struct {
     int ok;
 } verify_ctx;
 
-size_t qv__cache_options_size(uint32_t version);
 /* *o: the defaults, overwritten by as much of opts (may be NULL) as its
  * version has; QV_EINVAL for a version this library does not know. */
 qv_status qv__cache_options_copy(qv_cache_options *o, const qv_cache_options *opts);
