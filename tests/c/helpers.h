@@ -37,6 +37,8 @@ qv_value *qvt_int_args(int64_t x);
 qv_digest qvt_store_int(qv_cache *c, const char *name, int64_t x);
 /* Read d's result times times, checking every read hits. */
 void qvt_hit(qv_cache *c, const qv_digest *d, int times);
+/* A loopback port nobody listens on now (the kernel's pick for port 0). */
+int qvt_free_port(void);
 /* Fail the test with qv_errmsg() when st is not QV_OK. */
 #define QVT_OK(expr)                                                                                        \
     do {                                                                                                    \

@@ -54,17 +54,6 @@ static void sleep_ms(int ms) {
     nanosleep(&ts, NULL);
 }
 
-/* A port nobody listens on now (the kernel's pick for port 0). */
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t n = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &n), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static redisContext *admin(const server *s) {
     struct timeval tv = {2, 0};
     redisContext *c = redisConnectUnixWithTimeout(s->sock, tv);
@@ -117,7 +106,7 @@ static int try_start(server *s) {
 static void server_start(server *s) {
     int fixed = s->port != 0;
     for (int attempt = 0; attempt < 20; attempt++) {
-        if (!fixed) s->port = free_port();
+        if (!fixed) s->port = qvt_free_port();
         if (try_start(s)) {
             snprintf(s->url, sizeof s->url, "redis://127.0.0.1:%d/0", s->port);
             snprintf(s->unix_url, sizeof s->unix_url, "unix://%s", s->sock);
@@ -396,7 +385,7 @@ static void urls_are_never_paths(void **state) {
     assert_int_equal(chdir(dir), 0);
     qv_cache *c;
     char url[700];
-    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", free_port());
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", qvt_free_port());
     assert_int_equal(qv_cache_open(&c, url, NULL), QV_EIO);
     assert_non_null(strstr(qv_errmsg(), url));
     assert_int_equal(qv_cache_open(&c, "ftp://x/y", NULL), QV_EINVAL);

@@ -537,18 +537,6 @@ typedef struct {
     char url[128];
 } redis;
 
-static int free_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {0};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 static int redis_answers(int port) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -612,7 +600,7 @@ static int64_t mono_ms(void) {
 static void test_redis_stack_works(void **state) {
     static redis r;
     running = &r;
-    redis_start(&r, free_port());
+    redis_start(&r, qvt_free_port());
     char *dir = qvt_tempdir("stack-redis"), *dir2 = qvt_tempdir("stack-redis2");
     qv_cache *local, *local2, *remote, *s, *s2;
     QVT_OK(qv_cache_open(&local, dir, NULL));
@@ -652,7 +640,7 @@ static void test_redis_stack_works(void **state) {
 static void test_redis_killed_and_restarted(void **state) {
     static redis r;
     running = &r;
-    int port = free_port();
+    int port = qvt_free_port();
     redis_start(&r, port);
     warnings_reset();
     char *dir = qvt_tempdir("stack-redis");
@@ -712,7 +700,7 @@ static void test_redis_killed_and_restarted(void **state) {
 static void test_redis_down_at_stack(void **state) {
     static redis r;
     running = &r;
-    redis_start(&r, free_port());
+    redis_start(&r, qvt_free_port());
     warnings_reset();
     char *dir = qvt_tempdir("stack-redis");
     qv_cache *local, *remote, *s;
@@ -740,7 +728,7 @@ static void test_redis_down_at_stack(void **state) {
 static void test_redis_async_close_while_down(void **state) {
     static redis r;
     running = &r;
-    redis_start(&r, free_port());
+    redis_start(&r, qvt_free_port());
     warnings_reset();
     char *dir = qvt_tempdir("stack-redis");
     qv_cache *local, *remote, *s;
@@ -772,7 +760,7 @@ static void test_redis_async_close_while_down(void **state) {
 static void test_redis_threads(void **state) {
     static redis r;
     running = &r;
-    redis_start(&r, free_port());
+    redis_start(&r, qvt_free_port());
     for (int async = 0; async < 2; async++) {
         char *dir = qvt_tempdir("stack-redis");
         char url[160];
@@ -795,7 +783,7 @@ static void test_redis_threads(void **state) {
 static void test_redis_full_stores_softly(void **state) {
     static redis r;
     running = &r;
-    redis_start_with(&r, free_port(), "2mb");
+    redis_start_with(&r, qvt_free_port(), "2mb");
     warnings_reset();
     char *dir = qvt_tempdir("stack-redis");
     qv_cache *local, *remote, *s;
@@ -831,7 +819,7 @@ static void test_redis_full_stores_softly(void **state) {
 static void test_redis_misfiled_entry_not_copied(void **state) {
     static redis r;
     running = &r;
-    redis_start(&r, free_port());
+    redis_start(&r, qvt_free_port());
     char *dir = qvt_tempdir("stack-redis");
     qv_cache *local, *remote, *s;
     QVT_OK(qv_cache_open(&local, dir, NULL));
