@@ -3,7 +3,7 @@ BUILD := build
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS := -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo
 
-.PHONY: all setup build demo check bench fuzz clean
+.PHONY: all setup build demo check bench fuzz soak clean
 
 all: build
 
@@ -27,6 +27,11 @@ bench: build
 FUZZ_SECONDS ?= 1800
 fuzz: build
 	@. $(BUILD)/env.sh && scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The long forms of the fault tests: 1M-call leak soaks, 100 kill rounds,
+# 1M differential examples (the short forms run in `make check`).
+soak: build
+	@. $(BUILD)/env.sh && scripts/soak.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -325,6 +325,11 @@ typedef struct qv_cache qv_cache;
 #define QV_DURABILITY_FAST    2u  /* no fsync: survives process crashes, not OS crashes */
 
 #define QV_CACHE_READONLY 0x1u    /* refuse writes; opens caches in directories we cannot write */
+/* LMDB's locks do not work on network filesystems (NFS, CIFS/SMB, Lustre, GPFS,
+ * CephFS...), so opening an LMDB cache there is QV_EINVAL, pointing at the
+ * remote tier; this flag opens it anyway (one process, or a filesystem whose
+ * locking you trust). */
+#define QV_CACHE_ALLOW_NETWORK_FS 0x2u
 
 typedef struct qv_cache_options {
     uint32_t version;      /* QV_CACHE_OPTIONS_VERSION */
