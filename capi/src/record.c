@@ -210,6 +210,9 @@ static qv_status resolve(const resolver *r, const qv_value *item, qv_value **out
 static qv_status resolve_field(const resolver *r, int key, const qv_value *item, qv_value **out) {
     qv_status st;
     if (key == R_ARGS || key == R_KWARGS) {
+        /* a field of another type is corrupt, not an empty one */
+        if (qv_value_type(item) != (key == R_ARGS ? QV_TYPE_LIST : QV_TYPE_MAP))
+            return qv__error(QV_ECORRUPT, "call record's %s is not a %s", record_keys[key], key == R_ARGS ? "list" : "map");
         size_t n = qv_value_count(item);
         if ((st = key == R_ARGS ? qv_value_new_list(out) : qv_value_new_map(out))) return st;
         for (size_t i = 0; i < n; i++) {
