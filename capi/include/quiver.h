@@ -527,11 +527,35 @@ QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
 #define QV_STAT_TOTAL_CORRUPT   19
 #define QV_STAT_COUNT      20
 QV_EXPORT qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out);
-/* Set the QV_STAT_TOTAL_* counters to 0 (quiver stats --zero); a handle's
+/* Set the QV_STAT_TOTAL_* counters and every function's (qv_cache_function_stats)
+ * to 0 (quiver stats --zero); a handle's
  * counts from before are not added later. QV_EINVAL on a remote tier or stack. */
 QV_EXPORT qv_status qv_cache_reset_totals(qv_cache *cache);
 /* The name of a QV_STAT_* ("hits"), or NULL when out of range. */
 QV_EXPORT const char *qv_stat_name(int which);
+
+/* A function's counts over every handle and process that wrote to the cache,
+ * kept in the cache like the totals (and reset with them). Fields are only
+ * ever appended: the library fills them, the caller reads them. */
+typedef struct qv_function_stats {
+    uint64_t hits;      /* lookups that found one of its calls (as qv_cache_load's per-call hits) */
+    uint64_t misses;    /* memoized calls that found no result */
+    uint64_t stores;    /* calls stored */
+    uint64_t evictions; /* calls evicted for size */
+    uint64_t corrupt;   /* corrupt or forged entries met, each a miss */
+    uint64_t saved_ns;  /* over its hits, the run time of the call each one answered */
+} qv_function_stats;
+/* name (UTF-8, not terminated) and stats are borrowed for the callback;
+ * nonzero stops the walk. */
+typedef int (*qv_function_stats_cb)(const char *name, size_t name_len, const qv_function_stats *stats, void *userdata);
+/* Call cb for each function with counts, in no particular order, after the
+ * read has ended (cb may use the cache). Misses are counted by memoized calls
+ * (qv_call_run and every binding's memos): a plain qv_cache_get that misses
+ * counts only in the totals, knowing no function. A handle's counts reach the
+ * cache in batches, with its stores and its hits' touches (qv_cache_sync
+ * writes them at once). A stack reports its local tier's; a remote tier keeps
+ * none (cb is never called). */
+QV_EXPORT qv_status qv_cache_function_stats(qv_cache *cache, qv_function_stats_cb cb, void *userdata);
 
 /* ----------------------------------------------------------------- context */
 

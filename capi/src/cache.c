@@ -17,7 +17,7 @@
 #include "remote.h"
 #include "tier.h"
 
-const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits"};
+const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits", "funcs"};
 
 #define FORMAT_VERSION 1
 #define DEFAULT_INLINE_LIMIT 512
@@ -50,6 +50,7 @@ void qv__cache_after_fork(qv_cache *c) {
             for (size_t i = 0; i < TOUCH_SLOTS; i++) atomic_store_explicit(&c->hit_rows[s][i].n, 0, memory_order_relaxed);
         /* and the totals of the counts it has not written yet */
         for (int i = 0; i < QV_TOTALS; i++) atomic_store(&c->totalled[i], qv__handle_count(c, qv__total_base[i]));
+        qv__fn_after_fork(c);
         atomic_store(&c->fork_gen, gen);
         return;
     }
@@ -166,6 +167,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     const char *period = getenv("QUIVER_LRU_FLUSH_MS");
     c->touch_period_ns = period && *period ? (int64_t)strtoll(period, NULL, 10) * 1000000 : TOUCH_FLUSH_NS;
     pthread_mutex_init(&c->qlock, NULL);
+    pthread_mutex_init(&c->fn_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
     atomic_init(&c->fixing_gen, qv__fork_generation());
     qv_store_config cfg = {qv__table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
@@ -212,6 +214,7 @@ qv_status qv__cache_new_tier(qv_cache **out, const char *path, uint32_t inline_l
     atomic_init(&c->refs, 1);
     c->inline_limit = inline_limit ? inline_limit : DEFAULT_INLINE_LIMIT;
     pthread_mutex_init(&c->qlock, NULL);
+    pthread_mutex_init(&c->fn_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
     atomic_init(&c->fixing_gen, qv__fork_generation());
     c->tier = ops;
@@ -263,6 +266,8 @@ void qv_cache_close(qv_cache *cache) {
     if (shared) shared->ops->close(shared);
     qv__signer_free(cache->signer);
     free(cache->hit_rows);
+    qv__tally_free(&cache->fn_pending);
+    pthread_mutex_destroy(&cache->fn_lock);
     pthread_mutex_destroy(&cache->qlock);
     free(cache->path);
     free(cache);
@@ -286,6 +291,7 @@ qv_status qv__corrupt_miss(qv_cache *c, const qv_digest *key, const char *what) 
     qv_digest_hex(key, hex);
     qv__cache_count(c, QV_STAT_CORRUPT, 1);
     qv__cache_count(c, QV_STAT_MISSES, 1);
+    qv__fn_note_corrupt(key);
     qv__error(QV_ECORRUPT, "%s: entry %s is corrupt (%s); treated as a miss", c->path, hex, what);
     return QV_NOTFOUND;
 }
@@ -297,6 +303,7 @@ qv_status qv__forged_miss(qv_cache *c, const qv_digest *key) {
     snprintf(why, sizeof why, "%s", qv_errmsg());
     qv__cache_count(c, QV_STAT_FORGED, 1);
     qv__cache_count(c, QV_STAT_MISSES, 1);
+    qv__fn_note_corrupt(key);
     qv__error(QV_ECORRUPT, "%s: entry %s is forged (%s); treated as a miss", c->path, hex, why);
     return QV_NOTFOUND;
 }

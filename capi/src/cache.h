@@ -12,7 +12,7 @@
 
 #include "store.h"
 
-enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_COUNT };
+enum { T_META, T_VALUES, T_REFS, T_CALLS, T_NAMES, T_ATIME, T_LRU, T_HITS, T_FUNCS, T_COUNT };
 _Static_assert(T_COUNT <= QV_STORE_MAX_TABLES, "the store holds at most QV_STORE_MAX_TABLES tables");
 extern const char *const qv__table_names[T_COUNT];
 
@@ -57,6 +57,24 @@ typedef struct {
     _Atomic uint64_t n;
     _Atomic int64_t t;
 } hit_slot;
+
+/* Counts per function (fnstats.c; the funcs table, docs/FORMAT.md): a row per
+ * function name, keyed like the names index by the hash of the name's
+ * encoding. The order is the row format's: counters are only appended. */
+enum { FN_HITS, FN_MISSES, FN_STORES, FN_EVICTIONS, FN_CORRUPT, FN_SAVED_NS, FN_COUNT };
+
+typedef struct {
+    uint64_t hash;  /* qv__hash64 of name; 0: an empty slot */
+    uint8_t *name;  /* the name's CBOR text item, owned */
+    size_t name_len;
+    uint64_t n[FN_COUNT];
+} fn_row;
+
+/* Counts not yet written, by function: an open-addressed table. */
+typedef struct {
+    fn_row *rows;
+    size_t used, cap; /* cap a power of two, or 0 */
+} fn_tally;
 
 struct qv_cache {
     _Atomic int refs; /* the host's handle, plus every context and future using it */
@@ -108,6 +126,11 @@ struct qv_cache {
     /* Of this handle's counts, what it has added to the cache's totals
      * (QV_STAT_TOTAL_*); changed only inside write transactions. */
     _Atomic uint64_t totalled[QV_STAT_TOTAL_CORRUPT - QV_STAT_TOTAL_HITS + 1];
+    /* Misses, stores and corrupt entries by function, not yet written: the
+     * same writes that carry the totals carry them (count_hits handles only). */
+    pthread_mutex_t fn_lock;
+    fn_tally fn_pending;
+    _Atomic int fn_dirty;
 };
 
 /* QV_STAT_TOTAL_HITS + i adds up qv__total_base[i] across handles: the
@@ -147,6 +170,7 @@ typedef struct {
     qv_cache *c;
     qv_txn *txn;
     uint64_t bytes;
+    fn_tally *evicted; /* set while evicting for size: qv__remove_call counts the calls by function */
 } wctx;
 
 typedef struct {
@@ -209,5 +233,31 @@ void qv__flush_pending_touches(qv_cache *c);
 /* Note a hit on key by a thread of the given shard (qv__thread_shard). */
 void qv__touch(qv_cache *c, const qv_digest *key, unsigned shard);
 int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
+/* The span of the name (its CBOR text item) in a record, or in a call's
+ * encoding ["quiver/call/v1", name, ...]. */
+qv_status qv__record_name(const uint8_t *rec, size_t len, size_t *start, size_t *end);
+qv_status qv__call_name(const uint8_t *call, size_t len, size_t *start, size_t *end);
+
+/* fnstats.c. Add n to counter which of the function named by the CBOR text
+ * item name; QV_ENOMEM leaves the tally as it was. */
+qv_status qv__tally_add(fn_tally *t, const uint8_t *name, size_t len, int which, uint64_t n);
+void qv__tally_free(fn_tally *t);
+/* Add a tally's counts to the funcs table in w's transaction. */
+qv_status qv__tally_write(wctx *w, const fn_tally *t);
+/* Count for c's function name (a stack's in its local tier; a read-only
+ * handle or a remote tier counts nothing);
+ * written with the next flush. Best effort: out of memory loses the count. */
+void qv__fn_count(qv_cache *c, const uint8_t *name, size_t len, int which);
+/* Write the handle's pending counts (the tally is emptied first: a failed
+ * transaction loses them rather than writing them twice). */
+qv_status qv__fn_flush(wctx *w);
+/* Remove every function's counts, written and pending (qv_cache_reset_totals). */
+qv_status qv__fn_reset(wctx *w);
+/* The forked child's tally starts empty: the parent writes what it counted. */
+void qv__fn_after_fork(qv_cache *c);
+/* A lookup met key's entry corrupt or forged on this thread; the runtime
+ * asks, after the miss, whether it was this key's (and forgets it). */
+void qv__fn_note_corrupt(const qv_digest *key);
+int qv__fn_took_corrupt(const qv_digest *key);
 
 #endif

@@ -58,6 +58,16 @@ static qv_status run_and_store(int *outcome, qv_cache *cache, const qv_digest *k
     return QV_OK;
 }
 
+/* A miss, counted by function, and whether the lookup met key's entry
+ * corrupt: the binding's own lookup (QV_CALL_MISSED) or ours. */
+static void count_miss(qv_cache *cache, const qv_digest *key, const void *call, size_t call_len) {
+    int corrupt = qv__fn_took_corrupt(key);
+    size_t ns, ne;
+    if (qv__call_name(call, call_len, &ns, &ne)) return; /* the store that follows says why */
+    qv__fn_count(cache, (const uint8_t *)call + ns, ne - ns, FN_MISSES);
+    if (corrupt) qv__fn_count(cache, (const uint8_t *)call + ns, ne - ns, FN_CORRUPT);
+}
+
 /* A lease on one tier: its lease table's, or Redis's for a remote tier. */
 typedef struct {
     qv_leases *table;
@@ -99,6 +109,7 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
     if (!(o.flags & (QV_CALL_MISSED | QV_CALL_RERUN)) && (st = lookup(cache, key, hit, userdata)) != QV_NOTFOUND &&
         !(st == QV_EIO && bare_remote))
         return st;
+    if (!(o.flags & QV_CALL_RERUN)) count_miss(cache, key, call, call_len);
 
     /* A stack takes the lease of its local tier, then of its remote one; a
      * remote tier's lease is in Redis, an LMDB or memory cache's in its lease

@@ -93,19 +93,6 @@ static qv_status unref_visit(int key, const uint8_t *item, size_t len, void *use
     return st == QV_NOTFOUND ? QV_OK : st;
 }
 
-typedef struct {
-    uint64_t hash;
-    int found;
-} name_probe;
-
-static qv_status name_visit(int key, const uint8_t *item, size_t len, void *userdata) {
-    if (key != R_NAME) return QV_OK;
-    name_probe *np = userdata;
-    np->hash = qv__hash64(item, len);
-    np->found = 1;
-    return QV_OK;
-}
-
 /* Remove the access-time entries of a call. */
 static qv_status drop_atime(wctx *w, const qv_digest *key) {
     qv_store *s = w->c->store;
@@ -150,17 +137,19 @@ qv_status qv__remove_call(wctx *w, const qv_digest *key) {
     uint8_t *rec = malloc(len ? len : 1);
     if (!rec) return qv__nomem();
     memcpy(rec, v, len);
-    name_probe np = {0, 0};
-    if (qv__record_walk(rec, len, unref_visit, w) == QV_OK) qv__record_walk(rec, len, name_visit, &np);
+    size_t ns, ne;
+    int named = qv__record_walk(rec, len, unref_visit, w) == QV_OK && qv__record_name(rec, len, &ns, &ne) == QV_OK;
+    uint8_t nk[24];
+    if (named) {
+        qv__put_be64(nk, qv__hash64(rec + ns, ne - ns));
+        memcpy(nk + 8, key->bytes, 16);
+        /* a count lost to memory is only a count */
+        if (w->evicted) qv__tally_add(w->evicted, rec + ns, ne - ns, FN_EVICTIONS, 1);
+    }
     free(rec);
     if ((st = s->ops->del(s, w->txn, T_CALLS, key->bytes, 16))) return st;
     w->bytes -= len < w->bytes ? len : w->bytes;
-    if (np.found) {
-        uint8_t nk[24];
-        qv__put_be64(nk, np.hash);
-        memcpy(nk + 8, key->bytes, 16);
-        if ((st = s->ops->del(s, w->txn, T_NAMES, nk, 24)) && st != QV_NOTFOUND) return st;
-    }
+    if (named && (st = s->ops->del(s, w->txn, T_NAMES, nk, 24)) && st != QV_NOTFOUND) return st;
     if ((st = s->ops->del(s, w->txn, T_HITS, key->bytes, 16)) && st != QV_NOTFOUND) return st;
     return drop_atime(w, key);
 }
@@ -187,7 +176,7 @@ static qv_status apply(wctx *w, pending *p, uint64_t now) {
 static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) {
     qv_status st = QV_OK;
     for (int attempt = 0; attempt < MAX_FULL_RETRIES; attempt++) {
-        wctx w = {c, NULL, 0};
+        wctx w = {c, NULL, 0, NULL};
         if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
         uint64_t now = (uint64_t)qv__now_ns();
         st = qv__meta_get_uint(c, w.txn, "bytes", &w.bytes);
@@ -235,8 +224,13 @@ static void commit_batch(qv_cache *c, pending *batch) {
     } else {
         for (pending *p = batch; p; p = p->next) set_status(p, st);
     }
-    for (pending *p = batch; p; p = p->next)
-        if (!p->status && p->record) qv__cache_count(c, QV_STAT_STORES, 1);
+    for (pending *p = batch; p; p = p->next) {
+        size_t ns, ne;
+        if (p->status || !p->record) continue;
+        qv__cache_count(c, QV_STAT_STORES, 1);
+        if (qv__record_name(p->record, p->record_len, &ns, &ne) == QV_OK)
+            qv__fn_count(c, p->record + ns, ne - ns, FN_STORES);
+    }
     if (c->max_bytes && bytes > c->max_bytes) {
         uint64_t evicted;
         qv__evict_to(c, c->max_bytes - c->max_bytes / 10, &evicted);

@@ -56,16 +56,24 @@ static uint64_t take_hits(qv_cache *c, size_t i, uint64_t tag, int64_t *last) {
     return sum;
 }
 
-/* Add hits to a call's count; a key that names no call (a torn slot) is skipped. */
-static qv_status add_hits(wctx *w, const qv_digest *key, uint64_t hits, int64_t last_ns) {
+/* Add hits to a call's count, and to its function's in fns with the time
+ * they saved; a key that names no call (a torn slot) is skipped. */
+static qv_status add_hits(wctx *w, fn_tally *fns, const qv_digest *key, uint64_t hits, int64_t last_ns) {
     qv_store *s = w->c->store;
     const void *v;
-    size_t len;
+    size_t len, rs, re, ns, ne;
     qv_status st = s->ops->get(s, w->txn, T_CALLS, key->bytes, 16, &v, &len);
     if (st == QV_NOTFOUND || st == QV__EFORGED) return QV_OK;
     uint64_t n;
     int64_t last;
     if (st) return st;
+    const uint8_t *rec = v; /* until the next put */
+    if (qv__record_result(rec, len, &rs, &re) == QV_OK && qv__record_name(rec, len, &ns, &ne) == QV_OK) {
+        int64_t ran = qv__record_duration(rec, len, re);
+        /* a count lost to memory is only a count */
+        if (qv__tally_add(fns, rec + ns, ne - ns, FN_HITS, hits) == QV_OK && ran > 0)
+            qv__tally_add(fns, rec + ns, ne - ns, FN_SAVED_NS, hits * (uint64_t)ran);
+    }
     /* a malformed count (a damaged or foreign row) starts again from these
      * hits: it must not fail the commit that carries other callers' stores */
     if ((st = qv__get_hits(w->c, w->txn, key, &n, &last)) == QV_ECORRUPT) n = 0, last = 0;
@@ -91,11 +99,21 @@ static qv_status add_totals(wctx *w) {
     return QV_OK;
 }
 
+static qv_status flush_hits(wctx *w, fn_tally *fns, uint64_t now);
+
 qv_status qv__flush_touches(wctx *w, uint64_t now) {
     qv_cache *c = w->c;
-    qv_status tst = add_totals(w);
-    if (tst) return tst;
+    qv_status st = add_totals(w);
+    if (st || (st = qv__fn_flush(w))) return st;
     if (!c->count_hits || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
+    fn_tally fns = {NULL, 0, 0};
+    if (!(st = flush_hits(w, &fns, now))) st = qv__tally_write(w, &fns);
+    qv__tally_free(&fns);
+    return st;
+}
+
+static qv_status flush_hits(wctx *w, fn_tally *fns, uint64_t now) {
+    qv_cache *c = w->c;
     int64_t mono = coarse_ns();
     for (size_t i = 0; i < TOUCH_SLOTS; i++) {
         if (!atomic_load_explicit(&c->touched[i].w[0], memory_order_relaxed)) continue;
@@ -109,7 +127,7 @@ qv_status qv__flush_touches(wctx *w, uint64_t now) {
         qv_status st;
         /* a monotonic time to wall-clock time, through the two clocks' now */
         /* last is 0 when a flush came between a hit's count and its time */
-        if (hits && (st = add_hits(w, &key, hits, last ? (int64_t)now - (mono - last) : 0))) return st;
+        if (hits && (st = add_hits(w, fns, &key, hits, last ? (int64_t)now - (mono - last) : 0))) return st;
         if (!c->track_lru) continue;
         uint64_t t;
         st = qv__get_count(w, T_ATIME, &key, &t);
@@ -139,51 +157,63 @@ int qv__collect_key(const void *key, size_t klen, const void *val, size_t vlen, 
 
 #define EVICT_BATCH 8192
 
+/* One write transaction of eviction: the oldest calls, counted by function
+ * in w->evicted; *more when the cache is still above target. */
+static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *more) {
+    qv_cache *c = w->c;
+    qv_store *s = c->store;
+    *more = 0;
+    qv_status st = s->ops->write_begin(s, &w->txn);
+    if (st) return st;
+    if ((st = qv__meta_get_uint(c, w->txn, "bytes", &w->bytes)) || w->bytes <= target) {
+        s->ops->abort(s, w->txn);
+        return st;
+    }
+    /* Enough of the oldest for the whole excess at the average size of a
+     * call, so that a big cache evicts in one round or a few rather than in
+     * thousands of 64 (each round scans the index; a memory store's scan
+     * visits every entry), but on LMDB not so many that one write
+     * transaction dirties more pages than LMDB allows. */
+    uint64_t calls = 0, batch = c->memory ? UINT64_MAX : EVICT_BATCH;
+    size_t want = 64;
+    if (s->ops->count(s, w->txn, T_CALLS, &calls) == QV_OK && calls) {
+        uint64_t n = (w->bytes - target) / (w->bytes / calls + 1) + 64;
+        want = (size_t)(n < batch ? n : batch);
+    }
+    key_list oldest = {NULL, 0, 0, want, 0};
+    st = s->ops->scan(s, w->txn, T_LRU, NULL, 0, qv__collect_key, &oldest);
+    if (!st && oldest.n == 0) /* calls without access times: take any */
+        st = s->ops->scan(s, w->txn, T_CALLS, NULL, 0, qv__collect_key, &oldest);
+    size_t i;
+    for (i = 0; !st && i < oldest.n && w->bytes > target; i++) st = qv__remove_call(w, &oldest.keys[i]);
+    size_t removed = i;
+    int none = oldest.n == 0;
+    free(oldest.keys);
+    if (!st) st = qv__meta_put_uint(c, w->txn, "bytes", w->bytes);
+    if (!st) st = qv__tally_write(w, w->evicted);
+    if (st) {
+        s->ops->abort(s, w->txn);
+        return st;
+    }
+    if ((st = s->ops->commit(s, w->txn))) return st;
+    *evicted += removed;
+    qv__cache_count(c, QV_STAT_EVICTIONS, removed);
+    *more = !none && w->bytes > target;
+    return QV_OK;
+}
+
 /* Evict least recently used calls until bytes <= target. */
 qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
     *evicted = 0;
-    for (;;) {
-        wctx w = {c, NULL, 0};
-        qv_status st = c->store->ops->write_begin(c->store, &w.txn);
-        if (st) return st;
-        if ((st = qv__meta_get_uint(c, w.txn, "bytes", &w.bytes))) {
-            c->store->ops->abort(c->store, w.txn);
-            return st;
-        }
-        if (w.bytes <= target) {
-            c->store->ops->abort(c->store, w.txn);
-            return QV_OK;
-        }
-        /* Enough of the oldest for the whole excess at the average size of a
-         * call, so that a big cache evicts in one round or a few rather than
-         * in thousands of 64 (each round scans the index; a memory store's
-         * scan visits every entry), but on LMDB not so many that one write
-         * transaction dirties more pages than LMDB allows. */
-        uint64_t calls = 0, batch = c->memory ? UINT64_MAX : EVICT_BATCH;
-        size_t want = 64;
-        if (c->store->ops->count(c->store, w.txn, T_CALLS, &calls) == QV_OK && calls) {
-            uint64_t n = (w.bytes - target) / (w.bytes / calls + 1) + 64;
-            want = (size_t)(n < batch ? n : batch);
-        }
-        key_list oldest = {NULL, 0, 0, want, 0};
-        st = c->store->ops->scan(c->store, w.txn, T_LRU, NULL, 0, qv__collect_key, &oldest);
-        if (!st && oldest.n == 0) /* calls without access times: take any */
-            st = c->store->ops->scan(c->store, w.txn, T_CALLS, NULL, 0, qv__collect_key, &oldest);
-        size_t i;
-        for (i = 0; !st && i < oldest.n && w.bytes > target; i++) st = qv__remove_call(&w, &oldest.keys[i]);
-        size_t removed = i;
-        int none = oldest.n == 0;
-        free(oldest.keys);
-        if (!st) st = qv__meta_put_uint(c, w.txn, "bytes", w.bytes);
-        if (st) {
-            c->store->ops->abort(c->store, w.txn);
-            return st;
-        }
-        if ((st = c->store->ops->commit(c->store, w.txn))) return st;
-        *evicted += removed;
-        qv__cache_count(c, QV_STAT_EVICTIONS, removed);
-        if (none || w.bytes <= target) return QV_OK;
+    int more = 1;
+    qv_status st = QV_OK;
+    while (!st && more) {
+        fn_tally fns = {NULL, 0, 0};
+        wctx w = {c, NULL, 0, &fns};
+        st = evict_round(&w, target, evicted, &more);
+        qv__tally_free(&fns);
     }
+    return st;
 }
 
 /* One write transaction for a list of pending stores; grows or evicts and
@@ -204,7 +234,7 @@ static int missing_atime(const void *key, size_t klen, const void *val, size_t v
 /* Calls stored while the cache had no size limit have no access time: give
  * them the oldest (0), so they are the first to go once a limit applies. */
 qv_status qv__backfill_atimes(qv_cache *c) {
-    backfill_ctx b = {{c, NULL, 0}, {NULL, 0, 0, 0, 0}};
+    backfill_ctx b = {{c, NULL, 0, NULL}, {NULL, 0, 0, 0, 0}};
     qv_store *s = c->store;
     uint64_t calls, atimes;
     qv_status st = s->ops->write_begin(s, &b.w.txn);
@@ -224,6 +254,7 @@ qv_status qv__backfill_atimes(qv_cache *c) {
 }
 
 static int totals_pending(qv_cache *c) {
+    if (atomic_load_explicit(&c->fn_dirty, memory_order_relaxed)) return 1;
     for (int i = 0; i < QV_TOTALS; i++)
         if (qv__handle_count(c, qv__total_base[i]) > atomic_load_explicit(&c->totalled[i], memory_order_relaxed))
             return 1;
@@ -233,7 +264,7 @@ static int totals_pending(qv_cache *c) {
 void qv__flush_pending_touches(qv_cache *c) {
     if (!c->count_hits || (!atomic_load_explicit(&c->touch_since, memory_order_relaxed) && !totals_pending(c))) return;
     qv__cache_after_fork(c);
-    wctx w = {c, NULL, 0};
+    wctx w = {c, NULL, 0, NULL};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (qv__flush_touches(&w, (uint64_t)qv__now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
     else c->store->ops->abort(c->store, w.txn);

@@ -12,7 +12,7 @@
 
 static qv_status write_txn(qv_cache *c, wctx *w) {
     if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
-    w->c = c;
+    *w = (wctx){c, NULL, 0, NULL};
     qv_status st = c->store->ops->write_begin(c->store, &w->txn);
     if (!st && (st = qv__meta_get_uint(c, w->txn, "bytes", &w->bytes))) c->store->ops->abort(c->store, w->txn);
     return st;
@@ -255,7 +255,7 @@ qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opt
     if (cache->tier) return not_a_store(cache, "verify");
     int repair = opts && (opts->flags & QV_MAINTENANCE_REPAIR);
     qv_store *s = cache->store;
-    wctx w = {cache, NULL, 0};
+    wctx w = {cache, NULL, 0, NULL};
     qv_hasher *h = qv__hasher_new();
     if (!h) return qv__nomem();
     st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
@@ -359,6 +359,8 @@ qv_status qv_cache_reset_totals(qv_cache *cache) {
         now[i] = qv__handle_count(cache, qv__total_base[i]);
         st = qv__meta_put_uint(cache, txn, qv__total_key[i], 0);
     }
+    wctx w = {cache, txn, 0, NULL};
+    if (!st) st = qv__fn_reset(&w);
     if (st) {
         s->ops->abort(s, txn);
         return st;

@@ -181,7 +181,44 @@ int64_t qv__record_duration(const uint8_t *rec, size_t len, size_t result_end) {
     return d;
 }
 
-/* Results this small are copied to the stack on a hit, larger ones to the heap. */
+/* One item at rec[*at], which then moves past it (a decoder reads a
+ * single top-level item). */
+static qv_status next_item(const uint8_t *rec, size_t len, size_t *at, size_t *start, size_t *end) {
+    qv_decoder dec;
+    qv_decoder_reset(&dec, rec + *at, len - *at);
+    qv_status st = qv__decoder_item_span(&dec, start, end);
+    if (st) return st;
+    *start += *at;
+    *end += *at;
+    *at = *end;
+    return QV_OK;
+}
+
+/* The builder writes the name third after the result, so this reads no
+ * further than the name. */
+qv_status qv__record_name(const uint8_t *rec, size_t len, size_t *start, size_t *end) {
+    size_t at, ks, ke;
+    qv_status st = qv__record_result(rec, len, start, &at);
+    if (st) return st;
+    for (int i = 0; i < R_NAME; i++) {
+        if (next_item(rec, len, &at, &ks, &ke) || next_item(rec, len, &at, start, end)) break;
+        if (ke - ks == 1 && rec[ks] == R_NAME) {
+            if (rec[*start] >> 5 != 3) break;
+            return QV_OK;
+        }
+    }
+    return qv__error(QV_ECORRUPT, "call record has no name");
+}
+
+qv_status qv__call_name(const uint8_t *call, size_t len, size_t *start, size_t *end) {
+    size_t at = 1, ms, me;
+    /* a 5-item list whose second item is text */
+    if (!len || call[0] != 0x85 || next_item(call, len, &at, &ms, &me) || next_item(call, len, &at, start, end) ||
+        call[*start] >> 5 != 3)
+        return bad_call("no name");
+    return QV_OK;
+}
+
 /* ------------------------------------------------------------------- load */
 
 typedef struct {

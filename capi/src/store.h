@@ -6,7 +6,7 @@
 
 #include "internal.h"
 
-#define QV_STORE_MAX_TABLES 8
+#define QV_STORE_MAX_TABLES 9
 
 typedef struct qv_store qv_store;
 typedef struct qv_txn qv_txn;
