@@ -175,6 +175,11 @@ static int fail(const char *what) {
     return EXIT_FAILED;
 }
 
+static int fail_errno(const char *what, int err) {
+    fprintf(stderr, "quiver: %s: %s\n", what, strerror(err));
+    return EXIT_FAILED;
+}
+
 /* Every command but import reads or maintains a cache that exists. Opening
  * creates a missing cache (and its parent directories), so a mistyped path
  * would otherwise become a new empty cache: check first. import may create
@@ -877,16 +882,19 @@ static int stats_args(int nargs, char **args, int *as_json, int *zero) {
     return 1;
 }
 
-/* One function's calls, as stats sums them. */
+/* One function: its calls now stored, their result bytes, and the counts
+ * the cache keeps for it (qv_cache_function_stats). */
 typedef struct {
     char *name;
-    uint64_t calls, bytes, hits, saved_ns;
+    uint64_t calls, bytes;
+    qv_function_stats counts;
 } fn_sum;
 
 typedef struct {
     fn_sum *fns;
     size_t n, cap;
     uint64_t saved_ns, unreadable;
+    int failed;
 } fn_sums;
 
 static fn_sum *fn_sum_of(fn_sums *t, const char *name, size_t len) {
@@ -910,12 +918,22 @@ static int by_name(const void *a, const void *b) {
     return strcmp(((const fn_sum *)a)->name, ((const fn_sum *)b)->name);
 }
 
-/* Every call's record: its function's calls, result bytes, hits and the
- * time its hits saved. */
+static int add_counts(const char *name, size_t len, const qv_function_stats *counts, void *userdata) {
+    fn_sums *t = userdata;
+    fn_sum *f = fn_sum_of(t, name, len);
+    if (!f) return t->failed = 1;
+    f->counts = *counts;
+    t->saved_ns += counts->saved_ns;
+    return 0;
+}
+
+/* Every function with calls stored or counts kept: the calls and their
+ * result bytes from the records, the rest from the counts. */
 static int sum_functions(qv_cache *c, fn_sums *t) {
     qv_iter *it;
     qv_digest d;
-    if (qv_cache_query(&it, c, NULL)) return fail("query");
+    if (qv_cache_function_stats(c, add_counts, t)) return fail("stats");
+    if (t->failed || qv_cache_query(&it, c, NULL)) return t->failed ? fail_errno("stats", ENOMEM) : fail("query");
     while (qv_iter_next(it, &d) == QV_OK) {
         qv_value *rec;
         qv_status st = qv_cache_load(c, &d, &rec);
@@ -926,25 +944,16 @@ static int sum_functions(qv_cache *c, fn_sums *t) {
         }
         const char *name;
         size_t len;
-        int64_t hits = 0, ns = 0;
-        const qv_value *h = qv_value_map_find(rec, "hits"), *dur = qv_value_map_find(rec, "duration_ns");
         fn_sum *f = NULL;
         if (!qv_value_get_text(qv_value_map_find(rec, "name"), &name, &len) && !(f = fn_sum_of(t, name, len))) {
             qv_value_free(rec);
             qv_iter_free(it);
-            fprintf(stderr, "quiver: stats: %s\n", strerror(ENOMEM));
-            return EXIT_FAILED;
+            return fail_errno("stats", ENOMEM);
         }
-        if (h) qv_value_get_int(h, &hits);
-        if (dur) qv_value_get_int(dur, &ns);
-        uint64_t saved = hits > 0 && ns > 0 ? (uint64_t)hits * (uint64_t)ns : 0;
         if (f) {
             f->calls++;
             f->bytes += result_bytes(rec);
-            f->hits += hits > 0 ? (uint64_t)hits : 0;
-            f->saved_ns += saved;
         }
-        t->saved_ns += saved;
         qv_value_free(rec);
     }
     qv_iter_free(it);
@@ -956,7 +965,7 @@ static int sum_functions(qv_cache *c, fn_sums *t) {
 static int show_stats(qv_cache *c, int nargs, char **args) {
     int as_json, zero;
     stats_args(nargs, args, &as_json, &zero);
-    fn_sums t = {NULL, 0, 0, 0, 0};
+    fn_sums t = {NULL, 0, 0, 0, 0, 0};
     int rc = sum_functions(c, &t);
     if (rc) goto done;
     const char *path = qv_cache_path(c);
@@ -987,19 +996,24 @@ static int show_stats(qv_cache *c, int nargs, char **args) {
             fn_sum *f = &t.fns[i];
             fputs(i ? ", " : "", stdout);
             json_string(stdout, f->name, strlen(f->name));
-            printf(": {\"calls\": %" PRIu64 ", \"result_bytes\": %" PRIu64 ", \"hits\": %" PRIu64
-                   ", \"saved_ns\": %" PRIu64 "}",
-                   f->calls, f->bytes, f->hits, f->saved_ns);
+            printf(": {\"calls\": %" PRIu64 ", \"result_bytes\": %" PRIu64 ", \"hits\": %" PRIu64 ", \"misses\": %" PRIu64
+                   ", \"stores\": %" PRIu64 ", \"evictions\": %" PRIu64 ", \"corrupt\": %" PRIu64 ", \"saved_ns\": %" PRIu64
+                   "}",
+                   f->calls, f->bytes, f->counts.hits, f->counts.misses, f->counts.stores, f->counts.evictions,
+                   f->counts.corrupt, f->counts.saved_ns);
         }
         puts("}}");
     } else {
         printf("saved: %" PRIu64 " (%s)\n", t.saved_ns, human_ns(h, t.saved_ns));
         if (t.unreadable) printf("unreadable: %" PRIu64 " (quiver verify checks them)\n", t.unreadable);
-        if (t.n) printf("%-32s %10s %10s %10s %12s\n", "function", "calls", "bytes", "hits", "saved");
+        if (t.n)
+            printf("%-32s %8s %10s %8s %8s %8s %8s %8s %10s\n", "function", "calls", "bytes", "hits", "misses", "stores",
+                   "evicted", "corrupt", "saved");
         for (size_t i = 0; i < t.n; i++) {
             fn_sum *f = &t.fns[i];
-            printf("%-32s %10" PRIu64 " %10s %10" PRIu64 " %12s\n", f->name, f->calls, human_size(h, f->bytes), f->hits,
-                   human_ns(h2, f->saved_ns));
+            printf("%-32s %8" PRIu64 " %10s %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %8" PRIu64 " %10s\n",
+                   f->name, f->calls, human_size(h, f->bytes), f->counts.hits, f->counts.misses, f->counts.stores,
+                   f->counts.evictions, f->counts.corrupt, human_ns(h2, f->counts.saved_ns));
         }
     }
     if (zero && qv_cache_reset_totals(c)) rc = fail("stats --zero");
