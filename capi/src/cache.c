@@ -170,7 +170,8 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
     pthread_mutex_init(&c->fn_lock, NULL);
     atomic_init(&c->fork_gen, qv__fork_generation());
     atomic_init(&c->fixing_gen, qv__fork_generation());
-    qv_store_config cfg = {qv__table_names, T_COUNT, o.durability, (o.flags & QV_CACHE_READONLY) != 0, o.map_size};
+    qv_store_config cfg = {qv__table_names,  T_COUNT,    o.durability, (o.flags & QV_CACHE_READONLY) != 0,
+                           o.map_size, (o.flags & QV_CACHE_ALLOW_NETWORK_FS) != 0, 0};
     st = qv__signer_from_options(&c->signer, &o);
     if (st) {
         qv_cache_close(c);
@@ -181,6 +182,12 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
         st = c->path ? qv__store_memory_open(&c->store, &cfg) : qv__nomem();
     } else {
         st = qv__store_lmdb_open(&c->store, path, &cfg);
+        if (!st && !cfg.readonly && qv__store_lmdb_readonly(c->store)) {
+            /* a directory we cannot write: the store warned and opened read-only */
+            c->flags |= QV_CACHE_READONLY;
+            c->track_lru = c->count_hits = 0;
+            cfg.readonly = 1;
+        }
         if (!st) {
             char real[PATH_MAX];
             c->path = strdup(realpath(path, real) ? real : path);

@@ -9,6 +9,7 @@
  * wakes every LIVENESS_NS to see whether the holder died. */
 #define _GNU_SOURCE
 #include "lease.h"
+#include "store.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -369,6 +370,7 @@ static qv_status map_file(qv_leases *t, const char *dir) {
     int fresh = !st && sb.st_size < (off_t)t->map_len;
     if (fresh && ftruncate(fd, (off_t)t->map_len) != 0)
         st = qv__error(QV_EIO, "lease table %s: cannot size it: %s", path, strerror(errno));
+    if (fresh) qv__share_with_group(path); /* the group's processes wait in it too */
     void *p = MAP_FAILED;
     if (!st && (p = mmap(NULL, t->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED)
         st = qv__error(QV_EIO, "lease table %s: mmap: %s", path, strerror(errno));

@@ -33,7 +33,9 @@ static qv_status shared_store(qv_store **out, qv_cache *c) {
         return QV_OK;
     }
     int readonly = (c->flags & QV_CACHE_READONLY) != 0;
-    qv_store_config cfg = {shared_tables, 1, QV_DURABILITY_FAST, readonly, SHARED_MAP_SIZE};
+    /* a read-only cache has warned about its directory already */
+    qv_store_config cfg = {shared_tables, 1, QV_DURABILITY_FAST, readonly, SHARED_MAP_SIZE,
+                           (c->flags & QV_CACHE_ALLOW_NETWORK_FS) != 0, readonly};
     qv_status st;
     if (c->memory) st = qv__store_memory_open(&s, &cfg);
     else {

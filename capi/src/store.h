@@ -48,9 +48,18 @@ typedef struct qv_store_config {
     uint32_t durability;       /* QV_DURABILITY_* */
     int readonly;
     uint64_t map_size;         /* 0: default */
+    int allow_network_fs;      /* QV_CACHE_ALLOW_NETWORK_FS */
+    int quiet;                 /* no warning about reading without the lock file */
 } qv_store_config;
 
+/* Opens read-only, with one warning, a directory this process cannot write;
+ * refuses one on a network filesystem unless cfg->allow_network_fs. */
 qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_config *cfg);
+/* Whether the store is read-only: asked, or fallen back to. */
+int qv__store_lmdb_readonly(const qv_store *s);
+/* Give path (just created by this user) the group and group write of its
+ * directory when that directory is the group's to write. */
+void qv__share_with_group(const char *path);
 qv_status qv__store_memory_open(qv_store **out, const qv_store_config *cfg);
 
 #endif

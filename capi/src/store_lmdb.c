@@ -3,7 +3,9 @@
  *    by the directory's real path and are shared, reference-counted;
  *  - never across fork(): a handle that sees a new fork generation abandons
  *    its environment (the parent still uses it) and opens a fresh one;
- *  - readers of dead processes are cleared with mdb_reader_check on open;
+ *  - readers of dead processes are cleared with mdb_reader_check on open,
+ *    when the reader table is full, and before the map grows (a dead
+ *    reader's old snapshot keeps its pages from reuse);
  *  - MDB_NOTLS: pool and host threads come and go, so read transactions are
  *    kept per thread shard and renewed, not begun;
  *  - a full map grows (doubling), and MDB_MAP_RESIZED from another process's
@@ -13,20 +15,29 @@
  *    own) and a remap raises a flag and waits for the counts to drain, so
  *    readers on different cores never write to a shared line. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "store.h"
 
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 40)
 #define MIN_MAP_SIZE ((uint64_t)64 << 20)
+/* Every thread shard of every process parks a read transaction, which keeps
+ * its reader slot: LMDB's default of 126 slots is eight busy processes. The
+ * first process to create lock.mdb sets the number for all. */
+#define MAX_READERS 1024
 
 typedef struct {
     _Atomic uint32_t active;   /* transactions of this shard's threads in flight */
@@ -43,6 +54,7 @@ typedef struct lmdb_env {
     int has_table[QV_STORE_MAX_TABLES]; /* read-only caches may lack tables */
     int ntables;
     int readonly;
+    int nolock; /* read-only without the lock file: see open_env */
     uint32_t durability;
     _Atomic int remapping;
     pthread_mutex_t remap_lock; /* one remap at a time; readers wait on it */
@@ -76,9 +88,20 @@ static void install_fork_handlers(void) {
     pthread_atfork(registry_prepare, registry_parent, registry_child);
 }
 
+/* Whether this thread's last QV_EFULL came from the disk (ENOSPC, or EFBIG
+ * past RLIMIT_FSIZE) rather than the map: growing the map cannot help then,
+ * and lm_grow, which the same thread calls next, says so. */
+static _Thread_local int disk_full;
+
 static qv_status lmdb_error(int rc, const char *what, const char *path) {
-    if (rc == MDB_MAP_FULL) return qv__error(QV_EFULL, "%s: the map of %s is full", what, path);
-    if (rc == ENOSPC) return qv__error(QV_EFULL, "%s: no space left on the disk of %s", what, path);
+    if (rc == MDB_MAP_FULL) {
+        disk_full = 0;
+        return qv__error(QV_EFULL, "%s: the map of %s is full", what, path);
+    }
+    if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) {
+        disk_full = 1;
+        return qv__error(QV_EFULL, "%s: no space left for %s (%s)", what, path, mdb_strerror(rc));
+    }
     if (rc == EACCES || rc == EROFS)
         return qv__error(QV_EIO, "%s: %s: %s (open the cache read-only if it is not yours to write)", what, path,
                          mdb_strerror(rc));
@@ -152,9 +175,18 @@ static qv_status env_create(lmdb_env **out, const char *path, const qv_store_con
             return lmdb_error(rc, "cannot create an LMDB environment", path);
         }
         mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
-        mdb_env_set_maxreaders(e->env, 1024);
+        mdb_env_set_maxreaders(e->env, MAX_READERS);
         mdb_env_set_mapsize(e->env, (size_t)map_size);
-        rc = mdb_env_open(e->env, path, env_flags(cfg->durability, cfg->readonly), 0644);
+        unsigned int flags = env_flags(cfg->durability, cfg->readonly) | (e->nolock ? MDB_NOLOCK : 0);
+        /* group members write what quiver creates; the umask still applies */
+        rc = mdb_env_open(e->env, path, flags, 0664);
+        if (rc == EACCES && cfg->readonly && !e->nolock) {
+            /* A reader who may not write lock.mdb (someone else's cache)
+             * reads without it: docs/DECISIONS.md says when that is safe. */
+            mdb_env_close(e->env);
+            e->nolock = 1;
+            continue;
+        }
         if (rc != ENOMEM || cfg->map_size || map_size <= MIN_MAP_SIZE) break;
         mdb_env_close(e->env);
         map_size /= 4;
@@ -165,7 +197,7 @@ static qv_status env_create(lmdb_env **out, const char *path, const qv_store_con
         return st;
     }
     int dead;
-    mdb_reader_check(e->env, &dead);
+    if (!e->nolock) mdb_reader_check(e->env, &dead);
     qv_status st = open_tables(e, cfg);
     if (st) {
         env_destroy(e);
@@ -295,6 +327,8 @@ static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
             if ((st = adopt_map_size(e))) return st;
             continue;
         }
+        int dead = 0;
+        if (rc == MDB_READERS_FULL && attempt < 3 && !mdb_reader_check(e->env, &dead) && dead > 0) continue;
         return lmdb_error(rc, "cannot begin a read transaction", e->path);
     }
 }
@@ -407,13 +441,32 @@ static qv_status lm_count(qv_store *base, qv_txn *txn, int table, uint64_t *n) {
     return QV_OK;
 }
 
+/* Whether size bytes of address space can be mapped now. LMDB 0.9 unmaps
+ * the old map before it maps the new one and, when that fails, leaves the
+ * environment with no map at all (the next transaction would crash), so a
+ * map grows only to a size just shown to fit. */
+static int address_space_for(size_t size) {
+    void *p = mmap(NULL, size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) return 0;
+    munmap(p, size);
+    return 1;
+}
+
 static qv_status lm_grow(qv_store *base) {
     lmdb_env *e = ((lmdb_store *)base)->e;
+    if (disk_full) {
+        disk_full = 0;
+        return qv__error(QV_EFULL, "%s: the disk is full; a larger map would not help", e->path);
+    }
+    /* pages a dead reader pins may be all the room the writer needs */
+    int dead = 0;
+    mdb_reader_check(e->env, &dead);
+    if (dead > 0) return QV_OK;
     remap_begin(e);
     MDB_envinfo info;
     mdb_env_info(e->env, &info);
     size_t size = info.me_mapsize;
-    int rc = size > SIZE_MAX / 2 ? MDB_MAP_FULL : mdb_env_set_mapsize(e->env, size * 2);
+    int rc = size > SIZE_MAX / 2 || !address_space_for(size * 2) ? MDB_MAP_FULL : mdb_env_set_mapsize(e->env, size * 2);
     remap_end(e);
     return rc ? lmdb_error(rc, "cannot grow the map", e->path) : QV_OK;
 }
@@ -443,6 +496,96 @@ static const qv_store_ops lmdb_ops = {
     lm_del,        lm_scan,     lm_count,       lm_grow,   lm_sync,  lm_map_size, lm_close,
 };
 
+/* ------------------------------------------------- the cache's directory */
+
+/* Filesystems whose byte-range locks or shared mappings do not hold across
+ * machines, so LMDB's lock file (a reader table and a writer mutex in shared
+ * memory) does not: docs/DECISIONS.md, "Storage faults", says why these. */
+static const struct {
+    unsigned long magic;
+    const char *name;
+} network_fs[] = {
+    {0x6969, "NFS"},          {0x517B, "SMB"},         {0xFF534D42, "CIFS"},     {0xFE534D42, "SMB2"},
+    {0x0BD00BD0, "Lustre"},   {0x47504653, "GPFS"},    {0x00C36400, "CephFS"},   {0x19830326, "BeeGFS"},
+    {0x01021997, "9p"},       {0x6B414653, "AFS"},     {0x5346414F, "OpenAFS"},  {0x73757245, "Coda"},
+    {0x564C, "NCP"},
+};
+#define FUSE_MAGIC 0x65735546UL
+/* FUSE filesystems are told apart by their subtype ("fuse.sshfs"). */
+static const char *const network_fuse[] = {"sshfs",   "s3fs",   "glusterfs", "ceph-fuse", "rclone",
+                                           "gcsfuse", "goofys", "juicefs",   "moosefs",   "lizardfs"};
+
+/* The subtype of the FUSE mount holding dev, from /proc/self/mountinfo. */
+static void fuse_subtype(dev_t dev, char *out, size_t cap) {
+    FILE *f = fopen("/proc/self/mountinfo", "re");
+    if (!f) return;
+    char *line = NULL;
+    size_t n = 0;
+    while (getline(&line, &n, f) > 0) {
+        unsigned maj, min;
+        char *sep = strstr(line, " - ");
+        if (!sep || sscanf(line, "%*d %*d %u:%u", &maj, &min) != 2 || maj != major(dev) || min != minor(dev)) continue;
+        char type[128];
+        if (sscanf(sep + 3, "%127s", type) == 1 && !strncmp(type, "fuse.", 5)) snprintf(out, cap, "%s", type + 5);
+        break;
+    }
+    free(line);
+    fclose(f);
+}
+
+/* The name of the network filesystem dir is on, or NULL. QUIVER_TEST_FSTYPE
+ * ("0x6969", "fuse.sshfs") stands in for the real one so that tests in
+ * every language can play NFS; it can only claim what allow_network_fs
+ * already lets a caller claim. */
+static const char *network_fs_name(const char *dir, const struct stat *sb, char *buf, size_t cap) {
+    unsigned long magic;
+    char subtype[64] = "";
+    const char *fake = getenv("QUIVER_TEST_FSTYPE");
+    if (fake && *fake) {
+        magic = strncmp(fake, "fuse.", 5) ? strtoul(fake, NULL, 0) : FUSE_MAGIC;
+        if (magic == FUSE_MAGIC) snprintf(subtype, sizeof subtype, "%s", fake + 5);
+    } else {
+        struct statfs fs;
+        if (statfs(dir, &fs) != 0) return NULL;
+        magic = (uint32_t)fs.f_type;
+        if (magic == FUSE_MAGIC) fuse_subtype(sb->st_dev, subtype, sizeof subtype);
+    }
+    for (size_t i = 0; i < sizeof network_fs / sizeof network_fs[0]; i++)
+        if (magic == network_fs[i].magic) return network_fs[i].name;
+    for (size_t i = 0; magic == FUSE_MAGIC && i < sizeof network_fuse / sizeof network_fuse[0]; i++) {
+        if (!strcmp(subtype, network_fuse[i])) {
+            snprintf(buf, cap, "FUSE (%s)", subtype);
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+/* What quiver creates in a directory its group may write, the group may
+ * write too (README, "Shared machines and filesystems"): it takes the
+ * directory's group, as a setgid directory would give it, and group read
+ * and write whatever the umask says. Only what this user owns. */
+static void share_with(const char *path, const struct stat *dir) {
+    if (!(dir->st_mode & (S_IWGRP | S_ISGID))) return;
+    struct stat sb;
+    if (stat(path, &sb) != 0 || sb.st_uid != geteuid()) return;
+    /* not a member of the directory's group: the file keeps ours */
+    if (sb.st_gid != dir->st_gid && chown(path, (uid_t)-1, dir->st_gid) == 0) stat(path, &sb);
+    mode_t add = S_IRGRP | S_IWGRP | (S_ISDIR(sb.st_mode) ? S_IXGRP : 0);
+    if ((sb.st_mode & add) != add) chmod(path, (sb.st_mode & 07777) | add);
+}
+
+void qv__share_with_group(const char *path) {
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    struct stat sb;
+    if (stat(dir, &sb) == 0) share_with(path, &sb);
+}
+
 static qv_status make_directory(const char *path) {
     char buf[PATH_MAX];
     size_t n = strlen(path);
@@ -452,13 +595,28 @@ static qv_status make_directory(const char *path) {
         if (*p == '/' || *p == 0) {
             char c = *p;
             *p = 0;
-            if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            /* a setgid parent's bit and group pass to the new directory */
+            if (mkdir(buf, 0755) == 0) qv__share_with_group(buf);
+            else if (errno != EEXIST)
                 return qv__error(QV_EIO, "cannot create the cache directory %s: %s", buf, strerror(errno));
             *p = c;
             if (!c) break;
         }
     }
     return QV_OK;
+}
+
+/* Whether this process may write dir/name, creating it if absent; errno
+ * says why not. */
+static int may_write(const char *dir, const char *name, int *exists) {
+    char p[PATH_MAX];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    *exists = faccessat(AT_FDCWD, p, F_OK, AT_EACCESS) == 0;
+    return faccessat(AT_FDCWD, *exists ? p : dir, W_OK, AT_EACCESS) == 0;
+}
+
+int qv__store_lmdb_readonly(const qv_store *s) {
+    return ((const lmdb_store *)s)->e->readonly;
 }
 
 qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_config *cfg) {
@@ -471,6 +629,23 @@ qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_c
     struct stat sb;
     if (stat(real, &sb) != 0 || !S_ISDIR(sb.st_mode))
         return qv__error(QV_EINVAL, "cache path %s is not a directory", real);
+    char fuse[80];
+    const char *remote = cfg->allow_network_fs ? NULL : network_fs_name(real, &sb, fuse, sizeof fuse);
+    if (remote)
+        return qv__error(QV_EINVAL,
+                         "%s is on %s, a network filesystem, where LMDB's locks do not hold between machines and "
+                         "the cache could be corrupted: share a cache between machines through the remote tier "
+                         "(redis://host), or, if one machine alone uses this directory, open it with "
+                         "QV_CACHE_ALLOW_NETWORK_FS (Python allow_network_fs=True, Lua {allow_network_fs = true})",
+                         real, remote);
+    int had_data, had_lock;
+    int writable = may_write(real, "data.mdb", &had_data);
+    writable = writable && may_write(real, "lock.mdb", &had_lock);
+    char why[128] = "";
+    if (!writable) snprintf(why, sizeof why, "%s", strerror(errno));
+    /* no cache to read: falling back would only hide why none can be made */
+    if (!writable && !cfg->readonly && !had_data)
+        return qv__error(QV_EIO, "cannot create a cache in %s: %s", real, why);
     lmdb_store *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(real))) {
         free(s);
@@ -478,17 +653,36 @@ qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_c
     }
     s->base.ops = &lmdb_ops;
     s->cfg = *cfg;
+    /* A directory this process cannot write opens read-only (DESIGN
+     * section 12: hits work, misses run unstored), with one warning. */
+    int fell_back = !cfg->readonly && !writable;
+    if (fell_back) s->cfg.readonly = 1;
     for (int i = 0; i < cfg->ntables; i++) s->tables[i] = cfg->tables[i];
     s->cfg.tables = s->tables;
     pthread_once(&fork_handlers_once, install_fork_handlers);
     pthread_mutex_lock(&registry_lock);
-    st = env_acquire(&s->e, real, cfg);
+    st = env_acquire(&s->e, real, &s->cfg);
     pthread_mutex_unlock(&registry_lock);
     if (st) {
         free(s->path);
         free(s);
         return st;
     }
+    if (!s->cfg.readonly) {
+        char file[PATH_MAX];
+        snprintf(file, sizeof file, "%s/data.mdb", real);
+        if (!had_data) share_with(file, &sb);
+        snprintf(file, sizeof file, "%s/lock.mdb", real);
+        if (!had_lock) share_with(file, &sb);
+    }
+    static const char bypass[] = "lock.mdb is not writable by this user either, so reads bypass LMDB's reader "
+                                 "table, and a process writing the cache meanwhile could change what a read sees";
+    if (fell_back)
+        qv__warn("%s: this user cannot write here (%s), so the cache is open read-only: hits work, new results are "
+                 "not stored%s%s (README, \"Shared machines and filesystems\")",
+                 real, why, s->e->nolock ? "; " : "", s->e->nolock ? bypass : "");
+    else if (s->e->nolock && !cfg->quiet)
+        qv__warn("%s: %s (README, \"Shared machines and filesystems\")", real, bypass);
     *out = &s->base;
     return QV_OK;
 }

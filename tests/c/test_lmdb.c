@@ -1173,7 +1173,9 @@ static void readonly_directory_gives_a_clear_error(void **state) {
     assert_int_equal(rc, 0);
 
     char *rpop = realpath(pop, NULL), *rempty = realpath(empty, NULL);
-    expect_clear_error(out, "w_pop", pop, rpop, EACCES);
+    char msg[1024];
+    /* a cache we cannot write opens read-only, with a warning (issue 15) */
+    assert_int_equal(ro_result(out, "w_pop", msg, sizeof msg), QV_OK);
     expect_clear_error(out, "w_empty", empty, rempty, EACCES);
     expect_clear_error(out, "w_missing", empty, rempty, EACCES);
     /* read-only in an empty directory: there is no cache to read */
@@ -1183,7 +1185,6 @@ static void readonly_directory_gives_a_clear_error(void **state) {
      * write its lock file (it only skips it on a read-only file system), so
      * either the library works around that and reads every entry, or it
      * fails clearly. */
-    char msg[1024];
     int st = ro_result(out, "r_pop", msg, sizeof msg);
     if (st == QV_OK) {
         printf("r_pop: opened read-only\n");
