@@ -367,6 +367,36 @@ static PyObject *qvpy_n_cache_stats(PyObject *self, PyObject *a) {
     return d;
 }
 
+static int add_function(const char *name, size_t len, const qv_function_stats *f, void *userdata) {
+    PyObject *key = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "surrogateescape");
+    PyObject *row = key ? Py_BuildValue("{sKsKsKsKsKsK}", "hits", (unsigned long long)f->hits, "misses",
+                                        (unsigned long long)f->misses, "stores", (unsigned long long)f->stores,
+                                        "evictions", (unsigned long long)f->evictions, "corrupt",
+                                        (unsigned long long)f->corrupt, "saved_ns", (unsigned long long)f->saved_ns)
+                        : NULL;
+    int failed = !row || PyDict_SetItem(userdata, key, row);
+    Py_XDECREF(key);
+    Py_XDECREF(row);
+    return failed;
+}
+
+/* The read is short and never waits for a writer, so it runs with the GIL
+ * held, which add_function needs. */
+static PyObject *qvpy_n_function_stats(PyObject *self, PyObject *a) {
+    PyObject *cache;
+    if (!PyArg_ParseTuple(a, "O", &cache)) return NULL;
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) return NULL;
+    PyObject *d = PyDict_New();
+    qv_status st = d ? qv_cache_function_stats(c, add_function, d) : QV_OK;
+    qvpy_cache_leave(cache);
+    if (d && (st || PyErr_Occurred())) {
+        Py_CLEAR(d);
+        if (!PyErr_Occurred()) qvpy_raise(st);
+    }
+    return d;
+}
+
 static PyObject *qvpy_n_set_hooks(PyObject *self, PyObject *a, PyObject *kw) {
     static char *names[] = {"encode", "tag", "tag_type", "default", "active", "miss", "uncached", "slow",
                             "nodefault", "warning", "handle_class", "meta", "untrusted", NULL};
@@ -438,6 +468,8 @@ static PyMethodDef qvpy_natives[] = {
     {"cache_query", qvpy_n_cache_query, METH_VARARGS, "cache_query(cache, name) -> [digest hex]."},
     {"cache_load", qvpy_n_cache_load, METH_VARARGS, "cache_load(cache, digest) -> record dict."},
     {"cache_stats", qvpy_n_cache_stats, METH_VARARGS, "cache_stats(cache) -> {name: count}."},
+    {"function_stats", qvpy_n_function_stats, METH_VARARGS,
+     "function_stats(cache) -> {function name: {hits, misses, stores, evictions, corrupt, saved_ns}}."},
     {"set_hooks", (PyCFunction)(void (*)(void))qvpy_n_set_hooks, METH_VARARGS | METH_KEYWORDS,
      "Connect the Python layer."},
     {"set_ndarray_type", qvpy_n_set_ndarray_type, METH_O, "Encode this type's instances as numpy arrays."},

@@ -620,6 +620,16 @@ class Cache(_quiver.CacheHandle):
             return [c.stats() for c in self._layers]
         return _quiver.cache_stats(self)
 
+    def function_stats(self):
+        """What every process did, by function name: {name: {"hits", "misses",
+        "stores", "evictions", "corrupt", "saved_ns"}}, kept in the cache
+        (``quiver stats`` shows them). A handle writes its counts in batches;
+        sync() writes them now. A stack gives its local cache's; a remote tier
+        keeps none."""
+        if self._stack:
+            return self._layers[0].function_stats()
+        return _quiver.function_stats(self)
+
 
 class _Refusing(Cache):
     """The cache a filtered view hands a memoized call to store into: an empty

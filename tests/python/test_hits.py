@@ -65,3 +65,34 @@ def test_read_only_handle_does_not_count(tmp_path):
     c = Cache.open(path)
     assert c.load(f.digest(3)).hits == 1
     c.close()
+
+
+def test_function_stats_count_by_name(tmp_path):
+    @memo(name="hits.slow")
+    def slow(x):
+        time.sleep(0.005)
+        return x
+
+    c = Cache.open(str(tmp_path / "c"))
+    with quiver.cache(c):
+        for x in (1, 2, 1, 1):
+            slow(x)
+        f(1)
+    c.sync()
+    stats = c.function_stats()
+    assert set(stats) == {"hits.slow", "hits.f"}
+    s = stats["hits.slow"]
+    assert (s["misses"], s["stores"], s["hits"], s["evictions"], s["corrupt"]) == (2, 2, 2, 0, 0), s
+    assert s["saved_ns"] >= 2 * 5_000_000, s  # each hit saved slow(1)'s 5 ms
+    assert (stats["hits.f"]["misses"], stats["hits.f"]["hits"]) == (1, 0)
+    c.close()
+
+    small = Cache.open(str(tmp_path / "small"), max_bytes=1)  # every store evicts the call before it
+    with quiver.cache(small):
+        for x in (1, 2, 1):
+            slow(x)
+    small.sync()
+    s = small.function_stats()["hits.slow"]
+    assert (s["misses"], s["stores"], s["hits"]) == (3, 3, 0), s
+    assert s["evictions"] >= 2, s
+    small.close()
