@@ -141,13 +141,18 @@ end
 -- map_size, inline_limit, timeout_ms (a remote tier's bound on connecting and
 -- on each round trip; default the URL's, else 1000), secret (a string: sign
 -- records and values with HMAC-SHA256 and read forged ones as misses;
--- default QUIVER_SECRET). The path ":memory:" gives a private memory cache.
+-- default QUIVER_SECRET), allow_network_fs (open an LMDB cache on NFS, SMB,
+-- Lustre, GPFS, CephFS..., refused otherwise: their locks do not hold between
+-- machines). The path ":memory:" gives a private memory cache. A directory
+-- this user cannot write opens read-only, with one warning.
 function M.open(path, opts)
   if type(path) ~= "string" then error("quiver.open: expected a path or URL, got " .. type(path), 2) end
   opts = opts or {}
   local o = core.qv_cache_options()
   core.qv_cache_options_init(o, core.QV_CACHE_OPTIONS_VERSION)
-  if opts.readonly then o.flags = core.QV_CACHE_READONLY end
+  -- distinct bits: a sum is their union in every Lua
+  o.flags = (opts.readonly and core.QV_CACHE_READONLY or 0)
+    + (opts.allow_network_fs and core.QV_CACHE_ALLOW_NETWORK_FS or 0)
   if opts.durability then
     o.durability = durability[opts.durability] or error("quiver.open: unknown durability '"
       .. tostring(opts.durability) .. "' (safe, durable or fast)", 2)

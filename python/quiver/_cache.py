@@ -241,7 +241,7 @@ class Cache(_quiver.CacheHandle):
 
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
-             timeout=None, secret=None):
+             timeout=None, secret=None, allow_network_fs=False):
         """Open (creating it unless readonly) the LMDB cache in directory path,
         or the remote tier a URL names: redis://[user:password@]host[:port][/db]
         or unix:///path/to/redis.sock (options after "?": db, prefix, timeout_ms).
@@ -255,12 +255,17 @@ class Cache(_quiver.CacheHandle):
         URL's timeout_ms, else 1 s). secret (bytes or str): sign every record
         and value with HMAC-SHA256 under it, and read entries whose signature
         fails as misses (None: QUIVER_SECRET, else unsigned); a signed cache
-        is trusted with pickles."""
+        is trusted with pickles. allow_network_fs: open an LMDB cache on NFS,
+        SMB, Lustre, GPFS, CephFS and the like, which is refused otherwise
+        (their locks do not hold between machines: share through a remote
+        tier instead); for a directory one machine alone uses. A directory
+        this user cannot write opens read-only, with one QuiverWarning."""
         if isinstance(durability, str):
             if durability not in _DURABILITY:
                 raise ValueError(f"durability must be one of {sorted(_DURABILITY)}, not {durability!r}")
             durability = _DURABILITY[durability]
-        flags = _quiver.QV_CACHE_READONLY if readonly else 0
+        flags = (_quiver.QV_CACHE_READONLY if readonly else 0) | (
+            _quiver.QV_CACHE_ALLOW_NETWORK_FS if allow_network_fs else 0)
         if timeout is None:
             timeout_ms = 0
         else:
@@ -283,7 +288,7 @@ class Cache(_quiver.CacheHandle):
         # what a copy in another process reopens: the URL as given, password
         # included, since path shows it without one
         c._options = dict(durability=durability, max_bytes=max_bytes, readonly=readonly, trust_pickle=trust_pickle,
-                          map_size=map_size, timeout=timeout, secret=secret)
+                          map_size=map_size, timeout=timeout, secret=secret, allow_network_fs=allow_network_fs)
         c._where = where if _is_url(where) else None
         _decide_trust(c, trust_pickle)
         return c
