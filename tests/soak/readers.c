@@ -1,13 +1,16 @@
-/* The leak soak's reader-slot probe: counts the LMDB reader slots held in
+/* The soaks' reader-slot probe: counts the LMDB reader slots held in
  * the environments given, from outside the process that holds them.
  *
  *   soak_readers PID DIR...
  *
- * Prints "<slots held by PID> <slots held by anyone>", summed over the DIRs.
+ * Prints "<slots held by PID> <slots held by anyone> <slots of dead
+ * processes>", summed over the DIRs (the kill loops use the last).
  * A slot is held from a read transaction's first begin until it is aborted
  * (a reset transaction parked for reuse keeps its slot), so a process that
  * leaks transactions or handles shows a count that grows. The environment is
  * opened read-only and no transaction is begun: the probe takes no slot. */
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,7 +18,7 @@
 
 struct count {
     long pid;
-    long mine, all;
+    long mine, all, dead;
 };
 
 /* mdb_reader_list hands over formatted lines: a header, then "pid thread
@@ -27,6 +30,7 @@ static int count_line(const char *msg, void *ctx) {
     if (sscanf(msg, "%ld %lx", &pid, &thread) != 2) return 0;
     c->all++;
     if (pid == c->pid) c->mine++;
+    if (kill((pid_t)pid, 0) && errno == ESRCH) c->dead++;
     return 0;
 }
 
@@ -35,7 +39,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: soak_readers PID DIR...\n");
         return 2;
     }
-    struct count c = {strtol(argv[1], NULL, 10), 0, 0};
+    struct count c = {strtol(argv[1], NULL, 10), 0, 0, 0};
     for (int i = 2; i < argc; i++) {
         MDB_env *env;
         int rc = mdb_env_create(&env);
@@ -47,6 +51,6 @@ int main(int argc, char **argv) {
         }
         mdb_env_close(env);
     }
-    printf("%ld %ld\n", c.mine, c.all);
+    printf("%ld %ld %ld\n", c.mine, c.all, c.dead);
     return 0;
 }
