@@ -1,11 +1,12 @@
 /* What the soak's Lua scripts need from the system and standard Lua lacks:
  * fsync (a kill-loop writer reports a store only once its log line is on
- * disk); the process id, its count of open descriptors, the page size and
- * a monotonic clock (the leak soak).
+ * disk); the process id, its count of open descriptors, the page size, a
+ * monotonic clock and malloc_trim (the leak soak).
  * Loaded as require "soak_sys" from the build's tests/soak directory. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -61,6 +62,13 @@ static int fd_count(lua_State *L) {
     return 1;
 }
 
+/* trim(): give the allocator's free memory back (malloc_trim), so that a
+ * sample of resident memory counts what is live, not what free() cached. */
+static int trim(lua_State *L) {
+    malloc_trim(0);
+    return 0;
+}
+
 static int page_size(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)sysconf(_SC_PAGESIZE));
     return 1;
@@ -77,7 +85,7 @@ static int now(lua_State *L) {
 int luaopen_soak_sys(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"append_sync", append_sync}, {"getpid", getpid_}, {"fd_count", fd_count},
-        {"page_size", page_size}, {"now", now}, {NULL, NULL}};
+        {"page_size", page_size}, {"now", now}, {"trim", trim}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
