@@ -5,8 +5,8 @@
  *   <prefix>v:<32 hex>  a value the records refer to
  *   <prefix>l:<32 hex>  a call's lease while one caller runs it
  *
- * A lookup is one round trip: a server-side script gets the record and, when
- * its result is a reference, the value too. Whatever comes back is checked
+ * A lookup is one GET of the record, whose result is inside it up to 64 KiB;
+ * a larger result is a second GET, of the value. Whatever comes back is checked
  * here as if it came from a stranger (anyone who can reach the server can
  * write it): a record that does not parse, a value that is gone or invalid,
  * is a miss counted as corrupt. docs/DECISIONS.md ("The remote tier") says
@@ -27,9 +27,9 @@
 #include "tier.h"
 
 #define DEFAULT_TIMEOUT_MS 1000
-/* Results up to this size live inside the record, so a hit reads one key:
- * the script's second read of a value costs the server more than sending
- * 64 KiB does (docs/DECISIONS.md, "The remote tier"). */
+/* Results up to this size live inside the record, so a hit is one GET: a
+ * second round trip for the value costs more than sending 64 KiB does
+ * (docs/DECISIONS.md, "The remote tier"). */
 #define REMOTE_INLINE_LIMIT (64u << 10)
 #define MAX_PREFIX 200
 #define KEY_CAP (MAX_PREFIX + 2 + 32 + 1)
@@ -47,21 +47,6 @@ typedef struct {
     size_t plen;
 } remote;
 
-/* GET the record; when its result (key 0, right after the map's head) is a
- * value reference, GET the value too. Lua strings are 1-based: byte 1 is
- * the map's head (a second byte when it has 24 or more entries), then key 0,
- * then the reference's six head bytes (record.c's ref_head) and its 16-byte
- * digest. */
-static const char get_script_text[] =
-    "local r = redis.call('GET', KEYS[1])\n"
-    "if not r then return false end\n"
-    "local h = 2\n"
-    "if string.byte(r, 1) == 184 then h = 3 end\n"
-    "if #r >= h + 22 and string.sub(r, h, h + 6) == '\\0\\218\\81\\86\\0\\3\\80' then\n"
-    "  local hex = string.format(string.rep('%02x', 16), string.byte(r, h + 7, h + 22))\n"
-    "  return {r, redis.call('GET', ARGV[1] .. hex)}\n"
-    "end\n"
-    "return {r}\n";
 /* A lease is renewed or given back only by the token that took it. */
 static const char renew_script_text[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
                                         "  return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end\n"
@@ -69,11 +54,10 @@ static const char renew_script_text[] = "if redis.call('GET', KEYS[1]) == ARGV[1
 static const char release_script_text[] = "if redis.call('GET', KEYS[1]) == ARGV[1] then\n"
                                           "  return redis.call('DEL', KEYS[1]) end\n"
                                           "return 0\n";
-static qv_redis_script get_script, renew_script, release_script;
+static qv_redis_script renew_script, release_script;
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
 
 static void scripts_init(void) {
-    qv__redis_script_init(&get_script, get_script_text);
     qv__redis_script_init(&renew_script, renew_script_text);
     qv__redis_script_init(&release_script, release_script_text);
 }
@@ -162,32 +146,32 @@ static uint8_t *copy_of(const void *data, size_t len) {
     return p;
 }
 
+/* GET key's entry of kind 'c' or 'v': QV_OK with a string reply (the
+ * caller frees it), QV_NOTFOUND, or why not. */
+static qv_status get_entry(qv_cache *c, char kind, const uint8_t *digest, redisReply **out) {
+    remote *t = state_of(c);
+    char k[KEY_CAP];
+    qv_redis_cmd cmd;
+    qv__redis_cmd(&cmd, 1, "GET");
+    qv__redis_arg(&cmd, k, key_of(t, kind, digest, k));
+    qv_status st = qv__redis_run(t->r, &cmd, 1, out);
+    if (st) return io_failed(c, st);
+    if ((*out)->type == REDIS_REPLY_STRING) return QV_OK;
+    st = (*out)->type == REDIS_REPLY_NIL ? QV_NOTFOUND : qv__redis_refused(t->r, *out, "a lookup");
+    freeReplyObject(*out);
+    *out = NULL;
+    return st;
+}
+
 qv_status qv__remote_get_entry(qv_cache *c, const qv_digest *key, qv_result_cb cb, void *userdata,
                                int64_t *duration_ns, qv_remote_entry *keep) {
-    remote *t = state_of(c);
-    char k[KEY_CAP], vprefix[MAX_PREFIX + 3];
-    memcpy(vprefix, t->prefix, t->plen);
-    memcpy(vprefix + t->plen, "v:", 2);
-    qv_redis_cmd cmd = {.argc = 3};
-    qv__redis_arg(&cmd, k, key_of(t, 'c', key->bytes, k));
-    qv__redis_arg(&cmd, vprefix, t->plen + 2);
-    redisReply *reply;
-    qv_status st = qv__redis_eval(t->r, &get_script, 1, &cmd, &reply);
-    if (st) return io_failed(c, st);
-    if (reply->type == REDIS_REPLY_NIL) {
-        freeReplyObject(reply);
-        qv__cache_count(c, QV_STAT_MISSES, 1);
-        return QV_NOTFOUND;
-    }
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 1 || !is_bytes(reply->element[0])) {
-        st = reply->type == REDIS_REPLY_ERROR ? qv__redis_refused(t->r, reply, "a lookup")
-                                              : qv__corrupt_miss(c, key, "the record is not a string");
-        freeReplyObject(reply);
-        return st;
-    }
-    const uint8_t *rec = (const uint8_t *)reply->element[0]->str, *data;
+    redisReply *reply, *v = NULL;
+    qv_status st = get_entry(c, 'c', key->bytes, &reply);
+    if (st == QV_NOTFOUND) qv__cache_count(c, QV_STAT_MISSES, 1);
+    if (st) return st;
+    const uint8_t *rec = (const uint8_t *)reply->str, *data;
     size_t n, rs, re, len;
-    if (payload_of(c, "calls", key->bytes, reply->element[0]->str, reply->element[0]->len, &n)) {
+    if (payload_of(c, "calls", key->bytes, reply->str, reply->len, &n)) {
         freeReplyObject(reply);
         return qv__forged_miss(c, key);
     }
@@ -200,15 +184,19 @@ qv_status qv__remote_get_entry(qv_cache *c, const qv_digest *key, qv_result_cb c
     data = rec + rs;
     len = re - rs;
     if (qv__record_is_ref(data, len)) {
-        const redisReply *v = reply->elements > 1 ? reply->element[1] : NULL;
-        if (is_bytes(v) && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
+        if ((st = get_entry(c, 'v', data + 6, &v)) && st != QV_NOTFOUND) {
             freeReplyObject(reply);
-            return qv__forged_miss(c, key);
+            return st;
         }
-        if (!is_bytes(v) || qv_validate(v->str, len)) {
-            st = qv__corrupt_miss(c, key, is_bytes(v) ? "its result value is invalid"
-                                                  : "its result value is gone (evicted by the server?)");
+        if (v && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
+            st = qv__forged_miss(c, key);
+        } else if (!v || qv_validate(v->str, len)) {
+            st = qv__corrupt_miss(c, key, v ? "its result value is invalid"
+                                            : "its result value is gone (evicted by the server?)");
+        }
+        if (st) {
             freeReplyObject(reply);
+            if (v) freeReplyObject(v);
             return st;
         }
         data = (const uint8_t *)v->str;
@@ -216,20 +204,20 @@ qv_status qv__remote_get_entry(qv_cache *c, const qv_digest *key, qv_result_cb c
     if (duration_ns) *duration_ns = qv__record_duration(rec, n, re);
     qv__cache_count(c, QV_STAT_HITS, 1);
     if (keep) {
-        int by_ref = data != rec + rs;
         keep->record = copy_of(rec, n);
         keep->record_len = n;
-        keep->value = by_ref ? copy_of(data, len) : NULL;
-        keep->value_len = by_ref ? len : 0;
-        if (!keep->record || (by_ref && !keep->value)) {
+        keep->value = v ? copy_of(data, len) : NULL;
+        keep->value_len = v ? len : 0;
+        if (!keep->record || (v && !keep->value)) {
             free(keep->record);
             free(keep->value);
             memset(keep, 0, sizeof *keep);
         }
     }
-    /* no connection is held: the reply is ours */
+    /* no connection is held: the replies are ours */
     st = cb(data, len, userdata);
     freeReplyObject(reply);
+    if (v) freeReplyObject(v);
     return st;
 }
 
