@@ -507,7 +507,6 @@ void qv__redis_cmd(qv_redis_cmd *c, int argc, ...) {
 
 typedef int (*append_fn)(redisContext *c, size_t i, const void *userdata);
 
-/* n commands out, n replies back, on one borrowed connection. */
 /* Drop every idle connection: the server closed one, so it closed them all. */
 static void drop_idle(qv_redis *r) {
     redisContext *dropped[POOL_SIZE];
@@ -518,6 +517,7 @@ static void drop_idle(qv_redis *r) {
     for (int i = 0; i < n; i++) redisFree(dropped[i]);
 }
 
+/* n commands out, n replies back, on one borrowed connection. */
 static qv_status pipeline(qv_redis *r, size_t n, append_fn append, const void *userdata, redisReply **replies) {
     redisContext *c;
     int reused, retried = 0;
