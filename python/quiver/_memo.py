@@ -640,6 +640,8 @@ def _warn_unstored(name, cache, outcome, why):
                f"cache active with quiver.cache(...)")
     elif outcome == _quiver.QV_EENCODE:
         why = f"{why}; return a value quiver can encode, or register an encoder for its type"
+    elif outcome == _quiver.QV_EFULL and "disk is full" in why:
+        why = f"{why}; free space on that disk: stores resume on their own"
     elif outcome == _quiver.QV_EFULL:
         why = f"{why}; give the cache more room (max_bytes=, map_size= at Cache.open) or free some (evict, gc)"
     else:  # the storage or the system failed: the message says how

@@ -71,7 +71,7 @@ WORKER = textwrap.dedent(r"""
                 assert out == bytes([i % 251]) * 4000      # the computed result, stored or not
                 said += ws
             assert computed == list(range(100, 140))
-            assert any("not stored" in w and "disk is full" in w for w in said), said
+            assert any("not stored" in w and "free space on that disk" in w for w in said), said
             unstored = [i for i in range(100, 140) if not blob.contains(i)]
             assert unstored, "every store fit on a full disk"
             del computed[:]
