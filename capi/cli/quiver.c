@@ -30,10 +30,12 @@ static const command commands[] = {
      "total_evictions and total_corrupt count what every process that wrote to\n"
      "the cache did, written in batches with its stores and hits (a read-only\n"
      "handle adds nothing). hits, misses, ... without total_ are this command's\n"
-     "own, always 0. Then, per function: stored calls, their result bytes, their\n"
-     "hits and the time those hits saved (each call's hits times the time it took\n"
-     "to compute), and the time saved in all (saved_ns); this part reads every\n"
-     "call's record. --zero: then set the totals to 0 (the per-call hits stay).\n"},
+     "own, always 0. Then, per function: stored calls and their result bytes (this\n"
+     "part reads every call's record), and the counts every process added for it:\n"
+     "hits, misses (of memoized calls), stores, evictions (for size), corrupt\n"
+     "entries met, and the time its hits saved (each hit counts the time its call\n"
+     "took to compute); then the time saved in all (saved_ns). --zero: then set\n"
+     "the totals and every function's counts to 0 (the per-call hits stay).\n"},
     {"ls", "PATH [NAME] [--json]", "stored calls (of one function)",
      "One line per stored call: its digest, name, arguments and result, the size\n"
      "of its result and how long it took to compute, then how many hits it has had\n"
@@ -75,7 +77,9 @@ static const command commands[] = {
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 
 static const char usage_tail[] =
-    "PATH is an existing cache: a directory holding data.mdb. Only import creates one.\n"
+    "PATH is an existing cache: a directory holding data.mdb (only import creates one),\n"
+    "or a remote tier's URL, redis://host[:port][/db] or unix:///path/redis.sock\n"
+    "(gc and verify are for directories; import into a URL moves a cache into Redis).\n"
     "gc, verify, export and import show progress on stderr: a bar on a terminal, else\n"
     "a line every QUIVER_PROGRESS_INTERVAL seconds (default 5)\n"
     "exit status: 0 done, 1 failed (verify: bad entries found), 2 usage, 3 PATH is not a cache\n";
@@ -184,13 +188,17 @@ static int fail_errno(const char *what, int err) {
  * creates a missing cache (and its parent directories), so a mistyped path
  * would otherwise become a new empty cache: check first. import may create
  * (creates): a cache where nothing is, or in an empty directory, never among
- * files that are not a cache's. 0 after a message; 1 a cache; 2 nothing yet. */
+ * files that are not a cache's. A remote tier's URL is a cache (opening it
+ * says whether the server answers). 0 after a message; 1 a cache; 2 nothing
+ * yet. */
 static int is_cache(const char *path, int creates) {
     const char *why = NULL;
     int fresh = 0;
     struct stat st;
-    if (strstr(path, "://") || !strcmp(path, ":memory:")) {
-        why = "the quiver tool opens cache directories only";
+    if (!strncmp(path, "redis://", 8) || !strncmp(path, "unix://", 7)) {
+        return 1;
+    } else if (strstr(path, "://") || !strcmp(path, ":memory:")) {
+        why = "the quiver tool opens cache directories and redis:// or unix:// URLs";
     } else if (stat(path, &st) != 0) {
         if (!(creates && errno == ENOENT)) why = strerror(errno);
         fresh = 1;

@@ -37,3 +37,27 @@ def test_stats_count_every_process(tmp_path):
     assert stats["total_hits"] == 3 and stats["total_stores"] == 3, stats
     text = subprocess.run([CLI, "stats", path], check=True, capture_output=True, text=True).stdout
     assert any(line.split()[:7] == ["cli.stats.slow", "3", "3", "B", "3", "3", "3"] for line in text.splitlines()), text
+
+
+def test_export_then_import_into_redis(tmp_path):
+    """A cache moves into Redis through an export file, and a process that
+    opens the Redis URL gets every call without running one."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "python"))
+    from _redis import RedisServer
+
+    path, exported = str(tmp_path / "cache"), str(tmp_path / "calls.cbor")
+    subprocess.run([sys.executable, "-c", WORKER, path], check=True)
+    subprocess.run([CLI, "export", path, exported], check=True, capture_output=True)
+    server = RedisServer(str(tmp_path)).start()
+    try:
+        done = subprocess.run([CLI, "import", server.url, exported], check=True, capture_output=True, text=True)
+        assert "3" in done.stdout, done.stdout
+        listed = subprocess.run([CLI, "ls", server.url, "cli.stats.slow"], check=True, capture_output=True,
+                                text=True).stdout
+        assert len(listed.splitlines()) == 3, listed
+        never_runs = WORKER.replace("time.sleep(0.02)", "raise AssertionError('ran')")
+        subprocess.run([sys.executable, "-c", never_runs, server.url], check=True)
+        gc = subprocess.run([CLI, "gc", server.url], capture_output=True, text=True)
+        assert gc.returncode == 1 and "gc" in gc.stderr, gc
+    finally:
+        server.remove()
