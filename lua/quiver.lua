@@ -332,6 +332,11 @@ function Cache:stats()
   return s
 end
 
+--- What every process counted, by function name: {name = {hits, misses,
+--- stores, evictions, corrupt, saved_ns}}, kept in the cache (`quiver stats`
+--- shows them). A handle writes its counts in batches; sync() writes them now.
+function Cache:function_stats() return core.function_stats(handle(self)) end
+
 --- Remove one call; false when it was not stored.
 function Cache:evict(hex) return (core.qv_cache_evict(handle(self), hex)) end
 --- Remove values no call uses; returns how many.

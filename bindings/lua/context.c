@@ -218,3 +218,32 @@ int qvlua_ctx_cache(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)bytes);
     return 3;
 }
+
+static int push_function(const char *name, size_t len, const qv_function_stats *f, void *userdata) {
+    lua_State *L = userdata;
+    lua_pushlstring(L, name, len);
+    lua_createtable(L, 0, 6);
+    const struct {
+        const char *key;
+        uint64_t n;
+    } counts[] = {{"hits", f->hits},           {"misses", f->misses},   {"stores", f->stores},
+                  {"evictions", f->evictions}, {"corrupt", f->corrupt}, {"saved_ns", f->saved_ns}};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        lua_pushinteger(L, (lua_Integer)counts[i].n);
+        lua_setfield(L, -2, counts[i].key);
+    }
+    lua_rawset(L, -3);
+    return 0;
+}
+
+/* function_stats(cache): {name = {hits=, misses=, stores=, evictions=,
+ * corrupt=, saved_ns=}}, what every process counted by function. The stack
+ * has room for the callback's few slots, so nothing raises inside it. */
+int qvlua_function_stats(lua_State *L) {
+    qv_cache *cache = qvlua_handle_ptr(L, 1, QVLUA_CACHE);
+    if (!cache) qvlua_check_handle(L, 1, QVLUA_CACHE, "function_stats");
+    luaL_checkstack(L, 8, "function_stats");
+    lua_newtable(L);
+    QVLUA_TRY(L, qv_cache_function_stats(cache, push_function, L));
+    return 1;
+}

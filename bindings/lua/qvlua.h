@@ -114,6 +114,7 @@ int qvlua_memo_digest(lua_State *L);
 int qvlua_memo_load(lua_State *L);
 int qvlua_memo_contains(lua_State *L);
 int qvlua_memo_info(lua_State *L);
+int qvlua_function_stats(lua_State *L);
 int qvlua_memo_rerun(lua_State *L);
 int qvlua_memo_evict(lua_State *L);
 int qvlua_memo_clear(lua_State *L);

@@ -105,6 +105,23 @@ describe("caches", function()
     c:close()
   end)
 
+  it("keeps counts by function: hits, misses, stores and the time hits saved", function()
+    local c = quiver.memory()
+    local slow = quiver.memo("t.fnstats", function(x)
+      local t = os.clock() + 0.002
+      while os.clock() < t do end
+      return x
+    end)
+    quiver.with_cache(c, function()
+      for _, x in ipairs({1, 2, 1, 1}) do slow(x) end
+    end)
+    c:sync()
+    local s = c:function_stats()["t.fnstats"]
+    assert.are.same({2, 2, 2, 0, 0}, {s.misses, s.stores, s.hits, s.evictions, s.corrupt})
+    assert.is_true(s.saved_ns >= 2 * 2000000)
+    c:close()
+  end)
+
   it("queries by name, version, arguments and metadata", function()
     local c = quiver.memory()
     local f = quiver.memo("t.q", function(x) return x * x end, {version = "1"})
