@@ -8,6 +8,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *dict;
     PyObject *weakrefs;
+    vectorcallfunc vectorcall;
     PyObject *fn;
     PyObject *name;       /* str */
     PyObject *version;    /* str or None */
@@ -26,6 +27,11 @@ typedef struct {
     int var_pos, var_kw;
     int any_ignore;
     int paths_by_content; /* a pathlib.Path argument is keyed by what it holds */
+    /* The call's encoding up to its argument list (list head, marker, name,
+     * version), made once by the core's qv_encoder_call_head for the hit
+     * path's own encoder; NULL when that encoder never applies. */
+    uint8_t *prefix;
+    size_t prefix_n;
 } qvpy_memo;
 
 PyObject *qvpy_nodefault;
@@ -33,6 +39,11 @@ PyObject *qvpy_nodefault;
  * so far: every memoized call made inside runs again once, then hits, as in
  * Lua (a recursive memo reruns in linear time). Python makes it. */
 static PyObject *qvpy_rerun_var;
+/* Set (for good) once Python first sets the rerun variable: until then no
+ * context holds a rerun, and a hit need not look the variable up (a lookup
+ * of a variable that is unset misses Python's cache of it, and costs 100
+ * instructions of a 4000-instruction hit). */
+static int qvpy_rerun_seen;
 
 /* Encode [QV_CALL_MARKER, name, version, args, kwargs] of a call bound as
  * DESIGN section 3 says. Returns 0, -1 with an exception (EncodeError for an
@@ -203,7 +214,7 @@ static PyObject *qvpy_signal(PyObject *v) {
 static PyObject *qvpy_rerunning(int *failed) {
     PyObject *v = NULL;
     *failed = 0;
-    if (!qvpy_rerun_var) return NULL;
+    if (!qvpy_rerun_var || !qvpy_rerun_seen) return NULL;
     if (PyContextVar_Get(qvpy_rerun_var, NULL, &v)) {
         *failed = 1;
         return NULL;
@@ -212,6 +223,8 @@ static PyObject *qvpy_rerunning(int *failed) {
     Py_XDECREF(v);
     return NULL;
 }
+
+static PyObject *qvpy_memo_missed(qvpy_memo *m, PyObject *v, PyObject *cache, PyObject *args, PyObject *kwargs);
 
 static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) {
     int failed;
@@ -228,6 +241,12 @@ static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) 
         Py_DECREF(cache);
         return v;
     }
+    return qvpy_memo_missed(m, v, cache, args, kwargs);
+}
+
+/* After a lookup that did not hit (v: a signal, or NULL with an exception):
+ * the miss in Python, or the exception. Takes v and cache. */
+static PyObject *qvpy_memo_missed(qvpy_memo *m, PyObject *v, PyObject *cache, PyObject *args, PyObject *kwargs) {
     if (!v) {
         if (!qvpy_is_encode_error()) {
             Py_DECREF(cache);
@@ -246,6 +265,170 @@ static PyObject *qvpy_memo_call(qvpy_memo *m, PyObject *args, PyObject *kwargs) 
     Py_XDECREF(kw);
     Py_DECREF(v);
     Py_DECREF(cache);
+    return r;
+}
+
+/* ------------------------------------------------- the hit path's encoder */
+
+/* Most hits are calls with a few positional ints and short strings. Their
+ * encoding is the prefix, the argument list and an empty map, written here
+ * straight into a stack buffer and hashed in one shot: the general encoder
+ * (call_head's UTF-8 check of the name, per-item bookkeeping, the map sort)
+ * is a quarter of such a hit. Each item is written exactly as qvpy_encode
+ * writes it (DESIGN section 3); anything else takes the general path. */
+#define QVPY_FAST_MAX 512
+
+static size_t qvpy_put_head(uint8_t *p, int major, uint64_t arg) {
+    uint8_t mt = (uint8_t)(major << 5);
+    if (arg < 24) {
+        p[0] = mt | (uint8_t)arg;
+        return 1;
+    }
+    int w = arg <= 0xff ? 1 : arg <= 0xffff ? 2 : arg <= 0xffffffffu ? 4 : 8;
+    p[0] = mt | (uint8_t)(w == 1 ? 24 : w == 2 ? 25 : w == 4 ? 26 : 27);
+    for (int i = 0; i < w; i++) p[1 + i] = (uint8_t)(arg >> (8 * (w - 1 - i)));
+    return 1 + (size_t)w;
+}
+
+/* Append o's encoding to buf (n bytes used); 0 when o is not an int of 64
+ * bits, a str, None or a bool, or does not fit. */
+static int qvpy_fast_item(uint8_t *buf, size_t *n, PyObject *o) {
+    PyTypeObject *t = Py_TYPE(o);
+    if (*n + 10 > QVPY_FAST_MAX) return 0;
+    if (t == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            return 0;
+        }
+        *n += v >= 0 ? qvpy_put_head(buf + *n, 0, (uint64_t)v) : qvpy_put_head(buf + *n, 1, (uint64_t)(-(v + 1)));
+        return 1;
+    }
+    if (t == &PyUnicode_Type) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(o, &len);
+        if (!s) {
+            PyErr_Clear(); /* lone surrogates: the general path says so */
+            return 0;
+        }
+        if (*n + 10 + (size_t)len > QVPY_FAST_MAX) return 0;
+        *n += qvpy_put_head(buf + *n, 3, (uint64_t)len);
+        memcpy(buf + *n, s, (size_t)len);
+        *n += (size_t)len;
+        return 1;
+    }
+    if (o == Py_None || o == Py_True || o == Py_False) {
+        buf[(*n)++] = o == Py_None ? 0xf6 : o == Py_True ? 0xf5 : 0xf4;
+        return 1;
+    }
+    return 0;
+}
+
+/* The key of m called with argv[0 .. na) and no keyword arguments: 1, or 0
+ * when the general path must encode it (it also binds and raises). */
+static int qvpy_memo_fast_key(qvpy_memo *m, PyObject *const *argv, Py_ssize_t na, qv_digest *key) {
+    uint8_t buf[QVPY_FAST_MAX];
+    if (na > m->npos && !m->var_pos) return 0;
+    Py_ssize_t count = na > m->npos ? na : m->npos;
+    size_t n = m->prefix_n;
+    memcpy(buf, m->prefix, n);
+    n += qvpy_put_head(buf + n, 4, (uint64_t)count);
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *v = i < na ? argv[i] : PyTuple_GET_ITEM(m->pos_defaults, i);
+        if (v == qvpy_nodefault || !qvpy_fast_item(buf, &n, v)) return 0;
+    }
+    buf[n++] = 0xa0; /* no keyword arguments: the empty map */
+    qv_digest_bytes(key, buf, n);
+    return 1;
+}
+
+/* Make the prefix, when the hit path's encoder applies to m's calls: no
+ * keyword-only parameters, nothing ignored or required, a short name. */
+static int qvpy_memo_make_prefix(qvpy_memo *m) {
+    if (m->require || m->any_ignore || PyTuple_GET_SIZE(m->kwo_names)) return 0;
+    qv_encoder *enc;
+    if (qv_encoder_new(&enc)) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    const void *data;
+    size_t len;
+    /* the call with no arguments: the prefix, then [] and {} */
+    qv_status st = qv_encoder_call_head(enc, m->name_s, (size_t)m->name_n, m->version_s, (size_t)m->version_n);
+    if (!st) st = qv_encoder_list(enc, 0);
+    if (!st) st = qv_encoder_map_begin(enc);
+    if (!st) st = qv_encoder_map_end(enc);
+    if (!st) st = qv_encoder_finish(enc, &data, &len);
+    int r = 0;
+    if (st) {
+        qvpy_raise(st);
+        r = -1;
+    } else if (len >= 2 && len + 64 <= QVPY_FAST_MAX && !memcmp((const uint8_t *)data + len - 2, "\x80\xa0", 2)) {
+        if (!(m->prefix = PyMem_Malloc(len - 2))) {
+            PyErr_NoMemory();
+            r = -1;
+        } else {
+            memcpy(m->prefix, data, len - 2);
+            m->prefix_n = len - 2;
+        }
+    }
+    qv_encoder_free(enc);
+    return r;
+}
+
+/* Calls from Python land here: a call with positional arguments the hit
+ * path's encoder takes is looked up without an argument tuple; every other
+ * call, and a miss, goes the way tp_call does. */
+static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames) {
+    qvpy_memo *m = (qvpy_memo *)self;
+    Py_ssize_t na = PyVectorcall_NARGS(nargsf);
+    qv_digest key;
+    PyObject *cache = NULL, *v = NULL;
+    int rerun = 0;
+    if (qvpy_rerun_seen) {
+        PyObject *set = qvpy_rerunning(&rerun);
+        if (rerun) return NULL;
+        rerun = set != NULL; /* the general path adds the call to it */
+        Py_XDECREF(set);
+    }
+    if (m->prefix && !rerun && (!kwnames || !PyTuple_GET_SIZE(kwnames)) && qvpy_memo_fast_key(m, argv, na, &key)) {
+        if (!(cache = qvpy_active_cache())) return NULL;
+        qvpy_cache *h = (qvpy_cache *)cache;
+        if (PyObject_TypeCheck(cache, &qvpy_cache_type) && !h->stack) {
+            if (!qvpy_cache_enter(cache)) {
+                Py_DECREF(cache);
+                return NULL;
+            }
+            v = qvpy_lookup(h, &key);
+            qvpy_cache_leave(cache);
+            if (!v || v != qvpy_sig_miss) {
+                Py_DECREF(cache);
+                return v;
+            }
+        } else {
+            Py_CLEAR(cache); /* a stack, or not a cache: tp_call's way says what to do */
+        }
+    }
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *args = PyTuple_New(na), *kwargs = nk ? PyDict_New() : NULL;
+    int bad = !args || (nk && !kwargs);
+    for (Py_ssize_t i = 0; !bad && i < na; i++) {
+        Py_INCREF(argv[i]);
+        PyTuple_SET_ITEM(args, i, argv[i]);
+    }
+    for (Py_ssize_t i = 0; !bad && i < nk; i++) bad = PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, i), argv[na + i]);
+    PyObject *r = NULL;
+    if (bad) {
+        Py_XDECREF(v);
+        Py_XDECREF(cache);
+    } else if (cache) {
+        r = qvpy_memo_missed(m, v, cache, args, kwargs);
+    } else {
+        r = qvpy_memo_call(m, args, kwargs);
+    }
+    Py_XDECREF(args);
+    Py_XDECREF(kwargs);
     return r;
 }
 
@@ -329,6 +512,14 @@ static int qvpy_memo_init(qvpy_memo *m, PyObject *args, PyObject *kw) {
     if (require != Py_None) {
         if (!(m->require = PySequence_Tuple(require))) return -1;
     }
+    if (qvpy_memo_make_prefix(m)) return -1;
+    /* Python 3.11 does not pass the vectorcall flag on to a subclass made in
+     * Python (3.12 does when it keeps tp_call): set it on one that calls
+     * the way this type does (Memo; not AsyncMemo, whose __call__ is its own). */
+    PyTypeObject *tp = Py_TYPE(m);
+    if (tp->tp_call == (ternaryfunc)qvpy_memo_call && tp->tp_vectorcall_offset == offsetof(qvpy_memo, vectorcall))
+        tp->tp_flags |= Py_TPFLAGS_HAVE_VECTORCALL;
+    m->vectorcall = qvpy_memo_vectorcall;
     return 0;
 }
 
@@ -360,6 +551,7 @@ static void qvpy_memo_dealloc(qvpy_memo *m) {
     Py_CLEAR(m->require);
     PyMem_Free(m->pos_ignore);
     PyMem_Free(m->kwo_ignore);
+    PyMem_Free(m->prefix);
     Py_TYPE(m)->tp_free((PyObject *)m);
 }
 
@@ -681,7 +873,15 @@ static PyObject *qvpy_memo_set_rerun_var(PyObject *unused, PyObject *var) {
     Py_RETURN_NONE;
 }
 
+/* _rerun_seen(): a rerun is about to set the rerun variable. */
+static PyObject *qvpy_memo_rerun_seen(PyObject *unused, PyObject *noarg) {
+    qvpy_rerun_seen = 1;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef qvpy_memo_methods[] = {
+    {"_rerun_seen", (PyCFunction)qvpy_memo_rerun_seen, METH_NOARGS | METH_STATIC,
+     "_rerun_seen(): say that a rerun is about to set the rerun variable; hits look it up from then on."},
     {"_set_rerun_var", (PyCFunction)qvpy_memo_set_rerun_var, METH_O | METH_STATIC,
      "_set_rerun_var(var): the ContextVar holding the calls rerun so far inside Memo.rerun."},
     {"_get", (PyCFunction)qvpy_memo_get_m, METH_VARARGS, "_get(cache, args, kwargs): the stored result or a signal."},
@@ -703,7 +903,8 @@ PyTypeObject qvpy_memo_type = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "quiver._quiver.MemoBase",
     .tp_basicsize = sizeof(qvpy_memo),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(qvpy_memo, vectorcall),
     .tp_doc = "A memoized function: binding, encoding, lookup and decoding of a hit in one call.",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)qvpy_memo_init,

@@ -449,6 +449,7 @@ class Memo(_quiver.MemoBase):
         old; every memoized call made inside it (in this thread or task) runs
         again once and stores its new result (fleche reruns a call each time
         it is made; here the second time hits what the first stored)."""
+        _quiver.MemoBase._rerun_seen()
         token = _rerunning.set(_Rerun())
         try:
             cache = current_cache()
@@ -528,6 +529,7 @@ class AsyncMemo(Memo):
         if task is None:
             # The task runs in a copy of this context: the active cache and
             # metadata, and the rerun, carry over to the calls awaited in it.
+            _quiver.MemoBase._rerun_seen()
             token = _rerunning.set(rerun)
             try:
                 task = loop.create_task(self._arun(target, args, kwargs))
