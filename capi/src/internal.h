@@ -3,6 +3,7 @@
 #define QV_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -117,12 +118,23 @@ qv_status qv__ctx_hold(qv_ctx **held, qv_cache **cache, const void **meta, size_
 qv_cache *qv__cache_retain(qv_cache *cache);
 
 /* process.c: this thread's slot among QV_SHARDS, for per-thread state kept
- * on separate cache lines. */
+ * on separate cache lines. Read three times a hit: initial-exec TLS is one
+ * load where the default model in a shared library is a call to
+ * __tls_get_addr (4 bytes of the static TLS glibc keeps for libraries that
+ * are loaded later, as Python's and Lua's modules load this one). */
 #define QV_SHARDS 16
-unsigned qv__thread_shard(void);
+extern _Thread_local int qv__shard __attribute__((tls_model("initial-exec"), visibility("hidden")));
+unsigned qv__thread_shard_first(void);
+static inline unsigned qv__thread_shard(void) {
+    int shard = qv__shard;
+    return QV_LIKELY(shard >= 0) ? (unsigned)shard : qv__thread_shard_first();
+}
 
 /* A process-wide counter bumped in every child after fork(), so handles can
  * notice cheaply that they crossed one. */
-uint64_t qv__fork_generation(void);
+extern _Atomic uint64_t qv__forks __attribute__((visibility("hidden")));
+static inline uint64_t qv__fork_generation(void) {
+    return atomic_load_explicit(&qv__forks, memory_order_relaxed);
+}
 
 #endif

@@ -5,28 +5,24 @@
 
 #include "internal.h"
 
-static _Atomic uint64_t generation;
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+_Atomic uint64_t qv__forks;
 
 static void in_child(void) {
-    atomic_fetch_add(&generation, 1);
+    atomic_fetch_add(&qv__forks, 1);
 }
 
-static void install(void) {
+/* At load, not at first use: the hit path reads the generation with one
+ * load, never through a pthread_once. */
+__attribute__((constructor)) static void install(void) {
     pthread_atfork(NULL, NULL, in_child);
 }
 
-uint64_t qv__fork_generation(void) {
-    pthread_once(&once, install);
-    return atomic_load_explicit(&generation, memory_order_relaxed);
-}
-
 static _Atomic unsigned next_shard;
-static _Thread_local int shard = -1;
+_Thread_local int qv__shard = -1;
 
 /* Threads spread over QV_SHARDS slots round-robin, so a few threads never
  * share a cache line of per-thread counters or reader state. */
-unsigned qv__thread_shard(void) {
-    if (QV_UNLIKELY(shard < 0)) shard = (int)(atomic_fetch_add(&next_shard, 1) % QV_SHARDS);
-    return (unsigned)shard;
+unsigned qv__thread_shard_first(void) {
+    qv__shard = (int)(atomic_fetch_add(&next_shard, 1) % QV_SHARDS);
+    return (unsigned)qv__shard;
 }

@@ -24,12 +24,34 @@ int qv__record_is_ref(const uint8_t *p, size_t len) {
     return len == REF_LEN && memcmp(p, ref_head, sizeof ref_head) == 0;
 }
 
+/* The length of the canonical integer, false, true or null at p (what most
+ * memoized functions return), or 0 for anything else, which the decoder
+ * then reads: the hit path's shortcut past it, checking what it would. */
+static inline size_t simple_item_len(const uint8_t *p, size_t avail) {
+    unsigned major = p[0] >> 5, ai = p[0] & 31;
+    if (major == 7) return ai >= 20 && ai <= 22 ? 1 : 0;
+    if (major > 1 || ai > 27) return 0;
+    if (ai < 24) return 1;
+    size_t n = (size_t)1 << (ai - 24);
+    if (avail < 1 + n) return 0;
+    uint64_t v = 0;
+    for (size_t i = 1; i <= n; i++) v = v << 8 | p[i];
+    static const uint64_t least[4] = {24, 0x100, 0x10000, 0x100000000ull};
+    return v >= least[ai - 24] ? 1 + n : 0;
+}
+
 /* The result's span inside a record, validated. */
 qv_status qv__record_result(const uint8_t *rec, size_t len, size_t *start, size_t *end) {
     /* a map of at least R_COUNT entries (later formats may add fields), key 0 first */
     size_t head = len ? (rec[0] & 31) < 24 ? 1 : (rec[0] & 31) == 24 ? 2 : 0 : 0;
     if (!head || len < head + 2 || rec[0] >> 5 != 5 || (head == 1 && (rec[0] & 31) < R_COUNT) || rec[head] != R_RESULT)
         return qv__error(QV_ECORRUPT, "record does not start with its result");
+    size_t simple = simple_item_len(rec + head + 1, len - head - 1);
+    if (simple) {
+        *start = head + 1;
+        *end = head + 1 + simple;
+        return QV_OK;
+    }
     qv_decoder dec;
     qv_decoder_reset(&dec, rec + head + 1, len - head - 1);
     /* the decoder sees the result as a whole item followed by more bytes */
