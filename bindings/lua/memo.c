@@ -15,6 +15,11 @@ typedef struct qvlua_memo {
     uint32_t call_flags;   /* QV_CALL_NO_DEDUP, or 0 */
     int64_t wait_ns;       /* qv_call_options.wait_timeout_ns */
     lua_Integer hits, misses;
+    /* The call's encoding up to its argument list (list head, marker, name,
+     * version), made once by qv_encoder_call_head for the hit path's own
+     * encoder; NULL when the name is too long for it. */
+    uint8_t *prefix;
+    size_t prefix_n;
 } qvlua_memo;
 
 static qvlua_memo *qvlua_checkmemo(qvlua_state *S, lua_State *L, int idx) {
@@ -27,8 +32,93 @@ int qvlua_memo_gc(lua_State *L) {
     qvlua_memo *m = lua_touserdata(L, 1);
     free(m->name);
     free(m->version);
+    free(m->prefix);
     m->name = m->version = NULL;
+    m->prefix = NULL;
     return 0;
+}
+
+/* ------------------------------------------------- the hit path's encoder */
+
+/* Most hits are calls of a few integers and short strings. Their encoding
+ * is the prefix, the argument list and an empty map, written here straight
+ * into a stack buffer and hashed in one shot: the general encoder (call
+ * head's UTF-8 check of the name, per-item bookkeeping, the map sort) is a
+ * quarter of such a hit. Each item is written exactly as qvlua_encode_value
+ * writes it (DESIGN section 3); anything else takes the general path. */
+#define QVLUA_FAST_MAX 512
+
+static size_t qvlua_put_head(uint8_t *p, int major, uint64_t arg) {
+    uint8_t mt = (uint8_t)(major << 5);
+    if (arg < 24) {
+        p[0] = mt | (uint8_t)arg;
+        return 1;
+    }
+    int w = arg <= 0xff ? 1 : arg <= 0xffff ? 2 : arg <= 0xffffffffu ? 4 : 8;
+    p[0] = mt | (uint8_t)(w == 1 ? 24 : w == 2 ? 25 : w == 4 ? 26 : 27);
+    for (int i = 0; i < w; i++) p[1 + i] = (uint8_t)(arg >> (8 * (w - 1 - i)));
+    return 1 + (size_t)w;
+}
+
+/* The key of m called with the arguments at 2..top: 1, or 0 when one of
+ * them is not an integer, a string, a boolean or nil, or they do not fit. */
+static int qvlua_fast_key(lua_State *L, qvlua_memo *m, int top, qv_digest *key) {
+    uint8_t buf[QVLUA_FAST_MAX];
+    int nargs = top - 1, kept = 0;
+    for (int i = 0; i < nargs; i++) kept += !(i < 64 && (m->skip >> i & 1));
+    size_t n = m->prefix_n;
+    memcpy(buf, m->prefix, n);
+    n += qvlua_put_head(buf + n, 4, (uint64_t)kept);
+    for (int i = 0; i < nargs; i++) {
+        if (i < 64 && (m->skip >> i & 1)) continue;
+        if (n + 10 > QVLUA_FAST_MAX) return 0;
+        int idx = 2 + i;
+        switch (lua_type(L, idx)) {
+        case LUA_TNIL:
+            buf[n++] = 0xf6;
+            break;
+        case LUA_TBOOLEAN:
+            buf[n++] = lua_toboolean(L, idx) ? 0xf5 : 0xf4;
+            break;
+        case LUA_TNUMBER: {
+            if (!lua_isinteger(L, idx)) return 0; /* a float */
+            lua_Integer v = lua_tointeger(L, idx);
+            n += v >= 0 ? qvlua_put_head(buf + n, 0, (uint64_t)v) : qvlua_put_head(buf + n, 1, (uint64_t)(-(v + 1)));
+            break;
+        }
+        case LUA_TSTRING: {
+            size_t len;
+            const char *str = lua_tolstring(L, idx, &len);
+            if (n + 10 + len > QVLUA_FAST_MAX) return 0;
+            n += qvlua_put_head(buf + n, qv_utf8_valid(str, len) ? 3 : 2, (uint64_t)len);
+            memcpy(buf + n, str, len);
+            n += len;
+            break;
+        }
+        default:
+            return 0;
+        }
+    }
+    buf[n++] = 0xa0; /* no keyword arguments: the empty map */
+    qv_digest_bytes(key, buf, n);
+    return 1;
+}
+
+/* The prefix of m's calls, when it leaves room for arguments. */
+static void qvlua_memo_make_prefix(qvlua_state *S, lua_State *L, qvlua_memo *m) {
+    qv_encoder_reset(S->enc);
+    /* the call with no arguments: the prefix, then [] and {} */
+    qvlua_encode_call_head(S, L, S->enc, m->name, m->name_len, m->version, m->version_len);
+    QVLUA_TRY(L, qv_encoder_list(S->enc, 0));
+    QVLUA_TRY(L, qv_encoder_map_begin(S->enc));
+    QVLUA_TRY(L, qv_encoder_map_end(S->enc));
+    const void *data;
+    size_t len;
+    QVLUA_TRY(L, qv_encoder_finish(S->enc, &data, &len));
+    if (len < 2 || len + 64 > QVLUA_FAST_MAX || memcmp((const uint8_t *)data + len - 2, "\x80\xa0", 2)) return;
+    if (!(m->prefix = malloc(len - 2))) qvlua_raise(L, "QV_ENOMEM: out of memory");
+    memcpy(m->prefix, data, len - 2);
+    m->prefix_n = len - 2;
 }
 
 /* quiver_core.memo_new(name, version, fn, skip, dedup, wait_timeout): the
@@ -56,6 +146,7 @@ int qvlua_memo_new(lua_State *L) {
     m->call_flags = dedup ? 0 : QV_CALL_NO_DEDUP;
     /* nil: 0, the runtime's default; 0 s: never wait, which it spells -1 */
     m->wait_ns = wait < 0 ? 0 : wait * 1e9 >= 1 ? (int64_t)(wait * 1e9) : -1;
+    qvlua_memo_make_prefix(S, L, m);
     lua_pushvalue(L, 3);
     lua_setiuservalue(L, -2, 1);
     return 1;
@@ -225,7 +316,7 @@ int qvlua_memo_call(lua_State *L) {
     size_t meta_len;
     qvlua_context(S, L, &cache, &meta, &meta_len);
     qv_digest key;
-    qvlua_memo_key(S, L, m, top, &key);
+    if (!m->prefix || !qvlua_fast_key(L, m, top, &key)) qvlua_memo_key(S, L, m, top, &key);
     int rerun = qvlua_rerun_due(S, L, &key);
     if (!rerun && qvlua_lookup(S, L, cache, &key)) {
         m->hits++;
