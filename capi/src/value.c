@@ -201,12 +201,21 @@ qv_status qv_value_list_append(qv_value *list, qv_value *item) {
     return st;
 }
 
+/* Whether two keys encode alike. Text and byte strings, nearly every key,
+ * are compared in place: qv_value_compare encodes both, and a record's nine
+ * fields cost 36 comparisons on every qv_cache_load. */
+static int same_key(const qv_value *a, const qv_value *b) {
+    if ((a->type == QV_TYPE_TEXT || a->type == QV_TYPE_BYTES) && (b->type == QV_TYPE_TEXT || b->type == QV_TYPE_BYTES))
+        return a->type == b->type && a->u.s.len == b->u.s.len && memcmp(a->u.s.data, b->u.s.data, a->u.s.len) == 0;
+    return qv_value_compare(a, b) == 0;
+}
+
 qv_status qv_value_map_set(qv_value *map, qv_value *key, qv_value *value) {
     qv_status st = QV_OK;
     if (!map || map->type != QV_TYPE_MAP) st = qv__error(QV_ETYPE, "qv_value_map_set: not a map");
     else if (!key || !value) st = qv__error(QV_EINVAL, "qv_value_map_set: key or value is NULL");
     for (size_t i = 0; !st && i < map->u.c.len; i += 2)
-        if (qv_value_compare(map->u.c.items[i], key) == 0) st = qv__error(QV_EINVAL, "qv_value_map_set: duplicate key");
+        if (same_key(map->u.c.items[i], key)) st = qv__error(QV_EINVAL, "qv_value_map_set: duplicate key");
     if (!st && !(st = push_child(map, key))) {
         if (!(st = push_child(map, value))) return QV_OK;
         map->u.c.len--; /* the key goes with the value */
@@ -400,6 +409,16 @@ qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v) {
             if ((st = qv_encoder_value(enc, v->u.c.items[i]))) return st;
         return qv_encoder_map_end(enc);
     case QV_TYPE_TAG:
+        /* A set built by hand holds its elements in the order they were
+         * appended; its encoding is canonical only sorted and without
+         * duplicates, as every binding's sets are written. */
+        if (v->u.t.tag == QV_TAG_SET && v->u.t.content->type == QV_TYPE_LIST) {
+            const qv_value *items = v->u.t.content;
+            if ((st = qv_encoder_set_begin(enc))) return st;
+            for (size_t i = 0; i < items->u.c.len; i++)
+                if ((st = qv_encoder_value(enc, items->u.c.items[i]))) return st;
+            return qv_encoder_set_end(enc);
+        }
         if ((st = qv_encoder_tag(enc, v->u.t.tag))) return st;
         return qv_encoder_value(enc, v->u.t.content);
     default:
