@@ -25,7 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <unistd.h>
@@ -368,10 +370,25 @@ static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
     }
 }
 
+/* LMDB reports any short write as EIO, and a write the disk filled halfway
+ * is one: tell that from a failing disk by the room left afterwards (under
+ * a megabyte on the filesystem, or data.mdb at RLIMIT_FSIZE). */
+static int out_of_room(lmdb_env *e) {
+    struct statvfs v;
+    if (statvfs(e->path, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize < ((uint64_t)1 << 20)) return 1;
+    struct rlimit rl;
+    char data[PATH_MAX];
+    struct stat sb;
+    snprintf(data, sizeof data, "%s/data.mdb", e->path);
+    return getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && stat(data, &sb) == 0 &&
+           (uint64_t)sb.st_size + ((uint64_t)1 << 20) >= (uint64_t)rl.rlim_cur;
+}
+
 static qv_status lm_commit(qv_store *base, qv_txn *txn) {
     lmdb_env *e = ((lmdb_store *)base)->e;
     int rc = mdb_txn_commit((MDB_txn *)txn);
     leave(&e->shards[qv__thread_shard()]);
+    if (rc == EIO && out_of_room(e)) rc = ENOSPC;
     return rc ? lmdb_error(rc, "cannot commit", e->path) : QV_OK;
 }
 
