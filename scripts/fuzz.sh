@@ -40,6 +40,7 @@ for name in "${names[@]}"; do
     [ -x "$fuzzer" ] || { echo "fuzz: $fuzzer was not built (libFuzzer needs clang)" >&2; exit 1; }
     log="$logs/$name.log"
     if [ "$mode" = replay ]; then
+        log="$logs/$name.replay.log" # ctest may fuzz and replay NAME at once
         inputs=("$regressions"/*)
         [ -e "${inputs[0]}" ] || { echo "fuzz: no inputs in $regressions" >&2; exit 1; }
         if ! "$fuzzer" -runs=1 "${inputs[@]}" >"$log" 2>&1; then
