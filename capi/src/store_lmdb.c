@@ -685,13 +685,13 @@ qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_c
         free(s);
         return st;
     }
-    if (!s->cfg.readonly) {
-        char file[PATH_MAX];
-        snprintf(file, sizeof file, "%s/data.mdb", real);
-        if (!had_data) share_with(file, &sb);
-        snprintf(file, sizeof file, "%s/lock.mdb", real);
-        if (!had_lock) share_with(file, &sb);
-    }
+    /* a read-only open may create lock.mdb too; share_with skips a file
+     * this user does not own */
+    char file[PATH_MAX];
+    snprintf(file, sizeof file, "%s/data.mdb", real);
+    if (!had_data && !s->cfg.readonly) share_with(file, &sb);
+    snprintf(file, sizeof file, "%s/lock.mdb", real);
+    if (!had_lock && !s->e->nolock) share_with(file, &sb);
     static const char bypass[] = "lock.mdb is not writable by this user either, so reads bypass LMDB's reader "
                                  "table, and a process writing the cache meanwhile could change what a read sees";
     if (fell_back)
