@@ -395,11 +395,10 @@ static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, siz
     if (m->prefix && !rerun && (!kwnames || !PyTuple_GET_SIZE(kwnames)) && qvpy_memo_fast_key(m, argv, na, &key)) {
         if (!(cache = qvpy_active_cache())) return NULL;
         qvpy_cache *h = (qvpy_cache *)cache;
-        if (PyObject_TypeCheck(cache, &qvpy_cache_type) && !h->stack) {
-            if (!qvpy_cache_enter(cache)) {
-                Py_DECREF(cache);
-                return NULL;
-            }
+        /* quiver.Cache, the class set_hooks checked, before the subtype walk */
+        int handle = (PyObject *)Py_TYPE(cache) == qvpy_handle_class || PyObject_TypeCheck(cache, &qvpy_cache_type);
+        if (handle && h->c && !h->closing && !h->stack) {
+            h->users++; /* qvpy_cache_enter, checked above */
             v = qvpy_lookup(h, &key);
             qvpy_cache_leave(cache);
             if (!v || v != qvpy_sig_miss) {
@@ -407,7 +406,7 @@ static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, siz
                 return v;
             }
         } else {
-            Py_CLEAR(cache); /* a stack, or not a cache: tp_call's way says what to do */
+            Py_CLEAR(cache); /* a stack, closed, or not a cache: tp_call's way says what to do */
         }
     }
     Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
