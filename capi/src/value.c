@@ -409,6 +409,16 @@ qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v) {
             if ((st = qv_encoder_value(enc, v->u.c.items[i]))) return st;
         return qv_encoder_map_end(enc);
     case QV_TYPE_TAG:
+        /* A set built by hand holds its elements in the order they were
+         * appended; its encoding is canonical only sorted and without
+         * duplicates, as every binding's sets are written. */
+        if (v->u.t.tag == QV_TAG_SET && v->u.t.content->type == QV_TYPE_LIST) {
+            const qv_value *items = v->u.t.content;
+            if ((st = qv_encoder_set_begin(enc))) return st;
+            for (size_t i = 0; i < items->u.c.len; i++)
+                if ((st = qv_encoder_value(enc, items->u.c.items[i]))) return st;
+            return qv_encoder_set_end(enc);
+        }
         if ((st = qv_encoder_tag(enc, v->u.t.tag))) return st;
         return qv_encoder_value(enc, v->u.t.content);
     default:
