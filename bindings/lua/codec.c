@@ -183,7 +183,10 @@ static int qvlua_encode_table(qvlua_state *S, lua_State *L, qv_encoder *enc, int
         lua_getfield(L, idx, "tag");
         int ok;
         lua_Integer tag = lua_tointegerx(L, -1, &ok);
-        if (!ok || tag < 0) return qvlua_raise(L, "QV_EENCODE: a quiver.tag object needs a non-negative integer tag");
+        /* Tags are 64-bit unsigned; Lua's integers wrap, as its hex literals
+         * do (0xffffffffffffffff is -1), and the decoder gives tags at or
+         * beyond 2^63 that way: a negative tag is one of those. */
+        if (!ok) return qvlua_raise(L, "QV_EENCODE: a quiver.tag object needs an integer tag");
         lua_pop(L, 1);
         QVLUA_TRY(L, qv_encoder_tag(enc, (uint64_t)tag));
         lua_getfield(L, idx, "value");
