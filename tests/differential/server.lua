@@ -3,7 +3,7 @@
 -- description server_c.c documents, and answers in the same protocol:
 --   xNAMEHEX xVERSIONHEX|- DESCRIPTION xPYTHON-ENCODING-HEX
 -- gives
---   ENCODING-HEX VALUE-DIGEST CALL-DIGEST eq|ne REENCODING-HEX   (or ERR message)
+--   ENCODING-HEX VALUE-DIGEST CALL-DIGEST|refused eq|ne REENCODING-HEX   (or ERR message)
 -- with batches ended by an empty line, answered once read.
 local quiver = require "quiver"
 local core = require "quiver_core"
@@ -157,8 +157,10 @@ local function answer(line)
   if pos ~= #desc + 1 then return "ERR description: trailing characters" end
   local ok2, out = pcall(function()
     local enc = quiver.encode(v)
-    local parts = {hex(enc), quiver.digest(v),
-      quiver.call_digest(name, version, quiver.list{v, n = 1}, quiver.map{kw = nonnil(v)})}
+    -- A value just under the nesting limit encodes, and its call, two
+    -- levels deeper, is refused.
+    local cok, cd = pcall(quiver.call_digest, name, version, quiver.list{v, n = 1}, quiver.map{kw = nonnil(v)})
+    local parts = {hex(enc), quiver.digest(v), cok and cd or "refused"}
     local dok, back = pcall(quiver.decode, unhex(theirs), {exact = true})
     if not dok then
       parts[4], parts[5] = "decode-error", hex(tostring(back))

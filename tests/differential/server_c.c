@@ -9,8 +9,9 @@
  * held back until then, so a writer never waits on a reader):
  *     ENCODING-HEX VALUE-DIGEST CALL-DIGEST eq|ne REENCODING-HEX
  * where the call digest is of NAME/VERSION with args [v] and kwargs {"kw": v},
- * and eq/ne says whether Python's encoding decodes to a value equal to the
- * one built here; or "ERR message" when C refuses the value.
+ * ("refused" when the call nests too deep), and eq/ne says whether Python's
+ * encoding decodes to a value equal to the one built here; or "ERR message"
+ * when C refuses to encode the value.
  *
  * Descriptions (prefix form, one token per node): N null, T true, F false,
  * i<decimal>; integer of any size, d<16 hex> IEEE double (big-endian bits),
@@ -381,13 +382,13 @@ static void answer(strbuf *out, char *line) {
     qv_value_new_text(&key, "kw", 2);
     qv_value_clone(&item, v);
     qv_value_map_set(kwargs, key, item);
-    if (qv_call_digest(&cd, name, version, args, kwargs)) {
-        error_line(out, "call digest");
-        goto done;
-    }
+    /* A value just under the nesting limit encodes, and its call, two
+     * levels deeper, is refused: "refused" in place of the call digest. */
+    qv_status cst = qv_call_digest(&cd, name, version, args, kwargs);
     put_hex(out, enc, elen);
     put_digest(out, &vd);
-    put_digest(out, &cd);
+    if (cst) puts_(out, " refused");
+    else put_digest(out, &cd);
     theirs = unhex(fields[3], fields[3] + strlen(fields[3]), &len);
     if (!theirs || qv_value_decode(&back, theirs, len)) {
         puts_(out, " decode-error ");

@@ -228,7 +228,11 @@ def check_batch(servers, batch):
     lines, mine = [], []
     for name, version, v in batch:
         enc = quiver.encode(v)
-        mine.append((enc.hex(), quiver.digest(v), quiver.call_digest(name, version, [v], {"kw": v})))
+        try:
+            cd = quiver.call_digest(name, version, [v], {"kw": v})
+        except quiver.EncodeError:
+            cd = "refused"  # the call nests deeper than the limit
+        mine.append((enc.hex(), quiver.digest(v), cd))
         # Each hex field starts with "x", so that an empty one is still a field.
         lines.append(" ".join(("x" + name.encode().hex(), "-" if version is None else "x" + version.encode().hex(),
                                "".join(describe(v, [])), "x" + enc.hex())))
@@ -277,6 +281,34 @@ def _edges():
                                       quiver.Tag(64, b"\x01"), _ndarray("<f2", [2], b"\x00\x7c\x00\xfc"),
                                       {(): 1, frozenset(): 2, b"a": 3, "a": 4, None: 5, False: 6}] + REGRESSIONS
     return [("differential.f", None if i % 2 else "1", v) for i, v in enumerate(vals)]
+
+
+def _nested(depth):
+    """Lists, maps, tags, sets and tuples nested `depth` levels deep around 1
+    (a set or a tuple is two levels: a tag around a list)."""
+    out = []
+    for wrap, levels in ((lambda x: [x], 1), (lambda x: {"k": x}, 1), (lambda x: quiver.Tag(99, x), 1),
+                         (lambda x: (x,), 2), (lambda x: frozenset([x]), 2)):
+        v = 1 if depth % levels == 0 else quiver.Tag(99, 1)
+        for _ in range(depth // levels):
+            v = wrap(v)
+        out.append(v)
+    return out
+
+
+def test_nesting_limit(servers):
+    """Around QV_MAX_DEPTH every language encodes the same values and refuses
+    the same ones, and refuses the same calls (two levels deeper)."""
+    limit = 512
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 20 * limit))  # for same() and repr
+    fine = [v for d in (limit - 2, limit - 1, limit) for v in _nested(d)]
+    check_batch(servers, [("differential.deep", "1", v) for v in fine])
+    for v in _nested(limit + 1):
+        with pytest.raises(quiver.EncodeError):
+            quiver.encode(v)
+        line = " ".join(("x61", "-", "".join(describe(v, [])), "x"))
+        for s in servers:
+            assert s.ask([line])[0].startswith("ERR "), f"{s.lang} encodes a value nested {limit + 1} deep"
 
 
 # The seed is printed so that a failure reproduces: QV_DIFF_SEED=<seed>.
