@@ -36,6 +36,10 @@ typedef struct pending {
     valref *refs;
     size_t nrefs;
     uint8_t name_key[24];
+    /* the name's encoding, in the caller's call buffer (alive until done);
+     * NULL when the record was not built from a call (a stack's copies) */
+    const uint8_t *name;
+    size_t name_len;
     qv_status status;
     char message[256]; /* the committing thread's error, for the owner's thread */
     int done;
@@ -131,6 +135,7 @@ struct qv_cache {
     pthread_mutex_t fn_lock;
     fn_tally fn_pending;
     _Atomic int fn_dirty;
+    _Atomic uint64_t counts_written_ns; /* wall clock of the last write of totals and fn counts */
 };
 
 /* QV_STAT_TOTAL_HITS + i adds up qv__total_base[i] across handles: the
@@ -164,6 +169,9 @@ typedef struct {
     uint32_t inline_limit;
     valref *refs;
     size_t nrefs, cap;
+    /* an item inlined whole is long enough to nest near QV_MAX_DEPTH (an
+     * item of n bytes nests at most n deep), so the record must be checked */
+    int may_be_deep;
 } record_builder;
 
 typedef struct {
@@ -222,7 +230,10 @@ qv_status qv__iter_new(qv_iter **out, qv_digest *keys, size_t n);
  * inline limit; b->refs is the caller's to free. */
 qv_status qv__record_prepare(pending *p, record_builder *b, const qv_digest *key, const void *call, size_t call_len, const void *result,
                              size_t result_len, const qv_store_info *info);
-qv_status qv__flush_touches(wctx *w, uint64_t now);
+/* Write the touches of hits; and the totals and per-function counts when
+ * counts is set or touch_period_ns has passed since they were last written
+ * (a store's commit need not carry them: three more tables written). */
+qv_status qv__flush_touches(wctx *w, uint64_t now, int counts);
 /* A call's written hit count and last hit time (wall clock, ns); QV_NOTFOUND:
  * never counted. */
 qv_status qv__get_hits(qv_cache *c, qv_txn *txn, const qv_digest *key, uint64_t *hits, int64_t *last_ns);

@@ -171,17 +171,21 @@ static qv_status apply(wctx *w, pending *p, uint64_t now) {
     return w->c->max_bytes ? qv__set_atime(w, &p->key, now) : QV_OK;
 }
 
-/* Access times move only when a second has passed, so hot keys do not
- * rewrite the index on every commit. */
+/* One write transaction for a list of pending stores; grows or evicts and
+ * retries when the store is full. A list of touch requests only (a hit's
+ * timer) also writes the counts; stores leave them to their period. */
 static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) {
     qv_status st = QV_OK;
+    int touches_only = 1;
+    for (pending *p = list; p; p = p->next)
+        if (p->record) touches_only = 0;
     for (int attempt = 0; attempt < MAX_FULL_RETRIES; attempt++) {
         wctx w = {c, NULL, 0, NULL};
         if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
         uint64_t now = (uint64_t)qv__now_ns();
         st = qv__meta_get_uint(c, w.txn, "bytes", &w.bytes);
         for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now);
-        if (!st) st = qv__flush_touches(&w, now);
+        if (!st) st = qv__flush_touches(&w, now, touches_only);
         if (!st) st = qv__meta_put_uint(c, w.txn, "bytes", w.bytes);
         if (!st) {
             st = c->store->ops->commit(c->store, w.txn);
@@ -228,7 +232,8 @@ static void commit_batch(qv_cache *c, pending *batch) {
         size_t ns, ne;
         if (p->status || !p->record) continue;
         qv__cache_count(c, QV_STAT_STORES, 1);
-        if (qv__record_name(p->record, p->record_len, &ns, &ne) == QV_OK)
+        if (p->name) qv__fn_count(c, p->name, p->name_len, FN_STORES);
+        else if (qv__record_name(p->record, p->record_len, &ns, &ne) == QV_OK)
             qv__fn_count(c, p->record + ns, ne - ns, FN_STORES);
     }
     if (c->max_bytes && bytes > c->max_bytes) {
@@ -326,7 +331,7 @@ qv_status qv_cache_store(qv_cache *cache, const qv_digest *key, const void *call
     qv_encoder *enc = qv__thread_encoder_for(QV_ENCODER_RECORDS);
     if (!enc) return qv__nomem();
     pending p;
-    record_builder b = {enc, cache->inline_limit, NULL, 0, 0};
+    record_builder b = {enc, cache->inline_limit, NULL, 0, 0, 0};
     qv_status st = qv__record_prepare(&p, &b, key, call, call_len, result, result_len, info);
     if (!st) {
         p.refs = b.refs;
@@ -353,7 +358,7 @@ qv_status qv__record_prepare(pending *p, record_builder *b, const qv_digest *key
         return qv__error(QV_EINVAL, "qv_cache_store: key %s is not the digest of the call encoding (%s)", given, actual);
     }
     st = qv__record_build(b, p, call, call_len, result, result_len, info);
-    if (!st && qv_validate(p->record, p->record_len) != QV_OK) {
+    if (!st && b->may_be_deep && qv_validate(p->record, p->record_len) != QV_OK) {
         /* Inline items nested near the depth limit would put the record past
          * it: store every item by reference, each then a value of its own. */
         b->inline_limit = 0;

@@ -101,10 +101,14 @@ static qv_status add_totals(wctx *w) {
 
 static qv_status flush_hits(wctx *w, fn_tally *fns, uint64_t now);
 
-qv_status qv__flush_touches(wctx *w, uint64_t now) {
+qv_status qv__flush_touches(wctx *w, uint64_t now, int counts) {
     qv_cache *c = w->c;
-    qv_status st = add_totals(w);
-    if (st || (st = qv__fn_flush(w))) return st;
+    qv_status st = QV_OK;
+    uint64_t last = atomic_load_explicit(&c->counts_written_ns, memory_order_relaxed);
+    if (counts || now - last >= (uint64_t)c->touch_period_ns) {
+        atomic_store_explicit(&c->counts_written_ns, now, memory_order_relaxed);
+        if ((st = add_totals(w)) || (st = qv__fn_flush(w))) return st;
+    }
     if (!c->count_hits || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
     fn_tally fns = {NULL, 0, 0};
     if (!(st = flush_hits(w, &fns, now))) st = qv__tally_write(w, &fns);
@@ -216,8 +220,6 @@ qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
     return st;
 }
 
-/* One write transaction for a list of pending stores; grows or evicts and
- * retries when the store is full. */
 typedef struct {
     wctx w;
     key_list missing;
@@ -266,7 +268,7 @@ void qv__flush_pending_touches(qv_cache *c) {
     qv__cache_after_fork(c);
     wctx w = {c, NULL, 0, NULL};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
-    if (qv__flush_touches(&w, (uint64_t)qv__now_ns()) == QV_OK) c->store->ops->commit(c->store, w.txn);
+    if (qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) c->store->ops->commit(c->store, w.txn);
     else c->store->ops->abort(c->store, w.txn);
 }
 

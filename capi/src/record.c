@@ -98,7 +98,10 @@ bad:
 /* Small items go inline; large ones (and anything that looks like a
  * reference) go to the values table by digest. */
 static qv_status emit_item(record_builder *b, const uint8_t *p, size_t len) {
-    if (len <= b->inline_limit && !(len >= 5 && memcmp(p, ref_head, 5) == 0)) return qv__encoder_raw(b->enc, p, len);
+    if (len <= b->inline_limit && !(len >= 5 && memcmp(p, ref_head, 5) == 0)) {
+        if (len >= QV_MAX_DEPTH - 2) b->may_be_deep = 1; /* the record nests it two deeper */
+        return qv__encoder_raw(b->enc, p, len);
+    }
     if (!b->inline_limit && len <= 16) return qv__encoder_raw(b->enc, p, len); /* too small to nest deeply */
     if (b->nrefs == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 4;
@@ -179,6 +182,7 @@ qv_status qv__record_build(record_builder *b, pending *p, const uint8_t *call, s
         if (info->meta_len == 0 || (((const uint8_t *)info->meta)[0] >> 5) != 5)
             return qv__error(QV_EINVAL, "metadata must be the encoding of a map");
         if ((st = qv_encoder_encoded(enc, info->meta, (size_t)info->meta_len))) return st;
+        if (info->meta_len >= QV_MAX_DEPTH - 2) b->may_be_deep = 1;
     } else if ((st = qv_encoder_map_begin(enc)) || (st = qv_encoder_map_end(enc))) {
         return st;
     }
@@ -187,6 +191,8 @@ qv_status qv__record_build(record_builder *b, pending *p, const uint8_t *call, s
     if ((st = qv_encoder_finish(enc, &rec, &p->record_len))) return st;
     p->record = rec;
     uint64_t h = qv__hash64(call + ns, ne - ns);
+    p->name = call + ns;
+    p->name_len = ne - ns;
     qv__put_be64(p->name_key, h);
     memcpy(p->name_key + 8, p->key.bytes, 16);
     return QV_OK;

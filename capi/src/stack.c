@@ -240,7 +240,7 @@ static int build_copy(qv_cache *c, stack *s, job *j) {
     memcpy(j->call, call, call_len);
     info.meta = meta_enc;
     info.meta_len = meta_len;
-    record_builder b = {records, s->local->inline_limit, NULL, 0, 0};
+    record_builder b = {records, s->local->inline_limit, NULL, 0, 0, 0};
     st = qv__record_prepare(&j->p, &b, &key, j->call, call_len, j->result, result_len, &info);
     j->refs = b.refs; /* the values point into j->call and j->result */
     /* the record is in this thread's encoder, which the next one reuses */

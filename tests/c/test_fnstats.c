@@ -109,7 +109,7 @@ static void add_up_across_processes(void **state) {
     assert_int_equal(sq.stats.evictions + sq.stats.corrupt, 0);
     /* each hit saved the 2 ms its call took */
     assert_true(sq.stats.saved_ns >= 6 * 2000000ull);
-    assert_true(cube.stats.saved_ns >= 2 * 2000000ull && cube.stats.saved_ns < sq.stats.saved_ns);
+    assert_true(cube.stats.saved_ns >= 2 * 2000000ull);
     qvt_rmtree(dir);
     free(dir);
 }
