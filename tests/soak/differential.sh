@@ -17,6 +17,8 @@ server=$QUIVER_BUILD/tests/differential_server_c
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/differential.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 export QUIVER_CACHE=:memory: QV_DIFF_SERVER_C=$server QV_LUA=${QV_LUA:-$(command -v lua5.4)}
+export HYPOTHESIS_STORAGE_DIRECTORY=$tmp/hypothesis
+cd "$tmp"
 echo "differential: $total values in chunks of $chunk, first seed $first"
 start=$(date +%s)
 done_values=0 agreed_values=0 status=0 i=0
