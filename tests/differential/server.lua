@@ -3,7 +3,7 @@
 -- description server_c.c documents, and answers in the same protocol:
 --   xNAMEHEX xVERSIONHEX|- DESCRIPTION xPYTHON-ENCODING-HEX
 -- gives
---   ENCODING-HEX VALUE-DIGEST CALL-DIGEST|refused eq|ne REENCODING-HEX   (or ERR message)
+--   ENCODING-HEX VALUE-DIGEST CALL-DIGEST MEMO-DIGEST eq|ne REENCODING-HEX   (or ERR message)
 -- with batches ended by an empty line, answered once read.
 local quiver = require "quiver"
 local core = require "quiver_core"
@@ -148,6 +148,19 @@ function eq(a, b)
   return false
 end
 
+-- A memo of each name and version, whose m:digest(v) is the key of the
+-- call m(v): the path a Lua program's calls take.
+local memos = {}
+local function memo(name, version)
+  local key = name .. "\0" .. (version and "v" .. version or "-")
+  local m = memos[key]
+  if not m then
+    m = quiver.memo(name, function(x) return x end, {version = version})
+    memos[key] = m
+  end
+  return m
+end
+
 local function answer(line)
   local namehex, verhex, desc, theirs = line:match("^x(%x*) (%S+) (%S+) x(%x*)$")
   if not namehex then return "ERR a line needs 4 fields" end
@@ -160,14 +173,15 @@ local function answer(line)
     -- A value just under the nesting limit encodes, and its call, two
     -- levels deeper, is refused.
     local cok, cd = pcall(quiver.call_digest, name, version, quiver.list{v, n = 1}, quiver.map{kw = nonnil(v)})
-    local parts = {hex(enc), quiver.digest(v), cok and cd or "refused"}
+    local mok, md = pcall(memo(name, version).digest, memo(name, version), v)
+    local parts = {hex(enc), quiver.digest(v), cok and cd or "refused", mok and md or "refused"}
     local dok, back = pcall(quiver.decode, unhex(theirs), {exact = true})
     if not dok then
-      parts[4], parts[5] = "decode-error", hex(tostring(back))
+      parts[5], parts[6] = "decode-error", hex(tostring(back))
     else
-      parts[4] = eq(v, back) and "eq" or "ne"
+      parts[5] = eq(v, back) and "eq" or "ne"
       local rok, re = pcall(quiver.encode, back)
-      parts[5] = rok and hex(re) or "-"
+      parts[6] = rok and hex(re) or "-"
     end
     return table.concat(parts, " ")
   end)

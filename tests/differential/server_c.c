@@ -7,8 +7,9 @@
  * (each hex field starts with "x", so that an empty one is still a field)
  * stdout, one line per input line once the batch has been read (answers are
  * held back until then, so a writer never waits on a reader):
- *     ENCODING-HEX VALUE-DIGEST CALL-DIGEST eq|ne REENCODING-HEX
- * where the call digest is of NAME/VERSION with args [v] and kwargs {"kw": v},
+ *     ENCODING-HEX VALUE-DIGEST CALL-DIGEST MEMO-DIGEST eq|ne REENCODING-HEX
+ * where the call digest is of NAME/VERSION with args [v] and kwargs {"kw": v}
+ * and the memo digest with args [v] alone, the call a memo f(v) makes
  * ("refused" when the call nests too deep), and eq/ne says whether Python's
  * encoding decodes to a value equal to the one built here; or "ERR message"
  * when C refuses to encode the value.
@@ -388,6 +389,9 @@ static void answer(strbuf *out, char *line) {
     put_hex(out, enc, elen);
     put_digest(out, &vd);
     if (cst) puts_(out, " refused");
+    else put_digest(out, &cd);
+    /* The positional call a memo makes, with C's empty kwargs (NULL). */
+    if (qv_call_digest(&cd, name, version, args, NULL)) puts_(out, " refused");
     else put_digest(out, &cd);
     theirs = unhex(fields[3], fields[3] + strlen(fields[3]), &len);
     if (!theirs || qv_value_decode(&back, theirs, len)) {
