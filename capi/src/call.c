@@ -72,23 +72,35 @@ static void count_miss(qv_cache *cache, const qv_digest *key, const void *call, 
 typedef struct {
     qv_leases *table;
     qv_lease lease;
+    int table_held;
     qv_remote_lease *remote;
     int outcome; /* QV_LEASE_* */
 } tier_lease;
 
+/* The lease of a table: an LMDB or memory cache's, or a remote tier's
+ * threads'. */
+static void take_table_lease(tier_lease *l, qv_leases *table, const qv_digest *key, int64_t wait) {
+    if (!(l->table = table)) return;
+    if (qv__lease_acquire(table, key, wait, &l->outcome, &l->lease)) l->outcome = QV_LEASE_TIMEOUT;
+    l->table_held = l->outcome == QV_LEASE_HELD;
+}
+
 static void take_lease(tier_lease *l, qv_cache *tier, const qv_digest *key, int64_t wait) {
     qv_cache *local, *remote;
     if (qv__stack_tiers(tier, &local, &remote)) return; /* a stack in a stack: its tiers are not ours to lease */
-    if (qv__remote_is(tier)) {
-        if (qv__remote_lease_acquire(tier, key, wait, &l->outcome, &l->remote)) l->outcome = QV_LEASE_TIMEOUT;
-    } else if ((l->table = qv__leases_of(tier)) && qv__lease_acquire(l->table, key, wait, &l->outcome, &l->lease)) {
-        l->outcome = QV_LEASE_TIMEOUT;
+    if (!qv__remote_is(tier)) {
+        take_table_lease(l, qv__leases_of(tier), key, wait);
+        return;
     }
+    /* this process's threads first, then every process's in Redis */
+    take_table_lease(l, qv__remote_thread_leases(tier), key, wait);
+    if ((!l->table || l->table_held) && qv__remote_lease_acquire(tier, key, wait, &l->outcome, &l->remote))
+        l->outcome = QV_LEASE_TIMEOUT;
 }
 
 static void give_lease_back(tier_lease *l, const qv_digest *key) {
     qv__remote_lease_release(l->remote);
-    if (l->table && l->outcome == QV_LEASE_HELD) qv__lease_release(l->table, key, &l->lease);
+    if (l->table_held) qv__lease_release(l->table, key, &l->lease);
 }
 
 qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const void *call, size_t call_len,
@@ -116,7 +128,7 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
      * table. A URL or a stack has no directory, so never a lease file. */
     qv_cache *first = cache, *second = NULL;
     if (qv__stack_tiers(cache, &first, &second) == 0) first = cache;
-    tier_lease a = {NULL, {0}, NULL, QV_LEASE_TIMEOUT}, b = a;
+    tier_lease a = {NULL, {0}, 0, NULL, QV_LEASE_TIMEOUT}, b = a;
     int64_t wait = o.wait_timeout_ns == 0 ? -1 : o.wait_timeout_ns < 0 ? 0 : o.wait_timeout_ns;
     if (!(o.flags & QV_CALL_NO_DEDUP)) {
         take_lease(&a, first, key, wait);

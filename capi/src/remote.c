@@ -45,6 +45,7 @@ typedef struct {
     qv_redis *r;
     char prefix[MAX_PREFIX + 1];
     size_t plen;
+    qv_leases *threads; /* this process's threads wait here, woken at once, before asking Redis */
 } remote;
 
 /* A lease is renewed or given back only by the token that took it. */
@@ -70,6 +71,10 @@ int qv__remote_is(const qv_cache *cache) {
 
 static remote *state_of(qv_cache *c) {
     return c->tier_state;
+}
+
+struct qv_leases *qv__remote_thread_leases(qv_cache *cache) {
+    return state_of(cache)->threads;
 }
 
 static void hex16(const uint8_t *d, char *out) {
@@ -602,6 +607,7 @@ static void remote_close(qv_cache *c) {
     remote *t = state_of(c);
     if (!t) return;
     qv__redis_close(t->r);
+    qv__leases_close(t->threads);
     free(t);
 }
 
@@ -631,6 +637,7 @@ qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_option
         t->plen = strlen(u.prefix);
         memcpy(t->prefix, u.prefix, t->plen + 1);
         st = qv__redis_open(&t->r, &u, timeout_ms);
+        if (!st) st = qv__leases_open(&t->threads, NULL);
     }
     uint32_t inline_limit = o.inline_limit ? o.inline_limit : REMOTE_INLINE_LIMIT;
     if (!st && !(st = qv__cache_new_tier(out, u.display, inline_limit, &remote_ops, t))) {
@@ -643,6 +650,7 @@ qv_status qv__remote_open(qv_cache **out, const char *url, const qv_cache_option
     }
     if (t) {
         qv__redis_close(t->r);
+        qv__leases_close(t->threads);
         free(t);
     }
     qv__redis_url_free(&u);

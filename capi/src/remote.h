@@ -34,5 +34,9 @@ qv_status qv__remote_lease_acquire(qv_cache *cache, const qv_digest *key, int64_
                                    qv_remote_lease **lease);
 /* Give it back (only when still ours) and free it; NULL is harmless. */
 void qv__remote_lease_release(qv_remote_lease *lease);
+/* A lease table private to this process and this tier: its threads take the
+ * lease here first, so that a thread waits for another of its process
+ * woken at once, never polling Redis. */
+struct qv_leases *qv__remote_thread_leases(qv_cache *cache);
 
 #endif

@@ -848,6 +848,69 @@ static void compute_once_across_processes(void **state) {
     free(dir);
 }
 
+/* Threads of one process on a bare remote tier wait for the one running a
+ * call in the process, woken when it stores, not by polling Redis: the
+ * server sees one lease SET (and the store's), whatever the waiters. */
+typedef struct {
+    qv_cache *cache;
+    slow_spec *spec;
+    int64_t done_ns;
+    qv_status st;
+} waiter;
+
+static int64_t mono_now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void *wait_for_call(void *arg) {
+    waiter *w = arg;
+    call k = qvt_make_call("remote.threads.slow", 1);
+    int outcome;
+    w->st = qv_call_run(&outcome, w->cache, &k.key, k.bytes, k.len, NULL, check_result, slow_body, w->spec);
+    w->done_ns = mono_now_ns();
+    return NULL;
+}
+
+static void threads_wait_without_polling(void **state) {
+    server *s = *state;
+    qv_cache *c;
+    QVT_OK(open_remote(&c, s->url));
+    char *dir = qvt_tempdir("remote-thread-wait");
+    char counter[4096];
+    snprintf(counter, sizeof counter, "%s/runs", dir);
+    slow_spec sp = {open(counter, O_WRONLY | O_APPEND | O_CREAT, 0600), -1, 300, {0x0b}};
+    redisContext *r = admin(s);
+    freeReplyObject(redisCommand(r, "CONFIG RESETSTAT"));
+    enum { THREADS = 6 };
+    pthread_t th[THREADS];
+    waiter w[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        w[i] = (waiter){c, &sp, 0, QV_OK};
+        assert_int_equal(pthread_create(&th[i], NULL, wait_for_call, &w[i]), 0);
+    }
+    int64_t first = INT64_MAX, last = 0;
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(th[i], NULL);
+        QVT_OK(w[i].st);
+        if (w[i].done_ns < first) first = w[i].done_ns;
+        if (w[i].done_ns > last) last = w[i].done_ns;
+    }
+    struct stat sb;
+    assert_int_equal(stat(counter, &sb), 0);
+    assert_int_equal(sb.st_size, 1); /* ran once */
+    /* the lease's SET NX and the record's SET; polling would add a SET NX
+     * per waiter every 5-50 ms of the 300 */
+    assert_int_equal(command_calls(r, "set"), 2);
+    assert_true(last - first < 50 * 1000000ll); /* woken, not at the next poll */
+    close(sp.counter_fd);
+    redisFree(r);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 /* The same across machines that each keep a local LMDB directory stacked
  * over the one server: the local lease, then the remote one. */
 static void compute_once_across_stacks(void **state) {
@@ -1192,6 +1255,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(server_hangs, setup, teardown),
         cmocka_unit_test_setup_teardown(idle_connections_closed_by_server, setup, teardown),
         cmocka_unit_test_setup_teardown(threads_share_a_handle, setup, teardown),
+        cmocka_unit_test_setup_teardown(threads_wait_without_polling, setup, teardown),
         cmocka_unit_test_setup_teardown(fork_after_open, setup, teardown),
         cmocka_unit_test_setup_teardown(signed_entries, setup, teardown),
     };
