@@ -104,21 +104,29 @@ static int qvlua_fast_key(lua_State *L, qvlua_memo *m, int top, qv_digest *key) 
     return 1;
 }
 
-/* The prefix of m's calls, when it leaves room for arguments. */
-static void qvlua_memo_make_prefix(qvlua_state *S, lua_State *L, qvlua_memo *m) {
-    qv_encoder_reset(S->enc);
+/* The prefix of m's calls, when it leaves room for arguments. An encoder of
+ * its own: a memo may be made while the state's encoder is mid-call (from a
+ * metamethod the encoder ran). */
+static void qvlua_memo_make_prefix(lua_State *L, qvlua_memo *m) {
+    qv_encoder *enc;
+    if (qv_encoder_new(&enc)) qvlua_raise(L, "QV_ENOMEM: out of memory");
     /* the call with no arguments: the prefix, then [] and {} */
-    qvlua_encode_call_head(S, L, S->enc, m->name, m->name_len, m->version, m->version_len);
-    QVLUA_TRY(L, qv_encoder_list(S->enc, 0));
-    QVLUA_TRY(L, qv_encoder_map_begin(S->enc));
-    QVLUA_TRY(L, qv_encoder_map_end(S->enc));
     const void *data;
     size_t len;
-    QVLUA_TRY(L, qv_encoder_finish(S->enc, &data, &len));
-    if (len < 2 || len + 64 > QVLUA_FAST_MAX || memcmp((const uint8_t *)data + len - 2, "\x80\xa0", 2)) return;
-    if (!(m->prefix = malloc(len - 2))) qvlua_raise(L, "QV_ENOMEM: out of memory");
-    memcpy(m->prefix, data, len - 2);
-    m->prefix_n = len - 2;
+    qv_status st = qv_encoder_call_head(enc, m->name, m->name_len, m->version, m->version_len);
+    if (!st) st = qv_encoder_list(enc, 0);
+    if (!st) st = qv_encoder_map_begin(enc);
+    if (!st) st = qv_encoder_map_end(enc);
+    if (!st) st = qv_encoder_finish(enc, &data, &len);
+    if (!st && len >= 2 && len + 64 <= QVLUA_FAST_MAX && !memcmp((const uint8_t *)data + len - 2, "\x80\xa0", 2)) {
+        if ((m->prefix = malloc(len - 2))) {
+            memcpy(m->prefix, data, len - 2);
+            m->prefix_n = len - 2;
+        }
+    }
+    qv_encoder_free(enc);
+    if (st) qvlua_status_error(L, st);
+    /* no room for the prefix: every call takes the general path */
 }
 
 /* quiver_core.memo_new(name, version, fn, skip, dedup, wait_timeout): the
@@ -146,7 +154,7 @@ int qvlua_memo_new(lua_State *L) {
     m->call_flags = dedup ? 0 : QV_CALL_NO_DEDUP;
     /* nil: 0, the runtime's default; 0 s: never wait, which it spells -1 */
     m->wait_ns = wait < 0 ? 0 : wait * 1e9 >= 1 ? (int64_t)(wait * 1e9) : -1;
-    qvlua_memo_make_prefix(S, L, m);
+    qvlua_memo_make_prefix(L, m);
     lua_pushvalue(L, 3);
     lua_setiuservalue(L, -2, 1);
     return 1;
