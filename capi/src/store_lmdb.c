@@ -56,7 +56,7 @@ typedef struct lmdb_env {
     int has_table[QV_STORE_MAX_TABLES]; /* read-only caches may lack tables */
     int ntables;
     int readonly;
-    int nolock; /* read-only without the lock file: see open_env */
+    int nolock; /* read-only without the lock file: see env_create */
     uint32_t durability;
     _Atomic int remapping;
     pthread_mutex_t remap_lock; /* one remap at a time; readers wait on it */

@@ -185,7 +185,8 @@ static void full_disk_scenario(void *arg) {
         full += full_now;
         CHECK(full_now > 0, "round %d: every store on a full disk succeeded", round);
         CHECK(strstr(qv_errmsg(), "disk is full"), "the message says why");
-        for (int i = 0; i < ngood; i++) CHECK(blob_ok(c, good[i], BLOB), "entry %lld on the full disk", (long long)good[i]);
+        for (int i = 0; i < ngood; i++)
+            CHECK(blob_ok(c, good[i], BLOB), "entry %lld on the full disk", (long long)good[i]);
         verify_clean(c, "filling the disk");
         CHECK_OK(qv_cache_sync(c));
         /* Room again, same handle: stores work. */
