@@ -48,18 +48,6 @@ int qvlua_memo_gc(lua_State *L) {
  * writes it (DESIGN section 3); anything else takes the general path. */
 #define QVLUA_FAST_MAX 512
 
-static size_t qvlua_put_head(uint8_t *p, int major, uint64_t arg) {
-    uint8_t mt = (uint8_t)(major << 5);
-    if (arg < 24) {
-        p[0] = mt | (uint8_t)arg;
-        return 1;
-    }
-    int w = arg <= 0xff ? 1 : arg <= 0xffff ? 2 : arg <= 0xffffffffu ? 4 : 8;
-    p[0] = mt | (uint8_t)(w == 1 ? 24 : w == 2 ? 25 : w == 4 ? 26 : 27);
-    for (int i = 0; i < w; i++) p[1 + i] = (uint8_t)(arg >> (8 * (w - 1 - i)));
-    return 1 + (size_t)w;
-}
-
 /* The key of m called with the arguments at 2..top: 1, or 0 when one of
  * them is not an integer, a string, a boolean or nil, or they do not fit. */
 static int qvlua_fast_key(lua_State *L, qvlua_memo *m, int top, qv_digest *key) {
@@ -68,7 +56,7 @@ static int qvlua_fast_key(lua_State *L, qvlua_memo *m, int top, qv_digest *key) 
     for (int i = 0; i < nargs; i++) kept += !(i < 64 && (m->skip >> i & 1));
     size_t n = m->prefix_n;
     memcpy(buf, m->prefix, n);
-    n += qvlua_put_head(buf + n, 4, (uint64_t)kept);
+    n += qv_cbor_head(buf + n, 4, (uint64_t)kept);
     for (int i = 0; i < nargs; i++) {
         if (i < 64 && (m->skip >> i & 1)) continue;
         if (n + 10 > QVLUA_FAST_MAX) return 0;
@@ -83,14 +71,14 @@ static int qvlua_fast_key(lua_State *L, qvlua_memo *m, int top, qv_digest *key) 
         case LUA_TNUMBER: {
             if (!lua_isinteger(L, idx)) return 0; /* a float */
             lua_Integer v = lua_tointeger(L, idx);
-            n += v >= 0 ? qvlua_put_head(buf + n, 0, (uint64_t)v) : qvlua_put_head(buf + n, 1, (uint64_t)(-(v + 1)));
+            n += v >= 0 ? qv_cbor_head(buf + n, 0, (uint64_t)v) : qv_cbor_head(buf + n, 1, (uint64_t)(-(v + 1)));
             break;
         }
         case LUA_TSTRING: {
             size_t len;
             const char *str = lua_tolstring(L, idx, &len);
             if (n + 10 + len > QVLUA_FAST_MAX) return 0;
-            n += qvlua_put_head(buf + n, qv_utf8_valid(str, len) ? 3 : 2, (uint64_t)len);
+            n += qv_cbor_head(buf + n, qv_utf8_valid(str, len) ? 3 : 2, (uint64_t)len);
             memcpy(buf + n, str, len);
             n += len;
             break;

@@ -278,18 +278,6 @@ static PyObject *qvpy_memo_missed(qvpy_memo *m, PyObject *v, PyObject *cache, Py
  * writes it (DESIGN section 3); anything else takes the general path. */
 #define QVPY_FAST_MAX 512
 
-static size_t qvpy_put_head(uint8_t *p, int major, uint64_t arg) {
-    uint8_t mt = (uint8_t)(major << 5);
-    if (arg < 24) {
-        p[0] = mt | (uint8_t)arg;
-        return 1;
-    }
-    int w = arg <= 0xff ? 1 : arg <= 0xffff ? 2 : arg <= 0xffffffffu ? 4 : 8;
-    p[0] = mt | (uint8_t)(w == 1 ? 24 : w == 2 ? 25 : w == 4 ? 26 : 27);
-    for (int i = 0; i < w; i++) p[1 + i] = (uint8_t)(arg >> (8 * (w - 1 - i)));
-    return 1 + (size_t)w;
-}
-
 /* Append o's encoding to buf (n bytes used); 0 when o is not an int of 64
  * bits, a str, None or a bool, or does not fit. */
 static int qvpy_fast_item(uint8_t *buf, size_t *n, PyObject *o) {
@@ -302,7 +290,7 @@ static int qvpy_fast_item(uint8_t *buf, size_t *n, PyObject *o) {
             PyErr_Clear();
             return 0;
         }
-        *n += v >= 0 ? qvpy_put_head(buf + *n, 0, (uint64_t)v) : qvpy_put_head(buf + *n, 1, (uint64_t)(-(v + 1)));
+        *n += v >= 0 ? qv_cbor_head(buf + *n, 0, (uint64_t)v) : qv_cbor_head(buf + *n, 1, (uint64_t)(-(v + 1)));
         return 1;
     }
     if (t == &PyUnicode_Type) {
@@ -313,7 +301,7 @@ static int qvpy_fast_item(uint8_t *buf, size_t *n, PyObject *o) {
             return 0;
         }
         if (*n + 10 + (size_t)len > QVPY_FAST_MAX) return 0;
-        *n += qvpy_put_head(buf + *n, 3, (uint64_t)len);
+        *n += qv_cbor_head(buf + *n, 3, (uint64_t)len);
         memcpy(buf + *n, s, (size_t)len);
         *n += (size_t)len;
         return 1;
@@ -333,7 +321,7 @@ static int qvpy_memo_fast_key(qvpy_memo *m, PyObject *const *argv, Py_ssize_t na
     Py_ssize_t count = na > m->npos ? na : m->npos;
     size_t n = m->prefix_n;
     memcpy(buf, m->prefix, n);
-    n += qvpy_put_head(buf + n, 4, (uint64_t)count);
+    n += qv_cbor_head(buf + n, 4, (uint64_t)count);
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *v = i < na ? argv[i] : PyTuple_GET_ITEM(m->pos_defaults, i);
         if (v == qvpy_nodefault || !qvpy_fast_item(buf, &n, v)) return 0;

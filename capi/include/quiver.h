@@ -271,6 +271,21 @@ QV_EXPORT qv_status qv_encoder_value(qv_encoder *enc, const qv_value *v);
  * starts its calls here, so the call layout lives in one place. */
 QV_EXPORT qv_status qv_encoder_call_head(qv_encoder *enc, const char *name, size_t name_len, const char *version,
                                          size_t version_len);
+/* The canonical head of an item of major type major (0-7) with argument arg
+ * (the integer, a length, a count or a tag number) into out, which has room
+ * for 9 bytes; returns its length. Inline, for the hit paths of bindings
+ * that write a call of a few simple arguments straight into a buffer. */
+static inline size_t qv_cbor_head(uint8_t *out, int major, uint64_t arg) {
+    uint8_t mt = (uint8_t)(major << 5);
+    if (arg < 24) {
+        out[0] = mt | (uint8_t)arg;
+        return 1;
+    }
+    int w = arg <= 0xff ? 1 : arg <= 0xffff ? 2 : arg <= 0xffffffffu ? 4 : 8;
+    out[0] = mt | (uint8_t)(w == 1 ? 24 : w == 2 ? 25 : w == 4 ? 26 : 27);
+    for (int i = 0; i < w; i++) out[1 + i] = (uint8_t)(arg >> (8 * (w - 1 - i)));
+    return 1 + (size_t)w;
+}
 /* One item already in canonical form (for example a stored encoding); it is
  * validated, so the output stays canonical. */
 QV_EXPORT qv_status qv_encoder_encoded(qv_encoder *enc, const void *data, size_t len);
