@@ -504,6 +504,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         qv_value_get_int(rc_field(loaded, "duration_ns"), &d) || d != g.info.duration_ns)
         abort();
     qv_value_free(loaded);
+    size_t cs, ce, rs, re;
+    if (qv__call_name(g.call, g.call_len, &cs, &ce) || qv__record_name(p.record, p.record_len, &rs, &re) ||
+        ce - cs != re - rs || memcmp((const uint8_t *)g.call + cs, p.record + rs, ce - cs))
+        abort();
 
     /* mutated */
     static uint8_t rec[1 << 20], spare[1 << 17];

@@ -5,7 +5,8 @@
  * The readers: qv__record_result and qv__record_duration (the hit path, which
  * never validates the whole record), qv__record_walk (eviction, gc, verify,
  * queries; eviction and gc walk records nobody validated), qv__record_load
- * (qv_cache_load, export) and qv__record_call_digest (verify). */
+ * (qv_cache_load, export), qv__record_call_digest (verify) and
+ * qv__record_name (the per-function counts of stores, evictions and hits). */
 #ifndef QV_FUZZ_RECORD_CHECK_H
 #define QV_FUZZ_RECORD_CHECK_H
 
@@ -106,6 +107,11 @@ static void rc_check(const uint8_t *rec, size_t len, const rc_values *values) {
         }
     }
 
+    /* the per-function counts */
+    size_t ns = 0, ne = 0;
+    int has_name = qv__record_name(rec, len, &ns, &ne) == QV_OK;
+    if (has_name && (ns >= ne || ne > len || rec[ns] >> 5 != 3 || qv_validate(rec + ns, ne - ns) != QV_OK)) abort();
+
     /* eviction, gc, verify */
     rc_walk w = {rec, len, valid, 0};
     qv_status walked = qv__record_walk(rec, len, rc_visit, &w);
@@ -137,6 +143,9 @@ static void rc_check(const uint8_t *rec, size_t len, const rc_values *values) {
         const qv_value *dv = rc_field(loaded, "duration_ns");
         if (dv && qv_value_get_int(dv, &d) == QV_OK && d != duration) abort();
     }
+    const qv_value *name = rc_field(loaded, "name");
+    if (has_name && (!name || !rc_same_encoding(name, rec + ns, ne - ns))) abort();
+    if (!has_name && result && name && qv_value_type(name) == QV_TYPE_TEXT && rec[0] <= 0xb8) abort();
     const qv_value *args = rc_field(loaded, "args"), *kwargs = rc_field(loaded, "kwargs");
     if (args && qv_value_type(args) != QV_TYPE_LIST) abort();
     if (kwargs && qv_value_type(kwargs) != QV_TYPE_MAP) abort();
