@@ -398,10 +398,90 @@ static void lm_abort(qv_store *base, qv_txn *txn) {
     leave(&e->shards[qv__thread_shard()]);
 }
 
+/* A reader without the lock file is in no reader table, so a writer may
+ * reuse the pages of its snapshot S. A writer takes pages freed by commit F
+ * only once the last commit is F + 1 or later, and S's pages are freed at
+ * the earliest by S + 1, so they are rewritten at the earliest while commit
+ * S + 3 writes, after S + 2. Such a reader copies what it finds, then checks
+ * that the last commit is still at most S + 1, and otherwise reads again
+ * from a fresh snapshot. Two copies per thread alternate: a hit looks up a
+ * value under a key inside the record it read just before. */
+typedef struct {
+    uint8_t *p[2];
+    size_t cap[2];
+    int next;
+} copies;
+
+static pthread_key_t copies_key;
+static pthread_once_t copies_once = PTHREAD_ONCE_INIT;
+
+static void copies_free(void *p) {
+    copies *c = p;
+    free(c->p[0]);
+    free(c->p[1]);
+    free(c);
+}
+
+static void copies_init(void) {
+    pthread_key_create(&copies_key, copies_free);
+}
+
+/* This thread's copies, freed when it exits. */
+static copies *thread_copies(void) {
+    pthread_once(&copies_once, copies_init);
+    copies *c = pthread_getspecific(copies_key);
+    if (!c && (c = calloc(1, sizeof *c)) && pthread_setspecific(copies_key, c)) {
+        free(c);
+        c = NULL;
+    }
+    return c;
+}
+
+/* Whether snapshot t's pages are all still as they were committed. */
+static int snapshot_whole(lmdb_env *e, MDB_txn *t) {
+    MDB_envinfo info;
+    mdb_env_info(e->env, &info);
+    return info.me_last_txnid <= mdb_txn_id(t) + 1;
+}
+
+static qv_status lockless_get(lmdb_env *e, MDB_txn *t, int table, const void *key, size_t klen, const void **val,
+                              size_t *vlen) {
+    copies *c = thread_copies();
+    if (!c) return qv__nomem();
+    for (int attempt = 0; attempt < 64; attempt++) {
+        MDB_val k = {klen, (void *)key}, v = {0, NULL};
+        int rc = mdb_get(t, e->dbi[table], &k, &v);
+        int i = c->next;
+        /* the search, and so rc and v, are to be trusted only if the pages
+         * it walked were whole; the copy, only if they still are after it */
+        if (snapshot_whole(e, t)) {
+            if (rc == MDB_NOTFOUND) return QV_NOTFOUND;
+            if (rc) return lmdb_error(rc, "cannot read", e->path);
+            if (v.mv_size > c->cap[i]) {
+                uint8_t *p = realloc(c->p[i], v.mv_size);
+                if (!p) return qv__nomem();
+                c->p[i] = p;
+                c->cap[i] = v.mv_size;
+            }
+            if (v.mv_size) memcpy(c->p[i], v.mv_data, v.mv_size);
+            if (snapshot_whole(e, t)) {
+                c->next = !i;
+                *val = c->p[i];
+                *vlen = v.mv_size;
+                return QV_OK;
+            }
+        }
+        mdb_txn_reset(t);
+        if ((rc = mdb_txn_renew(t))) return lmdb_error(rc, "cannot read a stable snapshot", e->path);
+    }
+    return qv__error(QV_EIO, "%s: writers commit faster than a reader without the lock file can read", e->path);
+}
+
 static qv_status lm_get(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void **val,
                         size_t *vlen) {
     lmdb_env *e = ((lmdb_store *)base)->e;
     if (QV_UNLIKELY(!e->has_table[table])) return QV_NOTFOUND;
+    if (QV_UNLIKELY(e->nolock)) return lockless_get(e, (MDB_txn *)txn, table, key, klen, val, vlen);
     MDB_val k = {klen, (void *)key}, v;
     int rc = mdb_get((MDB_txn *)txn, e->dbi[table], &k, &v);
     if (QV_LIKELY(rc == 0)) {
@@ -692,8 +772,9 @@ qv_status qv__store_lmdb_open(qv_store **out, const char *path, const qv_store_c
     if (!had_data && !s->cfg.readonly) share_with(file, &sb);
     snprintf(file, sizeof file, "%s/lock.mdb", real);
     if (!had_lock && !s->e->nolock) share_with(file, &sb);
-    static const char bypass[] = "lock.mdb is not writable by this user either, so reads bypass LMDB's reader "
-                                 "table, and a process writing the cache meanwhile could change what a read sees";
+    static const char bypass[] = "lock.mdb is not writable by this user either, so reads go around LMDB's reader "
+                                 "table, each checked against the writers' commits (a scan, such as verify, while "
+                                 "another process writes may see its changes half made)";
     if (fell_back)
         qv__warn("%s: this user cannot write here (%s), so the cache is open read-only: hits work, new results are "
                  "not stored%s%s (README, \"Shared machines and filesystems\")",

@@ -21,6 +21,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "helpers.h"
@@ -401,10 +402,8 @@ static void carol_scenario(void *arg) {
     qv_cache_close(c);
 }
 
-static void test_shared_group(void **state) {
-    if (geteuid() != 0) skip(); /* changing users needs root */
-    char *dir = qvt_tempdir("team");
-    /* every user must reach it */
+/* Let every user reach dir: its ancestors and itself may be searched. */
+static void open_to_all(char *dir) {
     for (char *p = dir + 1;; p++) {
         if (*p == '/' || !*p) {
             char c = *p;
@@ -415,6 +414,12 @@ static void test_shared_group(void **state) {
             if (!c) break;
         }
     }
+}
+
+static void test_shared_group(void **state) {
+    if (geteuid() != 0) skip(); /* changing users needs root */
+    char *dir = qvt_tempdir("team");
+    open_to_all(dir);
     char team[4200], cache[4300];
     snprintf(team, sizeof team, "%s/team", dir);
     snprintf(cache, sizeof cache, "%s/cache", team);
@@ -425,6 +430,85 @@ static void test_shared_group(void **state) {
     in_child(alice_scenario, &alice);
     in_child(bob_scenario, &bob);
     in_child(carol_scenario, &carol);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
+/* A user who may not write lock.mdb reads without it while the owner keeps
+ * rewriting the same entries (every commit frees and reuses pages): every
+ * hit must still be whole. */
+static int blob_state(qv_cache *c, int64_t i, size_t n) { /* 1 hit, 0 miss, -1 wrong */
+    qvt_call call = qvt_make_call("blob", i);
+    void *data;
+    size_t len;
+    qv_status st = qv_cache_get(c, &call.key, &data, &len);
+    if (st == QV_NOTFOUND) return 0;
+    if (st) return -1;
+    int ok = len == n + 3;
+    for (size_t j = 0; ok && j < n; j++)
+        ok = ((uint8_t *)data)[3 + j] == (j < 8 ? (uint8_t)(i >> (8 * j)) : (uint8_t)(i * 7 + j));
+    qv_free(data);
+    return ok ? 1 : -1;
+}
+
+#define STABLE 100
+
+static void lockless_reader(void *arg) {
+    as_user *u = arg;
+    become(u->uid, u->gid);
+    qv_set_warning_handler(count_warning, NULL, NULL);
+    qv_cache *c;
+    CHECK_OK(qv_cache_open(&c, u->cache, NULL));
+    CHECK(warnings == 1 && strstr(last_warning, "reader table"), "warning: %s", last_warning);
+    long hits = 0, misses = 0, wrong = 0;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        for (int64_t k = 0; k < STABLE; k++) {
+            int s = blob_state(c, k, BLOB);
+            hits += s == 1;
+            misses += s == 0;
+            wrong += s == -1;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < 1500);
+    fprintf(stderr, "lock-less reader: %ld hits, %ld misses, %ld wrong while the owner rewrote them\n", hits, misses,
+            wrong);
+    CHECK(wrong == 0, "%ld reads were not whole: %s", wrong, qv_errmsg());
+    CHECK(hits > 0, "no hits");
+    qv_cache_close(c);
+}
+
+static void test_lockless_reader(void **state) {
+    if (geteuid() != 0) skip();
+    char *dir = qvt_tempdir("lockless");
+    open_to_all(dir);
+    char cache[4200];
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.durability = QV_DURABILITY_FAST; /* as many commits as it can make */
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, cache, &o));
+    for (int64_t k = 0; k < STABLE; k++) QVT_OK(store_blob(c, k, BLOB));
+    as_user carol = {cache, CAROL, OTHERS};
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        lockless_reader(&carol);
+        _exit(0);
+    }
+    /* rewrite them (a rerun replaces the record), and come and go others */
+    int status, rounds = 0;
+    while (waitpid(pid, &status, WNOHANG) == 0) {
+        for (int64_t k = 0; k < STABLE; k += 7) QVT_OK(store_blob(c, k, BLOB));
+        int64_t other = 1000 + rounds++;
+        QVT_OK(store_blob(c, other, BLOB));
+        qvt_call call = qvt_make_call("blob", other);
+        QVT_OK(qv_cache_evict(c, &call.key));
+    }
+    print_message("the owner rewrote entries in %d rounds meanwhile\n", rounds);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    qv_cache_close(c);
     qvt_rmtree(dir);
     free(dir);
 }
@@ -629,7 +713,7 @@ int main(void) {
         cmocka_unit_test(test_full_disk),     cmocka_unit_test(test_full_disk_rlimit),
         cmocka_unit_test(test_map_full_at_limit), cmocka_unit_test(test_readonly_fs),
         cmocka_unit_test(test_shared_group),  cmocka_unit_test(test_network_fs),
-        cmocka_unit_test(test_dead_readers),
+        cmocka_unit_test(test_dead_readers),  cmocka_unit_test(test_lockless_reader),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
