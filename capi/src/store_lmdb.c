@@ -154,6 +154,44 @@ static void env_destroy(lmdb_env *e) {
     free(e);
 }
 
+/* Open e's LMDB environment at e->path, and its tables. map_size is where
+ * to start: short of address space (ulimit -v, sanitizers' shadow maps),
+ * a map that is not fixed starts smaller and grows when it fills. */
+static qv_status env_open(lmdb_env *e, const qv_store_config *cfg, uint64_t map_size, int fixed) {
+    int rc;
+    for (;;) {
+        if ((rc = mdb_env_create(&e->env))) {
+            e->env = NULL;
+            return lmdb_error(rc, "cannot create an LMDB environment", e->path);
+        }
+        mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
+        mdb_env_set_maxreaders(e->env, MAX_READERS);
+        mdb_env_set_mapsize(e->env, (size_t)map_size);
+        unsigned int flags = env_flags(e->durability, e->readonly) | (e->nolock ? MDB_NOLOCK : 0);
+        /* group members write what quiver creates; the umask still applies */
+        rc = mdb_env_open(e->env, e->path, flags, 0664);
+        if (rc == EACCES && e->readonly && !e->nolock) {
+            /* A reader who may not write lock.mdb (someone else's cache)
+             * reads without it: see lockless_get. */
+            mdb_env_close(e->env);
+            e->nolock = 1;
+            continue;
+        }
+        if (rc != ENOMEM || fixed || map_size <= MIN_MAP_SIZE) break;
+        mdb_env_close(e->env);
+        map_size /= 4;
+    }
+    qv_status st = rc ? lmdb_error(rc, "cannot open the cache", e->path) : QV_OK;
+    int dead;
+    if (!st && !e->nolock) mdb_reader_check(e->env, &dead);
+    if (!st) st = open_tables(e, cfg);
+    if (st) {
+        mdb_env_close(e->env);
+        e->env = NULL;
+    }
+    return st;
+}
+
 static qv_status env_create(lmdb_env **out, const char *path, const qv_store_config *cfg) {
     lmdb_env *e = aligned_alloc(64, (sizeof *e + 63) & ~(size_t)63);
     if (e) memset(e, 0, sizeof *e);
@@ -165,42 +203,7 @@ static qv_status env_create(lmdb_env **out, const char *path, const qv_store_con
     e->readonly = cfg->readonly;
     e->durability = cfg->durability;
     e->fork_gen = qv__fork_generation();
-    /* The default map is address space, not memory, but a process may have
-     * less of it (ulimit -v, sanitizers' shadow maps): then reserve less and
-     * let the map grow when it fills. */
-    uint64_t map_size = cfg->map_size ? cfg->map_size : DEFAULT_MAP_SIZE;
-    int rc;
-    for (;;) {
-        if ((rc = mdb_env_create(&e->env))) {
-            e->env = NULL;
-            env_destroy(e);
-            return lmdb_error(rc, "cannot create an LMDB environment", path);
-        }
-        mdb_env_set_maxdbs(e->env, QV_STORE_MAX_TABLES);
-        mdb_env_set_maxreaders(e->env, MAX_READERS);
-        mdb_env_set_mapsize(e->env, (size_t)map_size);
-        unsigned int flags = env_flags(cfg->durability, cfg->readonly) | (e->nolock ? MDB_NOLOCK : 0);
-        /* group members write what quiver creates; the umask still applies */
-        rc = mdb_env_open(e->env, path, flags, 0664);
-        if (rc == EACCES && cfg->readonly && !e->nolock) {
-            /* A reader who may not write lock.mdb (someone else's cache)
-             * reads without it: docs/DECISIONS.md says when that is safe. */
-            mdb_env_close(e->env);
-            e->nolock = 1;
-            continue;
-        }
-        if (rc != ENOMEM || cfg->map_size || map_size <= MIN_MAP_SIZE) break;
-        mdb_env_close(e->env);
-        map_size /= 4;
-    }
-    if (rc) {
-        qv_status st = lmdb_error(rc, "cannot open the cache", path);
-        env_destroy(e);
-        return st;
-    }
-    int dead;
-    if (!e->nolock) mdb_reader_check(e->env, &dead);
-    qv_status st = open_tables(e, cfg);
+    qv_status st = env_open(e, cfg, cfg->map_size ? cfg->map_size : DEFAULT_MAP_SIZE, cfg->map_size != 0);
     if (st) {
         env_destroy(e);
         return st;
@@ -223,9 +226,12 @@ static qv_status env_acquire(lmdb_env **out, const char *path, const qv_store_co
             if (e->readonly && !cfg->readonly)
                 return qv__error(QV_EMISUSE, "%s is already open read-only in this process; close it first", path);
             if (strength(cfg->durability) > strength(e->durability)) {
-                /* the strongest durability any handle asked for wins */
-                mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
-                mdb_env_set_flags(e->env, env_flags(cfg->durability, 0) & (MDB_NOSYNC | MDB_NOMETASYNC), 1);
+                /* the strongest durability any handle asked for wins (and a
+                 * reopen after a failed one, env_reopen, takes it) */
+                if (e->env) {
+                    mdb_env_set_flags(e->env, MDB_NOSYNC | MDB_NOMETASYNC, 0);
+                    mdb_env_set_flags(e->env, env_flags(cfg->durability, 0) & (MDB_NOSYNC | MDB_NOMETASYNC), 1);
+                }
                 e->durability = cfg->durability;
             }
             e->refs++;
@@ -309,6 +315,39 @@ static qv_status adopt_map_size(lmdb_env *e) {
     return rc ? lmdb_error(rc, "cannot adopt the new map size", e->path) : QV_OK;
 }
 
+/* LMDB 0.9 stops an environment whose meta page could not be written (a
+ * full copy-on-write disk can do that) until it is opened again: every
+ * transaction is MDB_PANIC. What was committed before is whole on disk, so
+ * the environment is closed and opened again, with no transaction of this
+ * process running. e->env is NULL when that failed; the next transaction
+ * tries again. */
+static qv_status env_reopen(lmdb_env *e, const qv_store_config *cfg) {
+    remap_begin(e);
+    MDB_txn *probe;
+    int rc = e->env ? mdb_txn_begin(e->env, NULL, MDB_RDONLY, &probe) : MDB_PANIC;
+    qv_status st = QV_OK;
+    if (rc == 0) {
+        mdb_txn_abort(probe); /* another thread reopened it */
+    } else if (rc == MDB_PANIC) {
+        uint64_t map_size = DEFAULT_MAP_SIZE;
+        if (e->env) {
+            MDB_envinfo info;
+            mdb_env_info(e->env, &info);
+            map_size = info.me_mapsize;
+            for (int i = 0; i < QV_SHARDS; i++) {
+                MDB_txn *t = atomic_exchange(&e->shards[i].reader, NULL);
+                if (t) mdb_txn_abort(t);
+            }
+            mdb_env_close(e->env);
+            e->env = NULL;
+        }
+        memset(e->has_table, 0, sizeof e->has_table);
+        st = env_open(e, cfg, map_size, 0);
+    }
+    remap_end(e);
+    return st;
+}
+
 static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
     lmdb_store *s = (lmdb_store *)base;
     qv_status st = check_fork(s);
@@ -317,6 +356,11 @@ static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
     reader_shard *sh = &e->shards[qv__thread_shard()];
     for (int attempt = 0;; attempt++) {
         enter(e, sh);
+        if (QV_UNLIKELY(!e->env)) { /* a reopen failed */
+            leave(sh);
+            if (attempt < 3 && !(st = env_reopen(e, &s->cfg))) continue;
+            return st ? st : qv__error(QV_ESTORE, "%s: the environment could not be reopened", e->path);
+        }
         MDB_txn *t = atomic_exchange_explicit(&sh->reader, NULL, memory_order_acquire);
         int rc = t ? mdb_txn_renew(t) : mdb_txn_begin(e->env, NULL, MDB_RDONLY, &t);
         if (QV_LIKELY(rc == 0)) {
@@ -331,6 +375,10 @@ static qv_status lm_read_begin(qv_store *base, qv_txn **txn) {
         }
         int dead = 0;
         if (rc == MDB_READERS_FULL && attempt < 3 && !mdb_reader_check(e->env, &dead) && dead > 0) continue;
+        if (rc == MDB_PANIC && attempt < 3) {
+            if ((st = env_reopen(e, &s->cfg))) return st;
+            continue;
+        }
         return lmdb_error(rc, "cannot begin a read transaction", e->path);
     }
 }
@@ -356,7 +404,7 @@ static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
     for (int attempt = 0;; attempt++) {
         enter(e, sh);
         MDB_txn *t;
-        int rc = mdb_txn_begin(e->env, NULL, 0, &t);
+        int rc = e->env ? mdb_txn_begin(e->env, NULL, 0, &t) : MDB_PANIC;
         if (rc == 0) {
             *txn = (qv_txn *)t;
             return QV_OK;
@@ -364,6 +412,10 @@ static qv_status lm_write_begin(qv_store *base, qv_txn **txn) {
         leave(sh);
         if (rc == MDB_MAP_RESIZED && attempt < 3) {
             if ((st = adopt_map_size(e))) return st;
+            continue;
+        }
+        if (rc == MDB_PANIC && attempt < 3) {
+            if ((st = env_reopen(e, &s->cfg))) return st;
             continue;
         }
         return lmdb_error(rc, "cannot begin a write transaction", e->path);
@@ -555,6 +607,7 @@ static qv_status lm_grow(qv_store *base) {
         disk_full = 0;
         return qv__error(QV_EFULL, "%s: the disk is full; a larger map would not help", e->path);
     }
+    if (!e->env) return QV_OK; /* the next transaction reopens it */
     /* pages a dead reader pins may be all the room the writer needs */
     int dead = 0;
     mdb_reader_check(e->env, &dead);
@@ -570,14 +623,16 @@ static qv_status lm_grow(qv_store *base) {
 
 static qv_status lm_sync(qv_store *base) {
     lmdb_env *e = ((lmdb_store *)base)->e;
-    if (e->readonly) return QV_OK;
+    if (e->readonly || !e->env) return QV_OK;
     int rc = mdb_env_sync(e->env, 1);
     return rc ? lmdb_error(rc, "cannot sync", e->path) : QV_OK;
 }
 
 static uint64_t lm_map_size(qv_store *base) {
+    MDB_env *env = ((lmdb_store *)base)->e->env;
     MDB_envinfo info;
-    mdb_env_info(((lmdb_store *)base)->e->env, &info);
+    if (!env) return 0;
+    mdb_env_info(env, &info);
     return info.me_mapsize;
 }
 

@@ -7,7 +7,9 @@
  * failing check never leaves a mount behind. A child reports through its
  * exit status (77: skipped, and why on stderr). */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <lmdb.h>
@@ -229,6 +231,51 @@ static void test_full_disk_rlimit(void **state) {
     char *dir = qvt_tempdir("fsize");
     disk_arg a = {dir, 1};
     in_child(full_disk_scenario, &a);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
+/* ------------------------------------------- a meta page write that fails */
+
+/* LMDB writes its meta page with pwrite, at an offset below two pages and
+ * shorter than one; data pages go out whole, after them. This pwrite
+ * stands in for libc's (LMDB's calls come here) and fails those writes
+ * with ENOSPC on demand, as a full copy-on-write disk could. */
+static _Atomic int fail_meta_writes;
+
+__attribute__((visibility("default"))) ssize_t meta_pwrite(int fd, const void *buf, size_t n, off_t off)
+    __asm__("pwrite"); /* not pwrite64 */
+ssize_t meta_pwrite(int fd, const void *buf, size_t n, off_t off) {
+    static ssize_t (*real)(int, const void *, size_t, off_t);
+    if (!real) real = (ssize_t(*)(int, const void *, size_t, off_t))dlsym(RTLD_NEXT, "pwrite");
+    if (atomic_load(&fail_meta_writes) && off < 8192 && n < 4096) {
+        errno = ENOSPC;
+        return -1;
+    }
+    return real(fd, buf, n, off);
+}
+
+static void test_meta_write_fails(void **state) {
+    char *dir = qvt_tempdir("panic");
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    for (int i = 0; i < 20; i++) QVT_OK(store_blob(c, i, BLOB));
+    /* the commit fails, and LMDB stops the environment (MDB_PANIC)... */
+    atomic_store(&fail_meta_writes, 1);
+    qv_status st = store_blob(c, 20, BLOB);
+    atomic_store(&fail_meta_writes, 0);
+    assert_int_equal(st, QV_EFULL);
+    /* ...which the next transaction opens again: hits and stores go on */
+    for (int i = 0; i < 20; i++) assert_true(blob_ok(c, i, BLOB));
+    QVT_OK(store_blob(c, 20, BLOB));
+    assert_true(blob_ok(c, 20, BLOB));
+    uint64_t bad = 1;
+    QVT_OK(qv_cache_verify(c, 0, &bad));
+    assert_int_equal(bad, 0);
+    qv_cache_close(c);
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    for (int i = 0; i <= 20; i++) assert_true(blob_ok(c, i, BLOB));
+    qv_cache_close(c);
     qvt_rmtree(dir);
     free(dir);
 }
@@ -714,6 +761,7 @@ int main(void) {
         cmocka_unit_test(test_map_full_at_limit), cmocka_unit_test(test_readonly_fs),
         cmocka_unit_test(test_shared_group),  cmocka_unit_test(test_network_fs),
         cmocka_unit_test(test_dead_readers),  cmocka_unit_test(test_lockless_reader),
+        cmocka_unit_test(test_meta_write_fails),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

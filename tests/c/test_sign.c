@@ -86,7 +86,7 @@ static qv_status lookup(qv_cache *c, int64_t x, int big) {
 /* ------------------------------------------------------------- raw store */
 
 static qv_store *raw_open(const char *dir) {
-    qv_store_config cfg = {qv__table_names, T_COUNT, QV_DURABILITY_SAFE, 0, 0};
+    qv_store_config cfg = {qv__table_names, T_COUNT, QV_DURABILITY_SAFE, 0, 0, 0, 0};
     qv_store *s;
     QVT_OK(qv__store_lmdb_open(&s, dir, &cfg));
     return s;

@@ -23,7 +23,7 @@ typedef struct {
 
 static int setup(void **state) {
     fixture *f = calloc(1, sizeof *f);
-    qv_store_config cfg = {tables, 2, QV_DURABILITY_FAST, 0, 0};
+    qv_store_config cfg = {tables, 2, QV_DURABILITY_FAST, 0, 0, 0, 0};
     if (*state) {
         f->dir = qvt_tempdir("store");
         QVT_OK(qv__store_lmdb_open(&f->s, f->dir, &cfg));
