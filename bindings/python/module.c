@@ -302,6 +302,16 @@ static PyObject *qvpy_n_cache_signed(PyObject *self, PyObject *a) {
     return PyBool_FromLong(s);
 }
 
+static PyObject *qvpy_n_cache_readonly(PyObject *self, PyObject *a) {
+    PyObject *cache;
+    if (!PyArg_ParseTuple(a, "O", &cache)) return NULL;
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) return NULL;
+    int r = qv_cache_readonly(c);
+    qvpy_cache_leave(cache);
+    return PyBool_FromLong(r);
+}
+
 /* The core's warnings (a remote tier down, stores dropped) as QuiverWarning.
  * They come from whichever thread met the problem, a pool's or a stack's
  * queue included, which may never have run Python: the GIL is taken for
@@ -459,6 +469,7 @@ static PyMethodDef qvpy_natives[] = {
     {"stack_handle", qvpy_n_stack_handle, METH_NOARGS, "A handle for a cache stack."},
     {"cache_stack", qvpy_n_cache_stack, METH_VARARGS, "cache_stack(local, remote, flags, queue_limit) -> cache."},
     {"cache_signed", qvpy_n_cache_signed, METH_VARARGS, "cache_signed(cache) -> whether its entries are signed."},
+    {"cache_readonly", qvpy_n_cache_readonly, METH_VARARGS, "cache_readonly(cache) -> whether it refuses stores."},
     {"warnings_to_stderr", qvpy_n_warnings_to_stderr, METH_NOARGS,
      "From now on the core's warnings go to stderr, not to Python (registered with atexit)."},
     {"cache_get", qvpy_n_cache_get, METH_VARARGS, "cache_get(cache, digest) -> value or the miss signal."},

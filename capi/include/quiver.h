@@ -390,6 +390,11 @@ QV_EXPORT void qv_cache_close(qv_cache *cache);
  * without its password, or "stack(<local>, <remote>)"; valid while cache lives. */
 QV_EXPORT const char *qv_cache_path(const qv_cache *cache);
 
+/* 1 when the cache refuses stores: opened with QV_CACHE_READONLY, or fallen
+ * back to read-only on a directory this process cannot write (with a
+ * warning); a stack when both its tiers are. */
+QV_EXPORT int qv_cache_readonly(const qv_cache *cache);
+
 /* 1 when the cache signs its entries and checks their tags (a secret was
  * given, or QUIVER_SECRET is set); a stack is signed when both tiers are. */
 QV_EXPORT int qv_cache_signed(const qv_cache *cache);

@@ -413,7 +413,11 @@ class Cache(_quiver.CacheHandle):
 
     @property
     def readonly(self):
-        return bool((getattr(self, "_options", None) or {}).get("readonly"))
+        """Whether stores are refused: readonly=True, or a directory this
+        process cannot write, opened read-only with a warning."""
+        if self._stack or self.closed:
+            return bool((getattr(self, "_options", None) or {}).get("readonly"))
+        return _quiver.cache_readonly(self)
 
     # -- lookups by call digest -------------------------------------------
 

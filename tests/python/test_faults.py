@@ -94,6 +94,7 @@ WORKER = textwrap.dedent(r"""
         # the filesystem went read-only after the "populate" run
         c, ws = caught(quiver.Cache.open, path)
         assert len(ws) == 1 and "read-only" in ws[0], ws
+        assert c.readonly, "the handle says it fell back to read-only"
         del computed[:]
         with quiver.cache(c):
             hits, ws = caught(lambda: [blob(i) for i in range(30)])
