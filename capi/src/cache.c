@@ -15,6 +15,7 @@
 
 #include "sign.h"
 #include "remote.h"
+#include "stack.h"
 #include "tier.h"
 
 const char *const qv__table_names[T_COUNT] = {"meta", "values", "refs", "calls", "names", "atime", "lru", "hits", "funcs"};
@@ -252,6 +253,13 @@ qv_status qv_cache_open_memory(qv_cache **out) {
 
 const char *qv_cache_path(const qv_cache *cache) {
     return cache ? cache->path : NULL;
+}
+
+int qv_cache_readonly(const qv_cache *cache) {
+    qv_cache *local, *remote;
+    if (!cache) return 0;
+    if (qv__stack_tiers((qv_cache *)cache, &local, &remote)) return qv_cache_readonly(local) && qv_cache_readonly(remote);
+    return (cache->flags & QV_CACHE_READONLY) != 0;
 }
 
 qv_cache *qv__cache_retain(qv_cache *cache) {

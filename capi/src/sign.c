@@ -117,13 +117,6 @@ qv_status qv__sign_check(const qv_signer *signer, const char *table, const void 
 
 /* A stack holds no signer of its own: its hits come from both tiers, so it
  * is signed when both are. */
-int qv_cache_readonly(const qv_cache *cache) {
-    qv_cache *local, *remote;
-    if (!cache) return 0;
-    if (qv__stack_tiers((qv_cache *)cache, &local, &remote)) return qv_cache_readonly(local) && qv_cache_readonly(remote);
-    return (cache->flags & QV_CACHE_READONLY) != 0;
-}
-
 int qv_cache_signed(const qv_cache *cache) {
     qv_cache *local, *remote;
     if (qv__stack_tiers((qv_cache *)cache, &local, &remote)) return qv_cache_signed(local) && qv_cache_signed(remote);
