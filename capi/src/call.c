@@ -58,14 +58,15 @@ static qv_status run_and_store(int *outcome, qv_cache *cache, const qv_digest *k
     return QV_OK;
 }
 
-/* A miss, counted by function, and whether the lookup met key's entry
- * corrupt: the binding's own lookup (QV_CALL_MISSED) or ours. */
-static void count_miss(qv_cache *cache, const qv_digest *key, const void *call, size_t call_len) {
+/* A miss, counted by function; 1 when the lookup met key's entry corrupt:
+ * the binding's own lookup (QV_CALL_MISSED) or ours. */
+static int count_miss(qv_cache *cache, const qv_digest *key, const void *call, size_t call_len) {
     int corrupt = qv__fn_took_corrupt(key);
     size_t ns, ne;
-    if (qv__call_name(call, call_len, &ns, &ne)) return; /* the store that follows says why */
+    if (qv__call_name(call, call_len, &ns, &ne)) return corrupt; /* the store that follows says why */
     qv__fn_count(cache, (const uint8_t *)call + ns, ne - ns, FN_MISSES);
     if (corrupt) qv__fn_count(cache, (const uint8_t *)call + ns, ne - ns, FN_CORRUPT);
+    return corrupt;
 }
 
 /* A lease on one tier: its lease table's, or Redis's for a remote tier. */
@@ -121,7 +122,7 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
     if (!(o.flags & (QV_CALL_MISSED | QV_CALL_RERUN)) && (st = lookup(cache, key, hit, userdata)) != QV_NOTFOUND &&
         !(st == QV_EIO && bare_remote))
         return st;
-    if (!(o.flags & QV_CALL_RERUN)) count_miss(cache, key, call, call_len);
+    int corrupt = !(o.flags & QV_CALL_RERUN) && count_miss(cache, key, call, call_len);
 
     /* A stack takes the lease of its local tier, then of its remote one; a
      * remote tier's lease is in Redis, an LMDB or memory cache's in its lease
@@ -139,13 +140,17 @@ qv_status qv_call_run(int *outcome, qv_cache *cache, const qv_digest *key, const
                                                                          : QV_LEASE_TIMEOUT;
     /* Stored while we took the lease, or by the holder we waited for. Not
      * there after a release: the holder failed, and we run it ourselves. A
-     * bare remote tier's lease, taken, already says the call was not stored. */
+     * bare remote tier's lease, taken, already says the call was not stored;
+     * a lease taken at once over a corrupt entry, that it is still corrupt
+     * (a second look would count it again). */
     st = QV_NOTFOUND;
-    if (got != QV_LEASE_TIMEOUT && !(got == QV_LEASE_HELD && ((o.flags & QV_CALL_RERUN) || bare_remote))) {
+    if (got != QV_LEASE_TIMEOUT &&
+        !(got == QV_LEASE_HELD && ((o.flags & QV_CALL_RERUN) || bare_remote || corrupt))) {
         /* asked first, so this second look counts no second miss */
         st = qv_cache_contains(cache, key);
         if (st == QV_OK) st = lookup(cache, key, hit, userdata);
         if (st == QV_EIO && bare_remote) st = QV_NOTFOUND;
+        (void)qv__fn_took_corrupt(key); /* a corrupt entry met here was counted with the miss */
     }
     if (st == QV_NOTFOUND) st = run_and_store(outcome, cache, key, call, call_len, &o, body, userdata);
     give_lease_back(&b, key);

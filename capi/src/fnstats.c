@@ -14,6 +14,11 @@
 #include "sign.h"
 #include "stack.h"
 
+/* Counts never wrap: a saturated counter is at least right in saying "a lot". */
+static uint64_t saturating_add(uint64_t a, uint64_t b) {
+    return a + b < a ? UINT64_MAX : a + b;
+}
+
 static fn_row *slot_of(const fn_tally *t, uint64_t hash) {
     size_t i = (size_t)hash & (t->cap - 1);
     while (t->rows[i].hash && t->rows[i].hash != hash) i = (i + 1) & (t->cap - 1);
@@ -48,7 +53,7 @@ qv_status qv__tally_add(fn_tally *t, const uint8_t *name, size_t len, int which,
         r->hash = hash;
         t->used++;
     }
-    r->n[which] += n;
+    r->n[which] = saturating_add(r->n[which], n);
     return QV_OK;
 }
 
@@ -68,22 +73,27 @@ static void row_counts(const uint8_t *v, size_t len, uint64_t n[FN_COUNT]) {
 
 static qv_status add_row(wctx *w, const fn_row *r) {
     qv_store *s = w->c->store;
-    uint8_t key[8], head[1 + 8 * FN_COUNT];
+    uint8_t key[8];
     qv__put_be64(key, qv__hash64(r->name, r->name_len));
     const void *v;
     size_t len;
     uint64_t n[FN_COUNT];
     qv_status st = s->ops->get(s, w->txn, T_FUNCS, key, 8, &v, &len);
     if (st == QV_OK) row_counts(v, len, n);
-    else if (st == QV_NOTFOUND || st == QV__EFORGED) memset(n, 0, sizeof n);
+    else if (st == QV_NOTFOUND || st == QV__EFORGED) memset(n, 0, sizeof n), len = 0;
     else return st;
-    head[0] = FN_COUNT;
-    for (int i = 0; i < FN_COUNT; i++) qv__put_be64(head + 1 + 8 * i, n[i] + r->n[i]);
-    uint8_t *row = malloc(sizeof head + r->name_len);
+    /* counters a newer quiver appended after ours are kept as they are */
+    const uint8_t *old = v;
+    size_t k = FN_COUNT;
+    if (st == QV_OK && len >= 1 && old[0] > FN_COUNT && len >= 1 + (size_t)old[0] * 8) k = old[0];
+    size_t head = 1 + 8 * k;
+    uint8_t *row = malloc(head + r->name_len);
     if (!row) return qv__nomem();
-    memcpy(row, head, sizeof head);
-    memcpy(row + sizeof head, r->name, r->name_len);
-    st = s->ops->put(s, w->txn, T_FUNCS, key, 8, row, sizeof head + r->name_len);
+    row[0] = (uint8_t)k;
+    for (int i = 0; i < FN_COUNT; i++) qv__put_be64(row + 1 + 8 * i, saturating_add(n[i], r->n[i]));
+    if (k > FN_COUNT) memcpy(row + 1 + 8 * FN_COUNT, old + 1 + 8 * FN_COUNT, 8 * (k - FN_COUNT));
+    memcpy(row + head, r->name, r->name_len);
+    st = s->ops->put(s, w->txn, T_FUNCS, key, 8, row, head + r->name_len);
     free(row);
     return st;
 }
@@ -194,7 +204,7 @@ typedef struct {
 static int collect_row(const void *key, size_t klen, const void *val, size_t vlen, void *userdata) {
     report_list *l = userdata;
     const uint8_t *v = val;
-    if (klen != 8 || vlen < 1 || vlen < 1 + (size_t)v[0] * 8) return 0; /* not a row: verify reports it */
+    if (klen != 8 || vlen < 1 || vlen < 1 + (size_t)v[0] * 8) return 0; /* not a row: skipped, as writers count it from 0 again */
     size_t at = 1 + (size_t)v[0] * 8;
     qv_decoder dec;
     qv_type t;

@@ -123,7 +123,11 @@ qv_cache *qv__cache_retain(qv_cache *cache);
  * __tls_get_addr (4 bytes of the static TLS glibc keeps for libraries that
  * are loaded later, as Python's and Lua's modules load this one). */
 #define QV_SHARDS 16
+#ifdef __GLIBC__ /* musl refuses to dlopen a library with initial-exec TLS */
 extern _Thread_local int qv__shard __attribute__((tls_model("initial-exec"), visibility("hidden")));
+#else
+extern _Thread_local int qv__shard __attribute__((visibility("hidden")));
+#endif
 unsigned qv__thread_shard_first(void);
 static inline unsigned qv__thread_shard(void) {
     int shard = qv__shard;

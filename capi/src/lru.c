@@ -71,8 +71,10 @@ static qv_status add_hits(wctx *w, fn_tally *fns, const qv_digest *key, uint64_t
     if (qv__record_result(rec, len, &rs, &re) == QV_OK && qv__record_name(rec, len, &ns, &ne) == QV_OK) {
         int64_t ran = qv__record_duration(rec, len, re);
         /* a count lost to memory is only a count */
-        if (qv__tally_add(fns, rec + ns, ne - ns, FN_HITS, hits) == QV_OK && ran > 0)
-            qv__tally_add(fns, rec + ns, ne - ns, FN_SAVED_NS, hits * (uint64_t)ran);
+        uint64_t saved;
+        if (__builtin_mul_overflow(hits, ran > 0 ? (uint64_t)ran : 0, &saved)) saved = UINT64_MAX;
+        if (qv__tally_add(fns, rec + ns, ne - ns, FN_HITS, hits) == QV_OK && saved)
+            qv__tally_add(fns, rec + ns, ne - ns, FN_SAVED_NS, saved);
     }
     /* a malformed count (a damaged or foreign row) starts again from these
      * hits: it must not fail the commit that carries other callers' stores */

@@ -350,16 +350,23 @@ qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
 qv_status qv_cache_reset_totals(qv_cache *cache) {
     if (!cache) return qv__error(QV_EINVAL, "qv_cache_reset_totals: cache is NULL");
     if (cache->tier) return not_a_store(cache, "qv_cache_reset_totals");
+    qv__cache_after_fork(cache);
     qv_store *s = cache->store;
     qv_txn *txn;
     qv_status st = s->ops->write_begin(s, &txn);
     if (st) return st;
+    /* hits counted before and not yet written go to their calls now, and so
+     * never into the counts that start again from 0 */
+    wctx w = {cache, txn, 0, NULL};
+    if ((st = qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1))) {
+        s->ops->abort(s, txn);
+        return st;
+    }
     uint64_t now[QV_TOTALS];
     for (int i = 0; !st && i < QV_TOTALS; i++) {
         now[i] = qv__handle_count(cache, qv__total_base[i]);
         st = qv__meta_put_uint(cache, txn, qv__total_key[i], 0);
     }
-    wctx w = {cache, txn, 0, NULL};
     if (!st) st = qv__fn_reset(&w);
     if (st) {
         s->ops->abort(s, txn);

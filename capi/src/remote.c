@@ -193,7 +193,12 @@ qv_status qv__remote_get_entry(qv_cache *c, const qv_digest *key, qv_result_cb c
             freeReplyObject(reply);
             return st;
         }
-        if (v && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
+        if (!v && remote_contains(c, key) == QV_NOTFOUND) {
+            /* the record went too between the two GETs (an evict, a clear,
+             * the server's own eviction): a miss, not damage */
+            qv__cache_count(c, QV_STAT_MISSES, 1);
+            st = QV_NOTFOUND;
+        } else if (v && payload_of(c, "values", data + 6, v->str, v->len, &len)) {
             st = qv__forged_miss(c, key);
         } else if (!v || qv_validate(v->str, len)) {
             st = qv__corrupt_miss(c, key, v ? "its result value is invalid"

@@ -467,6 +467,7 @@ static qv_status stack_get_with(qv_cache *c, const qv_digest *key, qv_result_cb 
     st = qv__remote_is(s->remote) ? qv__remote_get_entry(s->remote, key, relay_cb, &r, duration_ns, &fetched)
                                   : qv__cache_get_with(s->remote, key, relay_cb, &r, duration_ns);
     if (r.called) {
+        (void)qv__fn_took_corrupt(key); /* a corrupt local entry, answered: no miss to count it with */
         qv__cache_count(c, QV_STAT_HITS, 1);
         qv__cache_count(c, QV_STAT_REMOTE_HITS, 1);
         remote_answered(s);

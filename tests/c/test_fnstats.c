@@ -172,6 +172,97 @@ static void corrupt_by_function(void **state) {
     free(dir);
 }
 
+/* The only row of the funcs table, rewritten by fn when given: raw LMDB, as
+ * another version of quiver would see it. */
+static void funcs_row(const char *dir, uint8_t *out, size_t *len, void (*fn)(uint8_t *row, size_t *len)) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_cursor *cur;
+    MDB_val k, v;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, (size_t)1 << 30);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, "funcs", 0, &dbi), 0);
+    assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
+    assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
+    assert_true(v.mv_size <= 256);
+    memcpy(out, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+    mdb_cursor_close(cur);
+    if (fn) {
+        fn(out, len);
+        MDB_val nv = {*len, out};
+        assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
+    }
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+/* A seventh counter, as a newer quiver may append: 99. */
+static void append_counter(uint8_t *row, size_t *len) {
+    size_t k = row[0], name = *len - 1 - 8 * k;
+    memmove(row + 1 + 8 * (k + 1), row + 1 + 8 * k, name);
+    memset(row + 1 + 8 * k, 0, 8);
+    row[1 + 8 * k + 7] = 99;
+    row[0] = (uint8_t)(k + 1);
+    *len += 8;
+}
+
+static void newer_counters_are_kept(void **state) {
+    (void)state;
+    char *dir = qvt_tempdir("fnstats-newer");
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    call(c, "t.newer", 1, 0);
+    qv_cache_close(c);
+    uint8_t row[256];
+    size_t len;
+    funcs_row(dir, row, &len, append_counter);
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    call(c, "t.newer", 2, 0);
+    qv_cache_close(c);
+    funcs_row(dir, row, &len, NULL);
+    assert_int_equal(row[0], 7);
+    assert_int_equal(row[1 + 8 * 6 + 7], 99);
+    assert_int_equal(row[1 + 8 * 1 + 7], 2); /* misses: ours, added to */
+    assert_int_equal(stats_of(dir, "t.newer").stats.stores, 2);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
+/* A corrupt entry is counted once by the call that met it, not again by
+ * the next miss of the same call on that thread. */
+static void corrupt_counted_once(void **state) {
+    (void)state;
+    char *dir = qvt_tempdir("fnstats-once");
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    call(c, "t.once", 3, 0);
+    qv_cache_close(c);
+    qvt_call k = qvt_make_call("t.once", 3);
+    damage(dir, &k.key);
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    assert_int_equal(call(c, "t.once", 3, 0), 1);
+    QVT_OK(qv_cache_evict(c, &k.key));
+    assert_int_equal(call(c, "t.once", 3, 0), 1);
+    qv_cache_close(c);
+    lookup l = stats_of(dir, "t.once");
+    assert_int_equal(l.stats.corrupt, 1);
+    assert_int_equal(l.stats.misses, 3);
+    uint64_t total;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.flags |= QV_CACHE_READONLY;
+    QVT_OK(qv_cache_open(&c, dir, &o));
+    QVT_OK(qv_cache_stat(c, QV_STAT_TOTAL_CORRUPT, &total));
+    assert_int_equal(total, 1);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 static void reset_and_read_only(void **state) {
     (void)state;
     char *dir = qvt_tempdir("fnstats-reset");
@@ -188,7 +279,8 @@ static void reset_and_read_only(void **state) {
     call(ro, "t.r", 1, 0);
     qv_cache_close(ro);
     assert_int_equal(stats_of(dir, "t.r").stats.hits, 1);
-    /* pending counts go with the written ones */
+    /* pending counts go with the written ones, hits not yet written too */
+    call(c, "t.r", 2, 0);
     call(c, "t.r", 2, 0);
     QVT_OK(qv_cache_reset_totals(c));
     qv_cache_close(c);
@@ -226,6 +318,8 @@ int main(void) {
         cmocka_unit_test(add_up_across_processes),
         cmocka_unit_test(evictions_by_function),
         cmocka_unit_test(corrupt_by_function),
+        cmocka_unit_test(newer_counters_are_kept),
+        cmocka_unit_test(corrupt_counted_once),
         cmocka_unit_test(reset_and_read_only),
         cmocka_unit_test(stack_counts_in_local),
     };
