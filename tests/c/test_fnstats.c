@@ -133,21 +133,32 @@ static void evictions_by_function(void **state) {
     free(dir);
 }
 
+/* A write transaction on one table of the cache through raw LMDB, as a
+ * damaged disk or another version of quiver would write it. */
+static MDB_txn *raw_begin(const char *dir, const char *table, MDB_env **env, MDB_dbi *dbi) {
+    MDB_txn *txn;
+    assert_int_equal(mdb_env_create(env), 0);
+    mdb_env_set_maxdbs(*env, 16);
+    mdb_env_set_mapsize(*env, (size_t)1 << 30);
+    assert_int_equal(mdb_env_open(*env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(*env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, table, 0, dbi), 0);
+    return txn;
+}
+
+static void raw_commit(MDB_env *env, MDB_txn *txn) {
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 /* Overwrite a stored record with an empty map, as a damaged disk might. */
 static void damage(const char *dir, const qv_digest *key) {
     MDB_env *env;
-    MDB_txn *txn;
     MDB_dbi dbi;
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, (size_t)1 << 30);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "calls", 0, &dbi), 0);
+    MDB_txn *txn = raw_begin(dir, "calls", &env, &dbi);
     MDB_val k = {16, (void *)key->bytes}, v = {1, "\xa0"};
     assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    raw_commit(env, txn);
 }
 
 static void corrupt_by_function(void **state) {
@@ -176,16 +187,10 @@ static void corrupt_by_function(void **state) {
  * another version of quiver would see it. */
 static void funcs_row(const char *dir, uint8_t *out, size_t *len, void (*fn)(uint8_t *row, size_t *len)) {
     MDB_env *env;
-    MDB_txn *txn;
     MDB_dbi dbi;
     MDB_cursor *cur;
     MDB_val k, v;
-    assert_int_equal(mdb_env_create(&env), 0);
-    mdb_env_set_maxdbs(env, 16);
-    mdb_env_set_mapsize(env, (size_t)1 << 30);
-    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
-    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
-    assert_int_equal(mdb_dbi_open(txn, "funcs", 0, &dbi), 0);
+    MDB_txn *txn = raw_begin(dir, "funcs", &env, &dbi);
     assert_int_equal(mdb_cursor_open(txn, dbi, &cur), 0);
     assert_int_equal(mdb_cursor_get(cur, &k, &v, MDB_FIRST), 0);
     assert_true(v.mv_size <= 256);
@@ -197,8 +202,7 @@ static void funcs_row(const char *dir, uint8_t *out, size_t *len, void (*fn)(uin
         MDB_val nv = {*len, out};
         assert_int_equal(mdb_put(txn, dbi, &k, &nv, 0), 0);
     }
-    assert_int_equal(mdb_txn_commit(txn), 0);
-    mdb_env_close(env);
+    raw_commit(env, txn);
 }
 
 /* A seventh counter, as a newer quiver may append: 99. */
