@@ -292,24 +292,23 @@ static PyObject *qvpy_n_cache_stack(PyObject *self, PyObject *a) {
     return qvpy_cache_wrap(c, 1);
 }
 
-static PyObject *qvpy_n_cache_signed(PyObject *self, PyObject *a) {
+/* A yes-or-no question about a cache, asked of the core. */
+static PyObject *cache_says(PyObject *a, int (*question)(const qv_cache *)) {
     PyObject *cache;
     if (!PyArg_ParseTuple(a, "O", &cache)) return NULL;
     qv_cache *c = qvpy_cache_enter(cache);
     if (!c) return NULL;
-    int s = qv_cache_signed(c);
+    int yes = question(c);
     qvpy_cache_leave(cache);
-    return PyBool_FromLong(s);
+    return PyBool_FromLong(yes);
+}
+
+static PyObject *qvpy_n_cache_signed(PyObject *self, PyObject *a) {
+    return cache_says(a, qv_cache_signed);
 }
 
 static PyObject *qvpy_n_cache_readonly(PyObject *self, PyObject *a) {
-    PyObject *cache;
-    if (!PyArg_ParseTuple(a, "O", &cache)) return NULL;
-    qv_cache *c = qvpy_cache_enter(cache);
-    if (!c) return NULL;
-    int r = qv_cache_readonly(c);
-    qvpy_cache_leave(cache);
-    return PyBool_FromLong(r);
+    return cache_says(a, qv_cache_readonly);
 }
 
 /* The core's warnings (a remote tier down, stores dropped) as QuiverWarning.
