@@ -201,15 +201,11 @@ static void url(char *out, size_t n, int db, const char *prefix) {
 /* ----------------------------------------------------------- call encoding */
 
 static const char FN_NAME[] = "bench.remote";
-static const char MARKER[] = "quiver/call/v1";
-
-/* ["quiver/call/v1", "bench.remote", null, [arg], {}] */
+/* bench.remote(arg): the call head every binding writes, then [arg] and {} */
 static qv_status call_items(qv_encoder *enc, int64_t arg) {
     qv_status st;
-    if ((st = qv_encoder_list(enc, 5)) || (st = qv_encoder_text(enc, MARKER, sizeof MARKER - 1)) ||
-        (st = qv_encoder_text(enc, FN_NAME, sizeof FN_NAME - 1)) || (st = qv_encoder_null(enc)) ||
-        (st = qv_encoder_list(enc, 1)) || (st = qv_encoder_int(enc, arg)) || (st = qv_encoder_map_begin(enc)) ||
-        (st = qv_encoder_map_end(enc)))
+    if ((st = qv_encoder_call_head(enc, FN_NAME, sizeof FN_NAME - 1, NULL, 0)) || (st = qv_encoder_list(enc, 1)) ||
+        (st = qv_encoder_int(enc, arg)) || (st = qv_encoder_map_begin(enc)) || (st = qv_encoder_map_end(enc)))
         return st;
     return QV_OK;
 }

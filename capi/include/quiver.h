@@ -461,7 +461,7 @@ typedef struct qv_store_info {
 QV_EXPORT qv_status qv_store_info_init(qv_store_info *info, uint32_t version);
 
 /* Store a call and its result. call is the canonical encoding of
- * ["quiver/call/v1", name, version, args, kwargs] (as digested); key is its
+ * [QV_CALL_MARKER, name, version, args, kwargs] (as digested); key is its
  * digest, or NULL to compute it (a key that is not the call's digest is
  * refused with QV_EINVAL). result is one canonical item. Concurrent stores
  * from many threads are committed together (group commit). */

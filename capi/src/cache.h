@@ -245,7 +245,7 @@ void qv__flush_pending_touches(qv_cache *c);
 void qv__touch(qv_cache *c, const qv_digest *key, unsigned shard);
 int qv__collect_all(const void *key, size_t klen, const void *val, size_t vlen, void *userdata);
 /* The span of the name (its CBOR text item) in a record, or in a call's
- * encoding ["quiver/call/v1", name, ...]. */
+ * encoding [QV_CALL_MARKER, name, ...]. */
 qv_status qv__record_name(const uint8_t *rec, size_t len, size_t *start, size_t *end);
 qv_status qv__call_name(const uint8_t *call, size_t len, size_t *start, size_t *end);
 
