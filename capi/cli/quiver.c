@@ -560,8 +560,7 @@ static int export_cache(qv_cache *c, const char *file, progress *bar) {
     }
     FILE *out = to_stdout ? stdout : fopen(file, "wb");
     if (!out) {
-        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
-        return EXIT_FAILED;
+        return fail_errno(file, errno);
     }
     qv_encoder *enc = NULL;
     qv_iter *it = NULL;
@@ -609,8 +608,7 @@ static int export_cache(qv_cache *c, const char *file, progress *bar) {
         rc = 0;
     }
     if (!to_stdout && fclose(out) && !st) {
-        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
-        rc = EXIT_FAILED;
+        rc = fail_errno(file, errno);
     }
     qv_value_free(rec);
     qv_iter_free(it);
@@ -829,8 +827,7 @@ static int import_file(const char *path, const char *file, int fresh, progress *
     int from_stdin = !strcmp(file, "-");
     FILE *in = from_stdin ? stdin : fopen(file, "rb");
     if (!in) {
-        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
-        return EXIT_FAILED;
+        return fail_errno(file, errno);
     }
     struct stat st;
     off_t origin = ftello(in);
@@ -850,7 +847,7 @@ static int import_file(const char *path, const char *file, int fresh, progress *
     if ((rc = import_pass(&r, file, NULL, size, bar, &calls, &stored, &skipped))) goto done;
     rc = EXIT_FAILED;
     if (fseeko(seekable ? in : spool, seekable ? origin : 0, SEEK_SET)) {
-        fprintf(stderr, "quiver: %s: %s\n", file, strerror(errno));
+        fail_errno(file, errno);
         goto done;
     }
     reader_init(&r, seekable ? in : spool, NULL);
