@@ -13,26 +13,10 @@
  * back as the call that made it. */
 #include <math.h>
 
+#include "input.h"
 #include "record_check.h"
 
 /* ------------------------------------------------------- byte consumer */
-
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-} input;
-
-static uint8_t take8(input *in) {
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static uint64_t take(input *in, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v = v << 8 | take8(in);
-    return v;
-}
 
 /* Up to max bytes of the input, as is. */
 static const uint8_t *take_span(input *in, size_t max, size_t *len) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "input.h"
 #include "quiver.h"
 
 #define MAX_ARGS 32
@@ -25,25 +26,6 @@ typedef enum { T_VOID, T_I8, T_I16, T_I32, T_I64, T_U8, T_U16, T_U32, T_U64, T_F
 static const char *const type_names[] = {"void", "i8",  "i16", "i32",  "i64", "u8",    "u16",  "u32",
                                          "u64",  "f32", "f64", "bool", "str", "bytes", "value"};
 #define NTYPES 15
-
-/* ------------------------------------------------------------ input */
-
-typedef struct {
-    const uint8_t *p;
-    size_t n;
-} input;
-
-static uint8_t take8(input *in) {
-    if (!in->n) return 0;
-    in->n--;
-    return *in->p++;
-}
-
-static uint64_t take(input *in, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v = v << 8 | take8(in);
-    return v;
-}
 
 /* -------------------------------------------------- reference parser */
 
