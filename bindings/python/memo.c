@@ -32,6 +32,14 @@ typedef struct {
      * path's own encoder; NULL when that encoder never applies. */
     uint8_t *prefix;
     size_t prefix_n;
+    /* A miss the hit path meets runs through the call runtime from C when
+     * the memo asks nothing of Python per call (no meta= callable, not
+     * isolated): miss_ready, with the options _compute would pass. */
+    int miss_ready;
+    unsigned int miss_flags;
+    long long miss_wait_ns;
+    PyObject *miss_meta;   /* the memo's own metadata, encoded, or NULL */
+    PyObject *future_type; /* a result of this type is stored when it completes */
 } qvpy_memo;
 
 PyObject *qvpy_nodefault;
@@ -44,6 +52,9 @@ static PyObject *qvpy_rerun_var;
  * of a variable that is unset misses Python's cache of it, and costs 100
  * instructions of a 4000-instruction hit). */
 static int qvpy_rerun_seen;
+/* The ContextVar of quiver.meta(...): while it holds anything, a miss
+ * merges it in Python. */
+static PyObject *qvpy_meta_var;
 
 /* Encode [QV_CALL_MARKER, name, version, args, kwargs] of a call bound as
  * DESIGN section 3 says. Returns 0, -1 with an exception (EncodeError for an
@@ -313,10 +324,11 @@ static int qvpy_fast_item(uint8_t *buf, size_t *n, PyObject *o) {
     return 0;
 }
 
-/* The key of m called with argv[0 .. na) and no keyword arguments: 1, or 0
- * when the general path must encode it (it also binds and raises). */
-static int qvpy_memo_fast_key(qvpy_memo *m, PyObject *const *argv, Py_ssize_t na, qv_digest *key) {
-    uint8_t buf[QVPY_FAST_MAX];
+/* The call of m with argv[0 .. na) and no keyword arguments, encoded into
+ * buf (QVPY_FAST_MAX bytes, *len used) and hashed: 1, or 0 when the general
+ * path must encode it (it also binds and raises). */
+static int qvpy_memo_fast_key(qvpy_memo *m, PyObject *const *argv, Py_ssize_t na, uint8_t *buf, size_t *len,
+                              qv_digest *key) {
     if (na > m->npos && !m->var_pos) return 0;
     Py_ssize_t count = na > m->npos ? na : m->npos;
     size_t n = m->prefix_n;
@@ -328,6 +340,7 @@ static int qvpy_memo_fast_key(qvpy_memo *m, PyObject *const *argv, Py_ssize_t na
     }
     buf[n++] = 0xa0; /* no keyword arguments: the empty map */
     qv_digest_bytes(key, buf, n);
+    *len = n;
     return 1;
 }
 
@@ -365,6 +378,9 @@ static int qvpy_memo_make_prefix(qvpy_memo *m) {
     return r;
 }
 
+static PyObject *qvpy_memo_fast_miss(qvpy_memo *m, PyObject *cache, PyObject *const *argv, Py_ssize_t na,
+                                     const uint8_t *call, size_t call_len, const qv_digest *key);
+
 /* Calls from Python land here: a call with positional arguments the hit
  * path's encoder takes is looked up without an argument tuple; every other
  * call, and a miss, goes the way tp_call does. */
@@ -380,7 +396,10 @@ static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, siz
         rerun = set != NULL; /* the general path adds the call to it */
         Py_XDECREF(set);
     }
-    if (m->prefix && !rerun && (!kwnames || !PyTuple_GET_SIZE(kwnames)) && qvpy_memo_fast_key(m, argv, na, &key)) {
+    uint8_t call[QVPY_FAST_MAX];
+    size_t call_len;
+    if (m->prefix && !rerun && (!kwnames || !PyTuple_GET_SIZE(kwnames)) &&
+        qvpy_memo_fast_key(m, argv, na, call, &call_len, &key)) {
         if (!(cache = qvpy_active_cache())) return NULL;
         qvpy_cache *h = (qvpy_cache *)cache;
         /* quiver.Cache, the class set_hooks checked, before the subtype walk */
@@ -389,6 +408,13 @@ static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, siz
             h->users++; /* qvpy_cache_enter, checked above */
             v = qvpy_lookup(h, &key);
             qvpy_cache_leave(cache);
+            if (v == qvpy_sig_miss && m->miss_ready) {
+                PyObject *r = qvpy_memo_fast_miss(m, cache, argv, na, call, call_len, &key);
+                if (r != qvpy_sig_miss) {
+                    Py_DECREF(v);
+                    v = r;
+                }
+            }
             if (!v || v != qvpy_sig_miss) {
                 Py_DECREF(cache);
                 return v;
@@ -515,6 +541,7 @@ static int qvpy_memo_traverse(qvpy_memo *m, visitproc visit, void *arg) {
     Py_VISIT(m->fn);
     Py_VISIT(m->pos_defaults);
     Py_VISIT(m->kwo_defaults);
+    Py_VISIT(m->future_type);
     Py_VISIT(Py_TYPE(m));
     return 0;
 }
@@ -524,6 +551,7 @@ static int qvpy_memo_clear(qvpy_memo *m) {
     Py_CLEAR(m->fn);
     Py_CLEAR(m->pos_defaults);
     Py_CLEAR(m->kwo_defaults);
+    Py_CLEAR(m->future_type);
     return 0;
 }
 
@@ -536,6 +564,7 @@ static void qvpy_memo_dealloc(qvpy_memo *m) {
     Py_CLEAR(m->pos_names);
     Py_CLEAR(m->kwo_names);
     Py_CLEAR(m->require);
+    Py_CLEAR(m->miss_meta);
     PyMem_Free(m->pos_ignore);
     PyMem_Free(m->kwo_ignore);
     PyMem_Free(m->prefix);
@@ -683,6 +712,8 @@ typedef struct {
     PyThreadState *ts;
     PyObject *runner;      /* runner(args, kwargs) runs the function */
     PyObject *args, *kwargs;
+    PyObject *const *argv; /* else runner(*argv[0 .. nargs)): the function itself */
+    Py_ssize_t nargs;
     PyObject *future_type; /* a result of this type is stored when it completes, by Python */
     int trusted;
     qv_encoder *renc;
@@ -725,7 +756,8 @@ static qv_status qvpy_run_body(const void **result, size_t *len, void *userdata)
     qvpy_run *r = userdata;
     PyEval_RestoreThread(r->ts);
     qv_status st = QV_OK;
-    PyObject *v = PyObject_CallFunctionObjArgs(r->runner, r->args, r->kwargs, NULL);
+    PyObject *v = r->argv ? PyObject_Vectorcall(r->runner, r->argv, (size_t)r->nargs, NULL)
+                          : PyObject_CallFunctionObjArgs(r->runner, r->args, r->kwargs, NULL);
     if (!v) {
         PyErr_Fetch(&r->err_type, &r->err_value, &r->err_tb);
         st = qv_error_set(QV_EFAILED, "the function raised");
@@ -754,6 +786,22 @@ static qv_status qvpy_run_body(const void **result, size_t *len, void *userdata)
         }
     }
     r->ts = PyEval_SaveThread();
+    return st;
+}
+
+/* One call through the runtime, the GIL released but to run Python: the
+ * status; run holds the result, or the function's exception. */
+static qv_status qvpy_run_through(qv_cache *c, const qv_digest *key, const void *call, size_t call_len,
+                                  const qv_call_options *o, qvpy_run *run, int *outcome) {
+    qvpy_tls *t = qvpy_tls_get(); /* made already: the caller's encoders are in it */
+    if (!t) PyErr_Clear();
+    else if (t->has_refused) {
+        run->quiet = !memcmp(&t->refused, key, sizeof *key);
+        t->has_refused = 0;
+    }
+    run->ts = PyEval_SaveThread();
+    qv_status st = qv_call_run(outcome, c, key, call, call_len, o, qvpy_run_hit, qvpy_run_body, run);
+    PyEval_RestoreThread(run->ts);
     return st;
 }
 
@@ -786,7 +834,7 @@ static PyObject *qvpy_memo_run_call_m(qvpy_memo *m, PyObject *a) {
         Py_INCREF(out);
     } else if (c) {
         PyObject *kw = kwargs == Py_None ? PyDict_New() : (Py_INCREF(kwargs), kwargs);
-        qvpy_run run = {NULL, runner, args, kw, future_type, ((qvpy_cache *)cache)->trusted, renc};
+        qvpy_run run = {NULL, runner, args, kw, NULL, 0, future_type, ((qvpy_cache *)cache)->trusted, renc};
         qv_call_options o = QV_CALL_OPTIONS_INIT;
         o.flags = flags;
         o.wait_timeout_ns = wait_ns;
@@ -798,18 +846,7 @@ static PyObject *qvpy_memo_run_call_m(qvpy_memo *m, PyObject *a) {
         qv_digest key;
         qv_digest_bytes(&key, call, call_len);
         int outcome = QV_CALL_HIT;
-        qv_status st = QV_OK;
-        qvpy_tls *t = qvpy_tls_get(); /* made already: the encoders above are in it */
-        if (!t) PyErr_Clear();
-        else if (t->has_refused) {
-            run.quiet = !memcmp(&t->refused, &key, sizeof key);
-            t->has_refused = 0;
-        }
-        if (kw) {
-            run.ts = PyEval_SaveThread();
-            st = qv_call_run(&outcome, c, &key, call, call_len, &o, qvpy_run_hit, qvpy_run_body, &run);
-            PyEval_RestoreThread(run.ts);
-        }
+        qv_status st = kw ? qvpy_run_through(c, &key, call, call_len, &o, &run, &outcome) : QV_OK;
         qvpy_cache_leave(cache);
         if (!kw) {
             /* PyDict_New failed: its exception is set */
@@ -829,6 +866,99 @@ static PyObject *qvpy_memo_run_call_m(qvpy_memo *m, PyObject *a) {
     if (enc) qvpy_enc_release(0, enc);
     if (meta != Py_None) PyBuffer_Release(&mv);
     return out;
+}
+
+static long long qvpy_clock_ns(clockid_t clock) {
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* A miss the hit path met, when the memo is miss_ready: run through the
+ * runtime from here, with no argument tuple and no Python frame of ours.
+ * The result, NULL with an exception, or qvpy_sig_miss (borrowed) when the
+ * general path must take the call: quiver.meta(...) is active, or the cache
+ * stands in for another process's. A result that was not stored goes to
+ * Memo._ran, which warns or stores a future's result when it completes. */
+static PyObject *qvpy_memo_fast_miss(qvpy_memo *m, PyObject *cache, PyObject *const *argv, Py_ssize_t na,
+                                     const uint8_t *call, size_t call_len, const qv_digest *key) {
+    static PyObject *stand_in_name;
+    PyObject *meta = NULL;
+    if (qvpy_meta_var && PyContextVar_Get(qvpy_meta_var, NULL, &meta)) return NULL;
+    int plain = !meta || (PyDict_Check(meta) && PyDict_GET_SIZE(meta) == 0);
+    Py_XDECREF(meta);
+    if (!stand_in_name && !(stand_in_name = PyUnicode_InternFromString("_stand_in"))) return NULL;
+    PyObject *stand_in = plain ? PyObject_GetAttr(cache, stand_in_name) : NULL;
+    if (!stand_in) PyErr_Clear();
+    plain = plain && stand_in == Py_False;
+    Py_XDECREF(stand_in);
+    if (!plain) return qvpy_sig_miss;
+
+    qv_cache *c = qvpy_cache_enter(cache);
+    if (!c) return NULL;
+    qv_encoder *renc = qvpy_enc_acquire(1);
+    if (!renc) {
+        qvpy_cache_leave(cache);
+        return NULL;
+    }
+    qvpy_run run = {NULL, m->fn, NULL, NULL, argv, na, m->future_type, ((qvpy_cache *)cache)->trusted, renc};
+    qv_call_options o = QV_CALL_OPTIONS_INIT;
+    o.flags = m->miss_flags;
+    o.wait_timeout_ns = m->miss_wait_ns;
+    o.lang = "python";
+    if (m->miss_meta) {
+        o.meta = PyBytes_AS_STRING(m->miss_meta);
+        o.meta_len = (uint64_t)PyBytes_GET_SIZE(m->miss_meta);
+    }
+    long long start = qvpy_clock_ns(CLOCK_REALTIME), t0 = qvpy_clock_ns(CLOCK_MONOTONIC);
+    int outcome = QV_CALL_HIT;
+    qv_status st = qvpy_run_through(c, key, call, call_len, &o, &run, &outcome);
+    PyObject *why = !st && outcome < 0 && !run.deferred ? PyUnicode_FromString(qv_errmsg()) : NULL;
+    qvpy_cache_leave(cache);
+    qvpy_enc_release(1, renc);
+    PyObject *out = NULL;
+    if (run.err_type) {
+        PyErr_Restore(run.err_type, run.err_value, run.err_tb);
+    } else if (st) {
+        qvpy_raise(st);
+    } else if (outcome >= 0) {
+        out = run.result ? run.result : Py_None;
+        Py_INCREF(out);
+    } else {
+        PyObject *args = PyTuple_New(na), *kwargs = args ? PyDict_New() : NULL;
+        for (Py_ssize_t i = 0; kwargs && i < na; i++) {
+            Py_INCREF(argv[i]);
+            PyTuple_SET_ITEM(args, i, argv[i]);
+        }
+        if (kwargs && (why || run.deferred))
+            out = PyObject_CallMethod((PyObject *)m, "_ran", "OOOiOOLLi", cache, args, kwargs, outcome,
+                                      run.result ? run.result : Py_None, why ? why : Py_None, start, t0, 3);
+        Py_XDECREF(args);
+        Py_XDECREF(kwargs);
+    }
+    Py_XDECREF(why);
+    Py_XDECREF(run.result);
+    return out;
+}
+
+/* _miss_in_c(meta, flags, wait_ns, future_type): a miss the hit path meets
+ * runs through the runtime from C, with these options; _compute's own. */
+static PyObject *qvpy_memo_miss_in_c(qvpy_memo *m, PyObject *a) {
+    PyObject *meta, *future_type;
+    unsigned int flags;
+    long long wait_ns;
+    if (!qvpy_memo_ready(m) || !PyArg_ParseTuple(a, "OILO", &meta, &flags, &wait_ns, &future_type)) return NULL;
+    if (meta != Py_None && !PyBytes_Check(meta)) {
+        PyErr_SetString(PyExc_TypeError, "meta must be bytes or None");
+        return NULL;
+    }
+    Py_XSETREF(m->miss_meta, meta == Py_None ? NULL : (Py_INCREF(meta), meta));
+    Py_INCREF(future_type);
+    Py_XSETREF(m->future_type, future_type);
+    m->miss_flags = flags;
+    m->miss_wait_ns = wait_ns;
+    m->miss_ready = 1;
+    Py_RETURN_NONE;
 }
 
 static PyObject *qvpy_memo_get_name(qvpy_memo *m, void *unused) {
@@ -860,6 +990,17 @@ static PyObject *qvpy_memo_set_rerun_var(PyObject *unused, PyObject *var) {
     Py_RETURN_NONE;
 }
 
+/* _set_meta_var(var): the ContextVar of quiver.meta(...). */
+static PyObject *qvpy_memo_set_meta_var(PyObject *unused, PyObject *var) {
+    if (!PyContextVar_CheckExact(var)) {
+        PyErr_SetString(PyExc_TypeError, "expected a contextvars.ContextVar");
+        return NULL;
+    }
+    Py_INCREF(var);
+    Py_XSETREF(qvpy_meta_var, var);
+    Py_RETURN_NONE;
+}
+
 /* _rerun_seen(): a rerun is about to set the rerun variable. */
 static PyObject *qvpy_memo_rerun_seen(PyObject *unused, PyObject *noarg) {
     qvpy_rerun_seen = 1;
@@ -871,6 +1012,11 @@ static PyMethodDef qvpy_memo_methods[] = {
      "_rerun_seen(): say that a rerun is about to set the rerun variable; hits look it up from then on."},
     {"_set_rerun_var", (PyCFunction)qvpy_memo_set_rerun_var, METH_O | METH_STATIC,
      "_set_rerun_var(var): the ContextVar holding the calls rerun so far inside Memo.rerun."},
+    {"_set_meta_var", (PyCFunction)qvpy_memo_set_meta_var, METH_O | METH_STATIC,
+     "_set_meta_var(var): the ContextVar of quiver.meta(...); a miss merges what it holds in Python."},
+    {"_miss_in_c", (PyCFunction)qvpy_memo_miss_in_c, METH_VARARGS,
+     "_miss_in_c(meta, flags, wait_ns, future_type): a miss of a positional call runs through the runtime "
+     "from C with these options."},
     {"_get", (PyCFunction)qvpy_memo_get_m, METH_VARARGS, "_get(cache, args, kwargs): the stored result or a signal."},
     {"_call", (PyCFunction)qvpy_memo_call_m, METH_VARARGS, "_call(args, kwargs): (digest, call encoding) or None."},
     {"_store", (PyCFunction)qvpy_memo_store_m, METH_VARARGS,

@@ -239,6 +239,10 @@ class Cache(_quiver.CacheHandle):
     language (Cache.open), a process-private memory cache (Cache.memory), or
     a stack of caches (Cache.stack). Safe to share between threads."""
 
+    # True on a memory cache made in a worker for its parent's (_stand_in()):
+    # a miss into it warns that nothing is shared.
+    _stand_in = False
+
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
              timeout=None, secret=None, allow_network_fs=False):

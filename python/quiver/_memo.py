@@ -57,6 +57,7 @@ class _Rerun(set):
 
 _rerunning = contextvars.ContextVar("quiver_rerunning", default=False)
 _quiver.MemoBase._set_rerun_var(_rerunning)
+_quiver.MemoBase._set_meta_var(_meta)
 
 
 def _positions(name):
@@ -147,6 +148,11 @@ class Memo(_quiver.MemoBase):
         # a query filters them by name where this module was never imported.
         if kept:
             self._static_meta[_PARAMS] = kept
+        # A miss that asks nothing of Python per call runs through the
+        # runtime straight from the C hit path, with what _compute would pass.
+        if not isolate and self._meta_fn is None:
+            self._miss_in_c(encode(self._static_meta) if self._static_meta else None, self._flags, self._wait_ns,
+                            concurrent.futures.Future)
         _registry[name] = self
         # What another process needs to make this memo again when it cannot
         # import it by name (quiver.bound._reduce_memo).
@@ -278,10 +284,16 @@ class Memo(_quiver.MemoBase):
         outcome, result, why = done
         if getattr(target, "_stand_in", False):
             _warn_stand_in(self.name)
+        return self._ran(target, args, kwargs, outcome, result, why, start, t0, 5)
+
+    def _ran(self, target, args, kwargs, outcome, result, why, start, t0, stacklevel):
+        """What a miss the runtime ran gives: its result, with a warning when
+        it was not stored; a future's result is stored when it completes.
+        stacklevel: the caller's frame, counted from _warn_unstored."""
         if isinstance(result, concurrent.futures.Future) and outcome < 0:
             return self._store_when_done(target, args, kwargs, result, start, t0)
         if outcome < 0:
-            _warn_unstored(self.name, target, outcome, why)
+            _warn_unstored(self.name, target, outcome, why, stacklevel)
         return result
 
     def _store_when_done(self, cache, args, kwargs, future, start, t0):
@@ -552,7 +564,7 @@ class AsyncMemo(Memo):
             self._store(target, args, kwargs, result, start, time.perf_counter_ns() - t0, meta)
         except (_quiver.EncodeError, _quiver.ReadOnlyError, _quiver.FullError, _quiver.StoreError,
                 _quiver.IOError) as err:
-            _warn_unstored(self.name, target, getattr(err, "status", _quiver.QV_ESTORE), str(err))
+            _warn_unstored(self.name, target, getattr(err, "status", _quiver.QV_ESTORE), str(err), 4)
         except _quiver.ClosedError:
             pass  # the cache was closed while the coroutine ran
         if getattr(target, "_stand_in", False):
@@ -630,7 +642,7 @@ def _warn_stand_in(name):
 _warned_readonly = weakref.WeakSet()
 
 
-def _warn_unstored(name, cache, outcome, why):
+def _warn_unstored(name, cache, outcome, why, stacklevel):
     # A read-only cache is said once per cache; anything else (a full disk,
     # an unencodable result) every time, since it can change.
     if outcome == _READONLY:
@@ -648,7 +660,7 @@ def _warn_unstored(name, cache, outcome, why):
         why = f"{why}; give the cache more room (max_bytes=, map_size= at Cache.open) or free some (evict, gc)"
     else:  # the storage or the system failed: the message says how
         why = f"{why}; the call runs again next time (check the cache with cache.verify())"
-    warnings.warn(f"{name}: the result was returned but not stored: {why}", QuiverWarning, stacklevel=4)
+    warnings.warn(f"{name}: the result was returned but not stored: {why}", QuiverWarning, stacklevel=stacklevel)
 
 
 def _show(args, kwargs):

@@ -5,9 +5,19 @@ integer, null or bool result is read without the decoder. Both must agree
 with the general path exactly: a call stored by the general path hits
 through the fast one (without the miss that the call runtime's second look,
 by the general encoding, would hide), no two arguments share a key, and
-every result comes back with its value and type."""
+every result comes back with its value and type.
+
+A miss the fast path meets runs through the call runtime from C, with the
+call bytes it hashed and no Python frame of quiver's: what it stores, warns
+and returns must be what the general path (_compute) would."""
+import concurrent.futures
+import os
+import warnings
+
+import pytest
+
 import quiver
-from quiver import Cache, memo
+from quiver import Cache, QuiverWarning, memo
 
 runs = []
 
@@ -33,7 +43,7 @@ def test_each_argument_stored_by_the_general_path_hits_through_the_fast_one(tmp_
     with quiver.cache(c):
         for v in EDGES:
             runs.clear()
-            assert ident(v) == v  # a miss: stored with the general encoder
+            assert ident(x=v) == v  # a miss, by keyword: stored with the general encoder
             assert runs == [v]
             misses = c.stats()["misses"]
             got = ident(v)  # a hit, keyed by the fast encoder where it applies
@@ -87,4 +97,83 @@ def test_rerun_after_fast_hits_still_reruns(tmp_path):
         assert runs == [41, 41]
         ident(41)
         assert runs == [41, 41]
+    c.close()
+
+
+def test_a_miss_stored_from_the_fast_path_hits_through_the_general_one(tmp_path):
+    c = Cache.open(str(tmp_path / "c"))
+    with quiver.cache(c):
+        for v in EDGES:
+            runs.clear()
+            assert ident(v) == v  # a miss: stored with the fast path's bytes
+            got = ident(x=v)  # the general encoder, by keyword
+            assert runs == [v] and got == v and type(got) is type(v), f"{v!r}: the two encoders disagree"
+            rec = c.load(ident.digest(v))
+            assert rec.args == (v,) and rec.metadata == {} and rec.result == v, rec
+    c.close()
+
+
+@memo(name="hit_path.noted")
+def noted(x):
+    runs.append(x)
+    return x * 2
+
+
+def test_a_fast_miss_stores_the_memos_metadata_and_an_active_metas(tmp_path):
+    c = Cache.open(str(tmp_path / "c"))
+    with quiver.cache(c):
+        noted(1)
+        with quiver.meta(run="r7"):
+            noted(2)  # quiver.meta(...) is merged in Python
+        assert noted.record(1).metadata == {}
+        assert noted.record(2).metadata == {"run": "r7"}
+    c.close()
+
+
+def test_a_fast_miss_that_raises_stores_nothing_and_runs_again(tmp_path):
+    calls = []
+
+    @memo(name="hit_path.raises")
+    def boom(x):
+        calls.append(x)
+        raise KeyError(x)
+
+    c = Cache.open(str(tmp_path / "c"))
+    with quiver.cache(c):
+        for _ in range(2):
+            with pytest.raises(KeyError):
+                boom(3)
+        assert calls == [3, 3] and c.stats()["stores"] == 0
+    c.close()
+
+
+def test_a_fast_miss_on_a_readonly_cache_returns_and_warns_at_the_caller(tmp_path):
+    Cache.open(str(tmp_path / "c")).close()
+    c = Cache.open(str(tmp_path / "c"), readonly=True)
+    with quiver.cache(c), warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter("always")
+        runs.clear()
+        assert noted(5) == 10 and noted(5) == 10
+        assert runs == [5, 5]
+    got = [w for w in ws if issubclass(w.category, QuiverWarning)]
+    assert len(got) == 1 and "read-only" in str(got[0].message), [str(w.message) for w in ws]
+    assert os.path.samefile(got[0].filename, __file__), f"the warning points at {got[0].filename}, not the caller"
+    c.close()
+
+
+def test_a_fast_miss_returning_a_future_stores_its_result_when_done(tmp_path):
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+
+    @memo(name="hit_path.later")
+    def later(x):
+        runs.append(x)
+        return pool.submit(lambda: x + 100)
+
+    c = Cache.open(str(tmp_path / "c"))
+    with quiver.cache(c):
+        runs.clear()
+        fut = later(1)
+        assert isinstance(fut, concurrent.futures.Future) and fut.result(timeout=10) == 101
+        assert later(1) == 101 and runs == [1]  # stored when it completed: a hit
+    pool.shutdown()
     c.close()
