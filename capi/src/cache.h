@@ -136,6 +136,10 @@ struct qv_cache {
     fn_tally fn_pending;
     _Atomic int fn_dirty;
     _Atomic uint64_t counts_written_ns; /* wall clock of the last write of totals and fn counts */
+    /* How much this handle's stores have changed the size counter ("bytes"
+     * in meta) since it was last written: a store leaves its change here,
+     * and the writes that carry the totals carry it (commit.c). */
+    _Atomic int64_t bytes_pending;
 };
 
 /* QV_STAT_TOTAL_HITS + i adds up qv__total_base[i] across handles: the
@@ -177,8 +181,11 @@ typedef struct {
 typedef struct {
     qv_cache *c;
     qv_txn *txn;
-    uint64_t bytes;
+    uint64_t bytes;    /* the size counter as this transaction sees it (qv__bytes_begin) */
     fn_tally *evicted; /* set while evicting for size: qv__remove_call counts the calls by function */
+    uint64_t bytes_start;
+    int64_t bytes_taken; /* of c->bytes_pending, what bytes_start holds */
+    int bytes_written;
 } wctx;
 
 typedef struct {
@@ -212,6 +219,10 @@ int64_t qv__record_duration(const uint8_t *rec, size_t len, size_t result_end);
 qv_status qv__record_call_digest(verify_ctx *v, const uint8_t *rec, size_t len, qv_digest *out);
 qv_status qv__meta_get_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t *out);
 qv_status qv__meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t v);
+qv_status qv__bytes_begin(wctx *w);
+qv_status qv__bytes_put(wctx *w);
+void qv__bytes_committed(wctx *w);
+uint64_t qv__bytes_add(uint64_t stored, int64_t pending);
 qv_status qv__get_count(wctx *w, int table, const qv_digest *d, uint64_t *n);
 qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);
 qv_status qv__set_atime(wctx *w, const qv_digest *key, uint64_t t);

@@ -35,6 +35,40 @@ qv_status qv__meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t 
     return c->store->ops->put(c->store, txn, T_META, key, strlen(key), buf, n);
 }
 
+/* The size counter is read by every write but written only by those that
+ * must: a store leaves its change in the handle's bytes_pending, and the
+ * write that next carries the totals (once per touch period, and on sync
+ * and close) puts it in, as do eviction and maintenance, which set the
+ * counter themselves. So a store dirties no page of meta: one B-tree less
+ * per commit (docs/DECISIONS.md, "The size counter"). */
+uint64_t qv__bytes_add(uint64_t stored, int64_t pending) {
+    if (pending < 0) return (uint64_t)-pending > stored ? 0 : stored - (uint64_t)-pending;
+    return stored + (uint64_t)pending;
+}
+
+/* w->bytes: the counter, with what this handle has not written yet. */
+qv_status qv__bytes_begin(wctx *w) {
+    uint64_t stored;
+    qv_status st = qv__meta_get_uint(w->c, w->txn, "bytes", &stored);
+    w->bytes_taken = atomic_load(&w->c->bytes_pending);
+    w->bytes = w->bytes_start = qv__bytes_add(stored, w->bytes_taken);
+    w->bytes_written = 0;
+    return st;
+}
+
+qv_status qv__bytes_put(wctx *w) {
+    qv_status st = qv__meta_put_uint(w->c, w->txn, "bytes", w->bytes);
+    if (!st) w->bytes_written = 1;
+    return st;
+}
+
+/* After w's commit: what it wrote leaves the pending change; what it did
+ * not write joins it. */
+void qv__bytes_committed(wctx *w) {
+    if (w->bytes_written) atomic_fetch_sub(&w->c->bytes_pending, w->bytes_taken);
+    else atomic_fetch_add(&w->c->bytes_pending, (int64_t)(w->bytes - w->bytes_start));
+}
+
 qv_status qv__get_count(wctx *w, int table, const qv_digest *d, uint64_t *n) {
     const void *v;
     size_t len;
@@ -180,16 +214,16 @@ static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) 
     for (pending *p = list; p; p = p->next)
         if (p->record) touches_only = 0;
     for (int attempt = 0; attempt < MAX_FULL_RETRIES; attempt++) {
-        wctx w = {c, NULL, 0, NULL};
+        wctx w = {.c = c};
         if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
         uint64_t now = (uint64_t)qv__now_ns();
-        st = qv__meta_get_uint(c, w.txn, "bytes", &w.bytes);
+        st = qv__bytes_begin(&w);
         for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now);
         if (!st) st = qv__flush_touches(&w, now, touches_only);
-        if (!st) st = qv__meta_put_uint(c, w.txn, "bytes", w.bytes);
         if (!st) {
             st = c->store->ops->commit(c->store, w.txn);
             if (!st) {
+                qv__bytes_committed(&w);
                 qv__cache_count(c, QV_STAT_COMMITS, 1);
                 *bytes_after = w.bytes;
                 return QV_OK;

@@ -109,7 +109,7 @@ qv_status qv__flush_touches(wctx *w, uint64_t now, int counts) {
     uint64_t last = atomic_load_explicit(&c->counts_written_ns, memory_order_relaxed);
     if (counts || now - last >= (uint64_t)c->touch_period_ns) {
         atomic_store_explicit(&c->counts_written_ns, now, memory_order_relaxed);
-        if ((st = add_totals(w)) || (st = qv__fn_flush(w))) return st;
+        if ((st = add_totals(w)) || (st = qv__fn_flush(w)) || (st = qv__bytes_put(w))) return st;
     }
     if (!c->count_hits || !atomic_exchange(&c->touch_since, 0)) return QV_OK;
     fn_tally fns = {NULL, 0, 0};
@@ -171,7 +171,7 @@ static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *m
     *more = 0;
     qv_status st = s->ops->write_begin(s, &w->txn);
     if (st) return st;
-    if ((st = qv__meta_get_uint(c, w->txn, "bytes", &w->bytes)) || w->bytes <= target) {
+    if ((st = qv__bytes_begin(w)) || w->bytes <= target) {
         s->ops->abort(s, w->txn);
         return st;
     }
@@ -195,13 +195,14 @@ static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *m
     size_t removed = i;
     int none = oldest.n == 0;
     free(oldest.keys);
-    if (!st) st = qv__meta_put_uint(c, w->txn, "bytes", w->bytes);
+    if (!st) st = qv__bytes_put(w);
     if (!st) st = qv__tally_write(w, w->evicted);
     if (st) {
         s->ops->abort(s, w->txn);
         return st;
     }
     if ((st = s->ops->commit(s, w->txn))) return st;
+    qv__bytes_committed(w);
     *evicted += removed;
     qv__cache_count(c, QV_STAT_EVICTIONS, removed);
     *more = !none && w->bytes > target;
@@ -215,7 +216,7 @@ qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
     qv_status st = QV_OK;
     while (!st && more) {
         fn_tally fns = {NULL, 0, 0};
-        wctx w = {c, NULL, 0, &fns};
+        wctx w = {.c = c, .evicted = &fns};
         st = evict_round(&w, target, evicted, &more);
         qv__tally_free(&fns);
     }
@@ -238,7 +239,7 @@ static int missing_atime(const void *key, size_t klen, const void *val, size_t v
 /* Calls stored while the cache had no size limit have no access time: give
  * them the oldest (0), so they are the first to go once a limit applies. */
 qv_status qv__backfill_atimes(qv_cache *c) {
-    backfill_ctx b = {{c, NULL, 0, NULL}, {NULL, 0, 0, 0, 0}};
+    backfill_ctx b = {{.c = c}, {NULL, 0, 0, 0, 0}};
     qv_store *s = c->store;
     uint64_t calls, atimes;
     qv_status st = s->ops->write_begin(s, &b.w.txn);
@@ -258,7 +259,7 @@ qv_status qv__backfill_atimes(qv_cache *c) {
 }
 
 static int totals_pending(qv_cache *c) {
-    if (atomic_load_explicit(&c->fn_dirty, memory_order_relaxed)) return 1;
+    if (atomic_load_explicit(&c->fn_dirty, memory_order_relaxed) || atomic_load(&c->bytes_pending)) return 1;
     for (int i = 0; i < QV_TOTALS; i++)
         if (qv__handle_count(c, qv__total_base[i]) > atomic_load_explicit(&c->totalled[i], memory_order_relaxed))
             return 1;
@@ -268,10 +269,13 @@ static int totals_pending(qv_cache *c) {
 void qv__flush_pending_touches(qv_cache *c) {
     if (!c->count_hits || (!atomic_load_explicit(&c->touch_since, memory_order_relaxed) && !totals_pending(c))) return;
     qv__cache_after_fork(c);
-    wctx w = {c, NULL, 0, NULL};
+    wctx w = {.c = c};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
-    if (qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) c->store->ops->commit(c->store, w.txn);
-    else c->store->ops->abort(c->store, w.txn);
+    if (qv__bytes_begin(&w) == QV_OK && qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) {
+        if (c->store->ops->commit(c->store, w.txn) == QV_OK) qv__bytes_committed(&w);
+    } else {
+        c->store->ops->abort(c->store, w.txn);
+    }
 }
 
 /* Note a hit for LRU and count it. Touches are written by the next commit, and by a hit

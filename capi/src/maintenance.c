@@ -12,19 +12,21 @@
 
 static qv_status write_txn(qv_cache *c, wctx *w) {
     if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
-    *w = (wctx){c, NULL, 0, NULL};
+    *w = (wctx){.c = c};
     qv_status st = c->store->ops->write_begin(c->store, &w->txn);
-    if (!st && (st = qv__meta_get_uint(c, w->txn, "bytes", &w->bytes))) c->store->ops->abort(c->store, w->txn);
+    if (!st && (st = qv__bytes_begin(w))) c->store->ops->abort(c->store, w->txn);
     return st;
 }
 
 static qv_status finish_write(wctx *w, qv_status st) {
-    if (!st) st = qv__meta_put_uint(w->c, w->txn, "bytes", w->bytes);
+    if (!st) st = qv__bytes_put(w);
     if (st) {
         w->c->store->ops->abort(w->c->store, w->txn);
         return st;
     }
-    return w->c->store->ops->commit(w->c->store, w->txn);
+    if ((st = w->c->store->ops->commit(w->c->store, w->txn))) return st;
+    qv__bytes_committed(w);
+    return QV_OK;
 }
 
 /* gc and verify walk one store's tables in one transaction: a remote tier
@@ -255,7 +257,7 @@ qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opt
     if (cache->tier) return not_a_store(cache, "verify");
     int repair = opts && (opts->flags & QV_MAINTENANCE_REPAIR);
     qv_store *s = cache->store;
-    wctx w = {cache, NULL, 0, NULL};
+    wctx w = {.c = cache};
     qv_hasher *h = qv__hasher_new();
     if (!h) return qv__nomem();
     st = repair ? write_txn(cache, &w) : s->ops->read_begin(s, &w.txn);
@@ -317,8 +319,10 @@ qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
     case QV_STAT_VALUES:
     case QV_STAT_BYTES:
         if ((st = s->ops->read_begin(s, &txn))) return st;
-        if (which == QV_STAT_BYTES) st = qv__meta_get_uint(cache, txn, "bytes", out);
-        else st = s->ops->count(s, txn, which == QV_STAT_ENTRIES ? T_CALLS : T_VALUES, out);
+        if (which == QV_STAT_BYTES) {
+            st = qv__meta_get_uint(cache, txn, "bytes", out);
+            *out = qv__bytes_add(*out, atomic_load(&cache->bytes_pending)); /* this handle's, not written yet */
+        } else st = s->ops->count(s, txn, which == QV_STAT_ENTRIES ? T_CALLS : T_VALUES, out);
         s->ops->read_end(s, txn);
         return st;
     case QV_STAT_MAX_BYTES:
@@ -357,8 +361,8 @@ qv_status qv_cache_reset_totals(qv_cache *cache) {
     if (st) return st;
     /* hits counted before and not yet written go to their calls now, and so
      * never into the counts that start again from 0 */
-    wctx w = {cache, txn, 0, NULL};
-    if ((st = qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1))) {
+    wctx w = {.c = cache, .txn = txn};
+    if ((st = qv__bytes_begin(&w)) || (st = qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1))) {
         s->ops->abort(s, txn);
         return st;
     }
@@ -373,6 +377,7 @@ qv_status qv_cache_reset_totals(qv_cache *cache) {
         return st;
     }
     if ((st = s->ops->commit(s, txn))) return st;
+    qv__bytes_committed(&w);
     for (int i = 0; i < QV_TOTALS; i++) atomic_store(&cache->totalled[i], now[i]);
     return QV_OK;
 }

@@ -331,6 +331,40 @@ static int child_use_inherited(void *p) {
     return 0;
 }
 
+/* The size counter: a store leaves its change with its handle, and the
+ * write that carries the totals (or close) puts it in. A fork inherits the
+ * handle but not what it has not written, so nothing is counted twice:
+ * once every handle has closed, the counter is what gc counts. */
+static int child_stores_blobs(void *arg) {
+    qv_cache *c = arg;
+    for (int64_t k = 100; k < 130; k++)
+        if (store_blob(c, k, 300)) return 1;
+    if (store_blob(c, 5, 900)) return 2; /* a rerun replaces the parent's */
+    qv_cache_close(c);
+    return 0;
+}
+
+static void size_counter_is_exact_across_a_fork(void **state) {
+    char *dir = qvt_tempdir("lmdb-bytes");
+    qv_cache *c = open_cache(dir, NULL);
+    for (int64_t k = 0; k < 20; k++) QVT_OK(store_blob(c, k, 100 + (size_t)k));
+    uint64_t mine = stat_of(c, QV_STAT_BYTES);
+    assert_true(mine >= 20 * 100); /* the handle counts what it has not written */
+    assert_int_equal(wait_child(fork_child(child_stores_blobs, c)), 0);
+    for (int64_t k = 200; k < 210; k++) QVT_OK(store_blob(c, k, 50));
+    qv_cache_close(c);
+
+    c = open_cache(dir, NULL);
+    uint64_t counted = stat_of(c, QV_STAT_BYTES), freed;
+    assert_true(counted > mine + 30 * 300);
+    QVT_OK(qv_cache_gc(c, &freed));
+    assert_int_equal(freed, 0);
+    assert_int_equal(stat_of(c, QV_STAT_BYTES), counted);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 static void fork_then_use_inherited_handle(void **state) {
     char *dir = qvt_tempdir("lmdb-fork");
     qv_cache *c = open_cache(dir, NULL);
@@ -1304,6 +1338,7 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(persistence_across_processes),
         cmocka_unit_test(fork_then_use_inherited_handle),
+        cmocka_unit_test(size_counter_is_exact_across_a_fork),
         cmocka_unit_test(killed_writer_loses_nothing_committed),
         cmocka_unit_test(full_map_grows),
         cmocka_unit_test(map_grown_by_another_process),
