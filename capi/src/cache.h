@@ -185,6 +185,7 @@ typedef struct {
     fn_tally *evicted; /* set while evicting for size: qv__remove_call counts the calls by function */
     uint64_t bytes_start;
     int64_t bytes_taken; /* of c->bytes_pending, what bytes_start holds */
+    int bytes_read;      /* else bytes_start is a base, not the counter */
     int bytes_written;
 } wctx;
 
@@ -219,7 +220,7 @@ int64_t qv__record_duration(const uint8_t *rec, size_t len, size_t result_end);
 qv_status qv__record_call_digest(verify_ctx *v, const uint8_t *rec, size_t len, qv_digest *out);
 qv_status qv__meta_get_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t *out);
 qv_status qv__meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t v);
-qv_status qv__bytes_begin(wctx *w);
+qv_status qv__bytes_begin(wctx *w, int read);
 qv_status qv__bytes_put(wctx *w);
 void qv__bytes_committed(wctx *w);
 uint64_t qv__bytes_add(uint64_t stored, int64_t pending);

@@ -524,9 +524,40 @@ static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
     size_t count = nm / per, region = enc->len - f->start;
     qv_status st;
 
-    /* Sort entries by their keys' encodings within a copy of the region. */
     entry stackbuf[16], *ents = count <= 16 ? stackbuf : malloc(count * sizeof(entry));
     if (!ents) return fail(enc, qv__nomem());
+    int sorted = 1;
+    for (size_t i = 0; i < count; i++) {
+        const size_t *m = &enc->marks[f->marks_base + per * i];
+        size_t end = i + 1 < count ? m[per] - f->start : region;
+        size_t ks = m[0] - f->start, ke = per == 2 ? m[1] - f->start : end;
+        ents[i] = (entry){enc->buf + f->start + ks, ke - ks, ks, end};
+        if (i && sorted && entry_cmp(&ents[i - 1], &ents[i]) >= 0) sorted = 0;
+    }
+    if (sorted) {
+        /* Written in order (a record's keys always are), hence no duplicate:
+         * the entries stay where they are, behind the head. */
+        if (ents != stackbuf) free(ents);
+        uint8_t head[18];
+        size_t n = 0, m;
+        if (kind == EF_SET) {
+            put_head(head, &n, MAJOR_TAG, QV_TAG_SET);
+            put_head(head + n, &m, MAJOR_LIST, count);
+        } else {
+            put_head(head, &m, MAJOR_MAP, count);
+        }
+        n += m;
+        if ((st = reserve(enc, n))) return st;
+        memmove(enc->buf + f->start + n, enc->buf + f->start, region);
+        memcpy(enc->buf + f->start, head, n);
+        enc->len = f->start + n + region;
+        enc->nmarks = f->marks_base;
+        enc->depth--;
+        enc->maps_open--;
+        item_end(enc);
+        return QV_OK;
+    }
+    /* Sort entries by their keys' encodings within a copy of the region. */
     if (enc->scratch_cap < region) {
         uint8_t *s = realloc(enc->scratch, region);
         if (!s) {
@@ -537,15 +568,8 @@ static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
         enc->scratch_cap = region;
     }
     if (region) memcpy(enc->scratch, enc->buf + f->start, region);
-    int sorted = 1;
-    for (size_t i = 0; i < count; i++) {
-        const size_t *m = &enc->marks[f->marks_base + per * i];
-        size_t end = i + 1 < count ? m[per] - f->start : region;
-        size_t ks = m[0] - f->start, ke = per == 2 ? m[1] - f->start : end;
-        ents[i] = (entry){enc->scratch + ks, ke - ks, ks, end};
-        if (i && sorted && entry_cmp(&ents[i - 1], &ents[i]) >= 0) sorted = 0;
-    }
-    if (!sorted) qsort(ents, count, sizeof(entry), entry_cmp);
+    for (size_t i = 0; i < count; i++) ents[i].key = enc->scratch + (ents[i].key - (enc->buf + f->start));
+    qsort(ents, count, sizeof(entry), entry_cmp);
     size_t unique = count;
     for (size_t i = 1; i < count; i++) {
         if (entry_cmp(&ents[i - 1], &ents[i]) == 0) {

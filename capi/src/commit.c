@@ -46,18 +46,34 @@ uint64_t qv__bytes_add(uint64_t stored, int64_t pending) {
     return stored + (uint64_t)pending;
 }
 
-/* w->bytes: the counter, with what this handle has not written yet. */
-qv_status qv__bytes_begin(wctx *w) {
+/* A base for w->bytes when the counter is not read: far above any size, so
+ * that removals, which stop at 0, subtract in full. */
+#define BYTES_UNREAD ((uint64_t)1 << 62)
+
+/* w->bytes: the counter, with what this handle has not written yet; when
+ * read is 0 (nothing in the transaction decides by it) only its changes. */
+qv_status qv__bytes_begin(wctx *w, int read) {
+    w->bytes_taken = atomic_load(&w->c->bytes_pending);
+    w->bytes_written = 0;
+    w->bytes_read = read;
+    if (!read) {
+        w->bytes = w->bytes_start = BYTES_UNREAD;
+        return QV_OK;
+    }
     uint64_t stored;
     qv_status st = qv__meta_get_uint(w->c, w->txn, "bytes", &stored);
-    w->bytes_taken = atomic_load(&w->c->bytes_pending);
     w->bytes = w->bytes_start = qv__bytes_add(stored, w->bytes_taken);
-    w->bytes_written = 0;
     return st;
 }
 
 qv_status qv__bytes_put(wctx *w) {
-    qv_status st = qv__meta_put_uint(w->c, w->txn, "bytes", w->bytes);
+    uint64_t v = w->bytes, stored;
+    if (!w->bytes_read) {
+        qv_status st = qv__meta_get_uint(w->c, w->txn, "bytes", &stored);
+        if (st) return st;
+        v = qv__bytes_add(qv__bytes_add(stored, w->bytes_taken), (int64_t)(w->bytes - w->bytes_start));
+    }
+    qv_status st = qv__meta_put_uint(w->c, w->txn, "bytes", v);
     if (!st) w->bytes_written = 1;
     return st;
 }
@@ -217,7 +233,7 @@ static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) 
         wctx w = {.c = c};
         if ((st = c->store->ops->write_begin(c->store, &w.txn))) return st;
         uint64_t now = (uint64_t)qv__now_ns();
-        st = qv__bytes_begin(&w);
+        st = qv__bytes_begin(&w, c->max_bytes != 0); /* eviction decides by it */
         for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now);
         if (!st) st = qv__flush_touches(&w, now, touches_only);
         if (!st) {

@@ -171,7 +171,7 @@ static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *m
     *more = 0;
     qv_status st = s->ops->write_begin(s, &w->txn);
     if (st) return st;
-    if ((st = qv__bytes_begin(w)) || w->bytes <= target) {
+    if ((st = qv__bytes_begin(w, 1)) || w->bytes <= target) {
         s->ops->abort(s, w->txn);
         return st;
     }
@@ -271,7 +271,7 @@ void qv__flush_pending_touches(qv_cache *c) {
     qv__cache_after_fork(c);
     wctx w = {.c = c};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
-    if (qv__bytes_begin(&w) == QV_OK && qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) {
+    if (qv__bytes_begin(&w, 0) == QV_OK && qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) {
         if (c->store->ops->commit(c->store, w.txn) == QV_OK) qv__bytes_committed(&w);
     } else {
         c->store->ops->abort(c->store, w.txn);

@@ -14,7 +14,7 @@ static qv_status write_txn(qv_cache *c, wctx *w) {
     if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
     *w = (wctx){.c = c};
     qv_status st = c->store->ops->write_begin(c->store, &w->txn);
-    if (!st && (st = qv__bytes_begin(w))) c->store->ops->abort(c->store, w->txn);
+    if (!st && (st = qv__bytes_begin(w, 1))) c->store->ops->abort(c->store, w->txn);
     return st;
 }
 
@@ -362,7 +362,7 @@ qv_status qv_cache_reset_totals(qv_cache *cache) {
     /* hits counted before and not yet written go to their calls now, and so
      * never into the counts that start again from 0 */
     wctx w = {.c = cache, .txn = txn};
-    if ((st = qv__bytes_begin(&w)) || (st = qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1))) {
+    if ((st = qv__bytes_begin(&w, 0)) || (st = qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1))) {
         s->ops->abort(s, txn);
         return st;
     }
