@@ -408,7 +408,7 @@ static PyObject *qvpy_memo_vectorcall(PyObject *self, PyObject *const *argv, siz
             h->users++; /* qvpy_cache_enter, checked above */
             v = qvpy_lookup(h, &key);
             qvpy_cache_leave(cache);
-            if (v == qvpy_sig_miss && m->miss_ready) {
+            if (v == qvpy_sig_miss && m->miss_ready && m->fn) { /* fn: not cleared by the collector */
                 PyObject *r = qvpy_memo_fast_miss(m, cache, argv, na, call, call_len, &key);
                 if (r != qvpy_sig_miss) {
                     Py_DECREF(v);

@@ -222,7 +222,7 @@ qv_status qv__meta_get_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t 
 qv_status qv__meta_put_uint(qv_cache *c, qv_txn *txn, const char *key, uint64_t v);
 qv_status qv__bytes_begin(wctx *w, int read);
 qv_status qv__bytes_put(wctx *w);
-void qv__bytes_committed(wctx *w);
+qv_status qv__bytes_commit(wctx *w);
 uint64_t qv__bytes_add(uint64_t stored, int64_t pending);
 qv_status qv__get_count(wctx *w, int table, const qv_digest *d, uint64_t *n);
 qv_status qv__put_count(wctx *w, int table, const qv_digest *d, uint64_t n);

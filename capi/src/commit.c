@@ -78,11 +78,16 @@ qv_status qv__bytes_put(wctx *w) {
     return st;
 }
 
-/* After w's commit: what it wrote leaves the pending change; what it did
- * not write joins it. */
-void qv__bytes_committed(wctx *w) {
-    if (w->bytes_written) atomic_fetch_sub(&w->c->bytes_pending, w->bytes_taken);
-    else atomic_fetch_add(&w->c->bytes_pending, (int64_t)(w->bytes - w->bytes_start));
+/* Commit w. What it wrote of the pending change leaves it, what it did not
+ * write joins it, before the commit, while the write lock still keeps this
+ * handle's other writes out: none reads a pending change its data already
+ * holds. A failed commit gives it back. */
+qv_status qv__bytes_commit(wctx *w) {
+    int64_t d = w->bytes_written ? -w->bytes_taken : (int64_t)(w->bytes - w->bytes_start);
+    atomic_fetch_add(&w->c->bytes_pending, d);
+    qv_status st = w->c->store->ops->commit(w->c->store, w->txn);
+    if (st) atomic_fetch_sub(&w->c->bytes_pending, d);
+    return st;
 }
 
 qv_status qv__get_count(wctx *w, int table, const qv_digest *d, uint64_t *n) {
@@ -236,10 +241,12 @@ static qv_status commit_list(qv_cache *c, pending *list, uint64_t *bytes_after) 
         st = qv__bytes_begin(&w, c->max_bytes != 0); /* eviction decides by it */
         for (pending *p = list; !st && p; p = p->next) st = apply(&w, p, now);
         if (!st) st = qv__flush_touches(&w, now, touches_only);
+        /* under a size limit the counter stays exact in every commit: a
+         * process that ends without closing cannot leave it short */
+        if (!st && c->max_bytes && !w.bytes_written) st = qv__bytes_put(&w);
         if (!st) {
-            st = c->store->ops->commit(c->store, w.txn);
+            st = qv__bytes_commit(&w);
             if (!st) {
-                qv__bytes_committed(&w);
                 qv__cache_count(c, QV_STAT_COMMITS, 1);
                 *bytes_after = w.bytes;
                 return QV_OK;

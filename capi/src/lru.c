@@ -201,8 +201,7 @@ static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *m
         s->ops->abort(s, w->txn);
         return st;
     }
-    if ((st = s->ops->commit(s, w->txn))) return st;
-    qv__bytes_committed(w);
+    if ((st = qv__bytes_commit(w))) return st;
     *evicted += removed;
     qv__cache_count(c, QV_STAT_EVICTIONS, removed);
     *more = !none && w->bytes > target;
@@ -211,6 +210,7 @@ static qv_status evict_round(wctx *w, uint64_t target, uint64_t *evicted, int *m
 
 /* Evict least recently used calls until bytes <= target. */
 qv_status qv__evict_to(qv_cache *c, uint64_t target, uint64_t *evicted) {
+    qv__cache_after_fork(c);
     *evicted = 0;
     int more = 1;
     qv_status st = QV_OK;
@@ -272,7 +272,7 @@ void qv__flush_pending_touches(qv_cache *c) {
     wctx w = {.c = c};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (qv__bytes_begin(&w, 0) == QV_OK && qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) {
-        if (c->store->ops->commit(c->store, w.txn) == QV_OK) qv__bytes_committed(&w);
+        qv__bytes_commit(&w);
     } else {
         c->store->ops->abort(c->store, w.txn);
     }

@@ -12,6 +12,7 @@
 
 static qv_status write_txn(qv_cache *c, wctx *w) {
     if (c->flags & QV_CACHE_READONLY) return qv__error(QV_EREADONLY, "the cache at %s was opened read-only", c->path);
+    qv__cache_after_fork(c); /* a forked child writes none of its parent's pending change */
     *w = (wctx){.c = c};
     qv_status st = c->store->ops->write_begin(c->store, &w->txn);
     if (!st && (st = qv__bytes_begin(w, 1))) c->store->ops->abort(c->store, w->txn);
@@ -24,9 +25,7 @@ static qv_status finish_write(wctx *w, qv_status st) {
         w->c->store->ops->abort(w->c->store, w->txn);
         return st;
     }
-    if ((st = w->c->store->ops->commit(w->c->store, w->txn))) return st;
-    qv__bytes_committed(w);
-    return QV_OK;
+    return qv__bytes_commit(w);
 }
 
 /* gc and verify walk one store's tables in one transaction: a remote tier
@@ -320,6 +319,7 @@ qv_status qv_cache_stat(qv_cache *cache, int which, uint64_t *out) {
     case QV_STAT_BYTES:
         if ((st = s->ops->read_begin(s, &txn))) return st;
         if (which == QV_STAT_BYTES) {
+            qv__cache_after_fork(cache);
             st = qv__meta_get_uint(cache, txn, "bytes", out);
             *out = qv__bytes_add(*out, atomic_load(&cache->bytes_pending)); /* this handle's, not written yet */
         } else st = s->ops->count(s, txn, which == QV_STAT_ENTRIES ? T_CALLS : T_VALUES, out);
@@ -376,8 +376,7 @@ qv_status qv_cache_reset_totals(qv_cache *cache) {
         s->ops->abort(s, txn);
         return st;
     }
-    if ((st = s->ops->commit(s, txn))) return st;
-    qv__bytes_committed(&w);
+    if ((st = qv__bytes_commit(&w))) return st;
     for (int i = 0; i < QV_TOTALS; i++) atomic_store(&cache->totalled[i], now[i]);
     return QV_OK;
 }

@@ -268,10 +268,11 @@ class Memo(_quiver.MemoBase):
                             f"(or None) of metadata for the call")
         return extra
 
-    def _compute(self, cache, args, kwargs, store_in=None, rerun=False):
+    def _compute(self, cache, args, kwargs, store_in=None, rerun=False, stacklevel=5):
         """A miss through the call runtime (DESIGN section 12): run once across
         threads and processes, store, and return the result; a result that
-        cannot be kept is returned all the same, with a warning."""
+        cannot be kept is returned all the same, with a warning at the
+        caller's line (stacklevel: its frame, counted from _warn_unstored)."""
         target = store_in if store_in is not None else cache
         while target._stack:  # a stack writes to its first cache
             target = target._layers[0]
@@ -284,7 +285,7 @@ class Memo(_quiver.MemoBase):
         outcome, result, why = done
         if getattr(target, "_stand_in", False):
             _warn_stand_in(self.name)
-        return self._ran(target, args, kwargs, outcome, result, why, start, t0, 5)
+        return self._ran(target, args, kwargs, outcome, result, why, start, t0, stacklevel)
 
     def _ran(self, target, args, kwargs, outcome, result, why, start, t0, stacklevel):
         """What a miss the runtime ran gives: its result, with a warning when
@@ -334,7 +335,7 @@ class Memo(_quiver.MemoBase):
         hit, value = self._stack_probe(stack, args, kwargs)
         if hit:
             return value
-        return self._compute(stack, args, kwargs, store_in=stack._layers[0])
+        return self._compute(stack, args, kwargs, store_in=stack._layers[0], stacklevel=6)
 
     def _stack_probe(self, stack, args, kwargs):
         if hasattr(stack, "_probe_call"):  # a filtered view (Cache.filter) decides what it holds

@@ -337,6 +337,8 @@ static int child_use_inherited(void *p) {
  * once every handle has closed, the counter is what gc counts. */
 static int child_stores_blobs(void *arg) {
     qv_cache *c = arg;
+    qv_digest first = key_of(0);
+    if (qv_cache_evict(c, &first)) return 3; /* a maintenance write first: it too starts from nothing pending */
     for (int64_t k = 100; k < 130; k++)
         if (store_blob(c, k, 300)) return 1;
     if (store_blob(c, 5, 900)) return 2; /* a rerun replaces the parent's */
@@ -360,6 +362,38 @@ static void size_counter_is_exact_across_a_fork(void **state) {
     QVT_OK(qv_cache_gc(c, &freed));
     assert_int_equal(freed, 0);
     assert_int_equal(stat_of(c, QV_STAT_BYTES), counted);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
+/* Under a size limit the counter is written by every store: a process that
+ * ends without closing (os._exit in a pool worker, a kill) leaves it exact,
+ * so eviction never trusts a short count. */
+static int child_stores_and_exits(void *arg) {
+    const char *dir = arg;
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.max_bytes = (uint64_t)1 << 30;
+    qv_cache *c = NULL;
+    if (qv_cache_open(&c, dir, &o)) return 1;
+    for (int64_t k = 300; k < 340; k++)
+        if (store_blob(c, k, 200)) return 2;
+    return 0; /* _exit, never closed */
+}
+
+static void size_counter_under_a_limit_survives_an_exit_without_close(void **state) {
+    char *dir = qvt_tempdir("lmdb-bytes-limit");
+    qv_cache_options o = QV_CACHE_OPTIONS_INIT;
+    o.max_bytes = (uint64_t)1 << 30;
+    qv_cache *c = open_cache(dir, &o);
+    QVT_OK(store_blob(c, 1, 500));
+    assert_int_equal(wait_child(fork_child(child_stores_and_exits, dir)), 0);
+    qv_cache *other = open_cache(dir, NULL); /* sees only what is written */
+    uint64_t counted = stat_of(other, QV_STAT_BYTES), freed;
+    assert_true(counted >= 500 + 40 * 200);
+    QVT_OK(qv_cache_gc(other, &freed));
+    assert_int_equal(stat_of(other, QV_STAT_BYTES), counted);
+    qv_cache_close(other);
     qv_cache_close(c);
     qvt_rmtree(dir);
     free(dir);
@@ -1339,6 +1373,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(persistence_across_processes),
         cmocka_unit_test(fork_then_use_inherited_handle),
         cmocka_unit_test(size_counter_is_exact_across_a_fork),
+        cmocka_unit_test(size_counter_under_a_limit_survives_an_exit_without_close),
         cmocka_unit_test(killed_writer_loses_nothing_committed),
         cmocka_unit_test(full_map_grows),
         cmocka_unit_test(map_grown_by_another_process),
