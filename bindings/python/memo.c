@@ -764,7 +764,7 @@ static qv_status qvpy_run_body(const void **result, size_t *len, void *userdata)
     } else {
         Py_XSETREF(r->result, v);
         int is_future = r->future_type != Py_None ? PyObject_IsInstance(v, r->future_type) : 0;
-        if (is_future) {
+        if (is_future > 0) {
             r->deferred = 1;
             st = qv_error_set(QV_EENCODE, "a future: its result is stored when it completes");
         } else {
