@@ -979,25 +979,15 @@ static PyObject *qvpy_memo_get_fn(qvpy_memo *m, void *unused) {
     return m->fn;
 }
 
-/* _set_rerun_var(var): the ContextVar that says a rerun is under way. */
-static PyObject *qvpy_memo_set_rerun_var(PyObject *unused, PyObject *var) {
-    if (!PyContextVar_CheckExact(var)) {
-        PyErr_SetString(PyExc_TypeError, "expected a contextvars.ContextVar");
-        return NULL;
-    }
-    Py_INCREF(var);
-    Py_XSETREF(qvpy_rerun_var, var);
-    Py_RETURN_NONE;
-}
-
-/* _set_meta_var(var): the ContextVar of quiver.meta(...). */
-static PyObject *qvpy_memo_set_meta_var(PyObject *unused, PyObject *var) {
-    if (!PyContextVar_CheckExact(var)) {
-        PyErr_SetString(PyExc_TypeError, "expected a contextvars.ContextVar");
-        return NULL;
-    }
-    Py_INCREF(var);
-    Py_XSETREF(qvpy_meta_var, var);
+/* _set_context_vars(rerun, meta): the ContextVars that say a rerun is under
+ * way and hold quiver.meta(...). */
+static PyObject *qvpy_memo_set_context_vars(PyObject *unused, PyObject *a) {
+    PyObject *rerun, *meta;
+    if (!PyArg_ParseTuple(a, "O!O!", &PyContextVar_Type, &rerun, &PyContextVar_Type, &meta)) return NULL;
+    Py_INCREF(rerun);
+    Py_XSETREF(qvpy_rerun_var, rerun);
+    Py_INCREF(meta);
+    Py_XSETREF(qvpy_meta_var, meta);
     Py_RETURN_NONE;
 }
 
@@ -1010,10 +1000,9 @@ static PyObject *qvpy_memo_rerun_seen(PyObject *unused, PyObject *noarg) {
 static PyMethodDef qvpy_memo_methods[] = {
     {"_rerun_seen", (PyCFunction)qvpy_memo_rerun_seen, METH_NOARGS | METH_STATIC,
      "_rerun_seen(): say that a rerun is about to set the rerun variable; hits look it up from then on."},
-    {"_set_rerun_var", (PyCFunction)qvpy_memo_set_rerun_var, METH_O | METH_STATIC,
-     "_set_rerun_var(var): the ContextVar holding the calls rerun so far inside Memo.rerun."},
-    {"_set_meta_var", (PyCFunction)qvpy_memo_set_meta_var, METH_O | METH_STATIC,
-     "_set_meta_var(var): the ContextVar of quiver.meta(...); a miss merges what it holds in Python."},
+    {"_set_context_vars", (PyCFunction)qvpy_memo_set_context_vars, METH_VARARGS | METH_STATIC,
+     "_set_context_vars(rerun, meta): the ContextVars holding the calls rerun so far inside Memo.rerun, and "
+     "quiver.meta(...) (a miss merges what it holds in Python)."},
     {"_miss_in_c", (PyCFunction)qvpy_memo_miss_in_c, METH_VARARGS,
      "_miss_in_c(meta, flags, wait_ns, future_type): a miss of a positional call runs through the runtime "
      "from C with these options."},

@@ -56,8 +56,7 @@ class _Rerun(set):
 
 
 _rerunning = contextvars.ContextVar("quiver_rerunning", default=False)
-_quiver.MemoBase._set_rerun_var(_rerunning)
-_quiver.MemoBase._set_meta_var(_meta)
+_quiver.MemoBase._set_context_vars(_rerunning, _meta)
 
 
 def _positions(name):
