@@ -6,6 +6,7 @@ import os
 import pwd
 import stat as _stat
 import warnings
+import weakref
 
 from . import _quiver
 from ._codec import QuiverWarning, _raw_tags, _untrusted, call_digest, encode
@@ -242,6 +243,11 @@ class Cache(_quiver.CacheHandle):
     # True on a memory cache made in a worker for its parent's (_stand_in()):
     # a miss into it warns that nothing is shared.
     _stand_in = False
+
+    def __init__(self):
+        super().__init__()
+        _handles.add(self)
+        _write_counts_at_exit()
 
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
@@ -748,6 +754,35 @@ class FilteredCache(Cache):
 
 def _filtered(source, predicate):
     return source.filter(predicate)
+
+
+# Every handle this process made. A handle writes its totals (and, without a
+# size limit, its change to the size counter) once per period and on close;
+# a pool worker ends in os._exit, which closes nothing, so a multiprocessing
+# finalizer writes them as the worker ends (docs/DECISIONS.md).
+_handles = weakref.WeakSet()
+_exit_hook_pid = None
+
+
+def _sync_handles():
+    for c in list(_handles):
+        try:
+            c.sync()
+        except Exception:
+            pass  # closed, read-only or unreachable: nothing of it to write
+
+
+def _write_counts_at_exit():
+    """Once per process: multiprocessing runs its finalizers as a worker ends
+    (and at the exit of any other process); a forked worker forgets its
+    parent's, so they are made again after each fork multiprocessing makes."""
+    global _exit_hook_pid
+    if _exit_hook_pid == os.getpid():
+        return
+    _exit_hook_pid = os.getpid()
+    import multiprocessing.util
+    multiprocessing.util.Finalize(None, _sync_handles, exitpriority=10)
+    multiprocessing.util.register_after_fork(_sync_handles, lambda _: _write_counts_at_exit())
 
 
 def _stand_in():

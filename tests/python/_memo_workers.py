@@ -42,3 +42,18 @@ def hammer(path, worker, keys):
     for t in threads:
         t.join()
     return errors
+
+
+# A pool worker's cache, opened once by its initializer and never closed:
+# the worker ends in os._exit.
+_worker_cache = None
+
+
+def open_worker_cache(path):
+    global _worker_cache
+    _worker_cache = quiver.Cache.open(path)
+
+
+def squares_in_worker_cache(keys):
+    with quiver.cache(_worker_cache):
+        return [square(k) for k in keys]

@@ -4,6 +4,8 @@ import multiprocessing
 import os
 import threading
 
+import pytest
+
 import quiver
 from quiver import Cache, cache
 
@@ -41,3 +43,22 @@ def test_threads_share_one_cache_handle(tmpdir_path):
     assert bad == []
     assert c.stats()["entries"] == 97
     c.close()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_pool_workers_that_never_close_their_cache_still_count(tmpdir_path, method):
+    """Workers end in os._exit, closing nothing: what they counted (totals,
+    and a limitless cache's size) is written as they end all the same."""
+    path = os.path.join(tmpdir_path, "counted")
+    ctx = multiprocessing.get_context(method)
+    keys = [list(range(w * 10, w * 10 + 10)) for w in range(4)]
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=ctx, initializer=workers.open_worker_cache,
+                                                initargs=(path,)) as ex:
+        got = list(ex.map(workers.squares_in_worker_cache, keys))
+    assert got == [[k * k for k in ks] for ks in keys]
+    with Cache.open(path) as c:
+        s = c.stats()
+        assert (s["entries"], s["total_misses"], s["total_stores"]) == (40, 40, 40), s
+        counted = s["bytes"]
+        c.gc()
+        assert c.stats()["bytes"] == counted > 0
