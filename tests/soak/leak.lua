@@ -7,12 +7,12 @@
 -- hot set, futures of a C function on the thread pool, with_cache and
 -- with_meta entered and left around every batch, and a second handle opened
 -- and closed every 1000 calls. Fails when anonymous resident memory grew by
--- more than 10% after the warm-up (a fifth of the calls), or descriptors or
--- reader slots grew at all.
+-- more than 10% after the warm-up (a fifth of the calls), descriptors grew at
+-- all, or reader slots grew past the 16 an environment pools.
 local quiver = require "quiver"
 local sys = require "soak_sys"
 
-local HOT, HANDLE_EVERY, GROWTH = 1000, 1000, 0.10
+local HOT, HANDLE_EVERY, GROWTH, SHARDS = 1000, 1000, 0.10, 16
 
 local path, calls = arg[1], math.tointeger(tonumber(arg[2] or ""))
 if not path or not calls then
@@ -95,9 +95,14 @@ local bad = {}
 if growth > GROWTH then
   bad[#bad + 1] = ("anonymous memory grew %+.1f%% after the warm-up (limit %+.0f%%)"):format(growth * 100, GROWTH * 100)
 end
+-- Reader slots: a thread's first read takes the pooled transaction of its
+-- shard (QV_SHARDS, 16), and the pool retires idle workers and starts new
+-- ones, each on the next shard; so up to 16 slots is the design, not a leak.
+local allowed = {fds = before.fds, readers = math.max(before.readers, SHARDS)}
 for _, k in ipairs{"fds", "readers"} do
-  if after[k] > before[k] then
-    bad[#bad + 1] = ("%s grew from %d to %d"):format(k == "fds" and "open descriptors" or "reader slots", before[k], after[k])
+  if after[k] > allowed[k] then
+    bad[#bad + 1] = ("%s grew from %d to %d (at most %d)"):format(k == "fds" and "open descriptors" or "reader slots",
+      before[k], after[k], allowed[k])
   end
 end
 print(("lua: %d calls (%d stores, %d hits) in %.1f s; rss %s -> %s MiB, anon %s -> %s MiB (%+.1f%%, limit %+.0f%%) after %d warm-up calls; fds %d -> %d; reader slots %d -> %d: %s"):format(

@@ -8,8 +8,9 @@ returning futures, contexts and metadata entered and left around every
 batch, and a second handle on the same path opened and closed every 1000
 calls. After a warm-up of a fifth of the calls, and at the end, it samples
 resident memory, open descriptors and the LMDB reader slots this process
-holds, and fails when anonymous resident memory grew by more than 10%, or
-descriptors or reader slots grew at all. Each sample follows a full
+holds, and fails when anonymous resident memory grew by more than 10%,
+descriptors grew at all, or reader slots grew past the 16 an environment
+pools (one per thread shard). Each sample follows a full
 collection and malloc_trim(0): a few hundred KiB that free() keeps cached,
 or not, at the moment of a sample would otherwise pass for growth.
 
@@ -30,6 +31,7 @@ import quiver
 HOT = 1000          # keys hit again and again once the warm-up stored them
 HANDLE_EVERY = 1000  # calls between opening and closing a second handle
 GROWTH = 0.10
+SHARDS = 16         # QV_SHARDS: the read transactions an environment pools, one per thread shard
 _libc = ctypes.CDLL(None)
 
 
@@ -116,9 +118,13 @@ def main(path, calls):
     bad = []
     if growth > GROWTH:
         bad.append(f"anonymous memory grew {growth:+.1%} after the warm-up (limit {GROWTH:+.0%})")
+    # Reader slots: a thread's first read takes the pooled transaction of its
+    # shard (QV_SHARDS, 16), and pools retire idle workers and start new ones,
+    # each on the next shard; so up to 16 slots is the design, not a leak.
+    allowed = {"fds": before["fds"], "readers": max(before["readers"], SHARDS)}
     for k, what in (("fds", "open descriptors"), ("readers", "reader slots")):
-        if after[k] > before[k]:
-            bad.append(f"{what} grew from {before[k]} to {after[k]}")
+        if after[k] > allowed[k]:
+            bad.append(f"{what} grew from {before[k]} to {after[k]} (at most {allowed[k]})")
     print(f"python: {calls} calls ({s['stores']} stores, {s['hits']} hits) in {elapsed:.1f} s; "
           f"rss {mib(before['rss'])} -> {mib(after['rss'])} MiB, anon {mib(before['anon'])} -> "
           f"{mib(after['anon'])} MiB ({growth:+.1%}, limit {GROWTH:+.0%}) after {warm} warm-up calls; "

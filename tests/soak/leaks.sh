@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The leak soak (issue 15): 1M memoized calls in Python and in Lua on an LMDB
 # cache (leak.py, leak.lua), each failing when anonymous resident memory grows
-# more than 10% after the warm-up, or open descriptors or LMDB reader slots
-# grow at all; each prints its calls, time, memory, descriptors and slots.
+# more than 10% after the warm-up, open descriptors grow at all, or LMDB
+# reader slots grow past the 16 an environment pools (one per thread shard);
+# each prints its calls, time, memory, descriptors and slots.
 # SOAK_SCALE scales the calls (ctest's soak.leaks.short: 0.05, 50k calls).
 set -euo pipefail
 : "${QUIVER_BUILD:?source build/env.sh first}"
