@@ -56,7 +56,7 @@ local memo = quiver.memo("bench.f", f, {version = "1"})
 
 quiver.with_cache(lmdb, function()
   memo(7)
-  row("1. Lua hit, f(int), hot key, LMDB", measure(function() return memo(7) end), floor_hot, 600,
+  row("1. Lua hit, f(int), hot key, LMDB", measure(function() return memo(7) end), floor_hot, 300,
       "floor: a plain Lua table memo")
   for i = 1, 1000 do memo(i) end
   for i = 1, 1000 do table_memo(i) end
