@@ -212,15 +212,17 @@ qv_status qv__remove_call(wctx *w, const qv_digest *key) {
 static qv_status apply(wctx *w, pending *p, uint64_t now) {
     if (!p->record) return QV_OK; /* a request to write the touches only */
     qv_store *s = w->c->store;
-    const void *v;
-    size_t len;
-    qv_status st = s->ops->get(s, w->txn, T_CALLS, p->key.bytes, 16, &v, &len);
-    if (st == QV_OK || st == QV__EFORGED) st = qv__remove_call(w, &p->key); /* a rerun replaces the record */
-    if (st && st != QV_NOTFOUND) return st;
+    qv_status st = s->ops->put_new(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len);
+    if (st == QV__EEXISTS) {
+        /* a rerun replaces the record, and first releases what it held (a
+         * value both hold is put back below) */
+        if ((st = qv__remove_call(w, &p->key))) return st;
+        st = s->ops->put(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len);
+    }
+    if (st) return st;
+    w->bytes += p->record_len;
     for (size_t i = 0; i < p->nrefs; i++)
         if ((st = ref_value(w, &p->refs[i]))) return st;
-    if ((st = s->ops->put(s, w->txn, T_CALLS, p->key.bytes, 16, p->record, p->record_len))) return st;
-    w->bytes += p->record_len;
     if ((st = s->ops->put(s, w->txn, T_NAMES, p->name_key, 24, "", 0))) return st;
     /* access times exist for eviction: without a limit they are not kept */
     return w->c->max_bytes ? qv__set_atime(w, &p->key, now) : QV_OK;

@@ -8,6 +8,9 @@
 
 #define QV_STORE_MAX_TABLES 9
 
+/* put_new found the key present. */
+#define QV__EEXISTS (-101)
+
 typedef struct qv_store qv_store;
 typedef struct qv_txn qv_txn;
 
@@ -27,6 +30,10 @@ typedef struct qv_store_ops {
     qv_status (*get)(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void **val, size_t *vlen);
     /* QV_EFULL when the store has no room: abort, then grow or evict. */
     qv_status (*put)(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val, size_t vlen);
+    /* put when key is absent; QV__EEXISTS, the table unchanged, when it is
+     * present: one lookup for a key that is usually new. */
+    qv_status (*put_new)(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                         size_t vlen);
     qv_status (*del)(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen);
     /* Entries with key >= from (all when from is NULL), in key order. */
     qv_status (*scan)(qv_store *s, qv_txn *txn, int table, const void *from, size_t flen, qv_scan_cb cb, void *userdata);

@@ -545,12 +545,23 @@ static qv_status lm_get(qv_store *base, qv_txn *txn, int table, const void *key,
     return lmdb_error(rc, "cannot read", e->path);
 }
 
-static qv_status lm_put(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
-                        size_t vlen) {
+static qv_status lm_write(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                          size_t vlen, unsigned flags) {
     lmdb_env *e = ((lmdb_store *)base)->e;
     MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
-    int rc = mdb_put((MDB_txn *)txn, e->dbi[table], &k, &v, 0);
+    int rc = mdb_put((MDB_txn *)txn, e->dbi[table], &k, &v, flags);
+    if (rc == MDB_KEYEXIST) return QV__EEXISTS;
     return rc ? lmdb_error(rc, "cannot write", e->path) : QV_OK;
+}
+
+static qv_status lm_put(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                        size_t vlen) {
+    return lm_write(base, txn, table, key, klen, val, vlen, 0);
+}
+
+static qv_status lm_put_new(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                            size_t vlen) {
+    return lm_write(base, txn, table, key, klen, val, vlen, MDB_NOOVERWRITE);
 }
 
 static qv_status lm_del(qv_store *base, qv_txn *txn, int table, const void *key, size_t klen) {
@@ -644,8 +655,8 @@ static void lm_close(qv_store *base) {
 }
 
 static const qv_store_ops lmdb_ops = {
-    lm_read_begin, lm_read_end, lm_write_begin, lm_commit, lm_abort, lm_get, lm_put,
-    lm_del,        lm_scan,     lm_count,       lm_grow,   lm_sync,  lm_map_size, lm_close,
+    lm_read_begin, lm_read_end, lm_write_begin, lm_commit, lm_abort,    lm_get,   lm_put, lm_put_new,
+    lm_del,        lm_scan,     lm_count,       lm_grow,   lm_sync,     lm_map_size, lm_close,
 };
 
 /* ------------------------------------------------- the cache's directory */

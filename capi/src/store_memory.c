@@ -330,6 +330,12 @@ static qv_status mem_put(qv_store *s, qv_txn *txn, int table, const void *key, s
     return e ? overlay_set((mem_store *)s, table, e) : qv__nomem();
 }
 
+static qv_status mem_put_new(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                             size_t vlen) {
+    if (lookup((mem_store *)s, txn, table, key, klen)) return QV__EEXISTS;
+    return mem_put(s, txn, table, key, klen, val, vlen);
+}
+
 static qv_status mem_del(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen) {
     mem_store *m = (mem_store *)s;
     if (!lookup(m, txn, table, key, klen)) return QV_NOTFOUND;
@@ -473,8 +479,8 @@ static void mem_close(qv_store *s) {
 }
 
 static const qv_store_ops memory_ops = {
-    mem_read_begin, mem_read_end, mem_write_begin, mem_commit, mem_abort, mem_get, mem_put,
-    mem_del,        mem_scan,     mem_count,       mem_grow,   mem_sync,  mem_map_size, mem_close,
+    mem_read_begin, mem_read_end, mem_write_begin, mem_commit, mem_abort,    mem_get,  mem_put, mem_put_new,
+    mem_del,        mem_scan,     mem_count,       mem_grow,   mem_sync,     mem_map_size, mem_close,
 };
 
 qv_status qv__store_memory_open(qv_store **out, const qv_store_config *cfg) {

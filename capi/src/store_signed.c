@@ -47,17 +47,31 @@ static qv_status ss_get(qv_store *s, qv_txn *txn, int table, const void *key, si
     return qv__sign_check(SS(s)->signer, name, key, klen, *val, *vlen, vlen);
 }
 
-static qv_status ss_put(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
-                        size_t vlen) {
+/* put or put_new of the inner store, the value signed when its table is. */
+static qv_status ss_write(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                          size_t vlen, int only_new) {
+    qv_store *in = INNER(s);
+    qv_status (*write)(qv_store *, qv_txn *, int, const void *, size_t, const void *, size_t) =
+        only_new ? in->ops->put_new : in->ops->put;
     const char *name = SS(s)->signed_table[table];
-    if (!name) return INNER(s)->ops->put(INNER(s), txn, table, key, klen, val, vlen);
+    if (!name) return write(in, txn, table, key, klen, val, vlen);
     uint8_t small[1024], *buf = small;
     if (vlen + QV_SIGN_TAG_LEN > sizeof small && !(buf = malloc(vlen + QV_SIGN_TAG_LEN))) return qv__nomem();
     if (vlen) memcpy(buf, val, vlen);
     qv_status st = qv__sign(SS(s)->signer, name, key, klen, val, vlen, buf + vlen);
-    if (!st) st = INNER(s)->ops->put(INNER(s), txn, table, key, klen, buf, vlen + QV_SIGN_TAG_LEN);
+    if (!st) st = write(in, txn, table, key, klen, buf, vlen + QV_SIGN_TAG_LEN);
     if (buf != small) free(buf);
     return st;
+}
+
+static qv_status ss_put(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                        size_t vlen) {
+    return ss_write(s, txn, table, key, klen, val, vlen, 0);
+}
+
+static qv_status ss_put_new(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen, const void *val,
+                            size_t vlen) {
+    return ss_write(s, txn, table, key, klen, val, vlen, 1);
 }
 
 static qv_status ss_del(qv_store *s, qv_txn *txn, int table, const void *key, size_t klen) {
@@ -110,8 +124,8 @@ static void ss_close(qv_store *s) {
 }
 
 static const qv_store_ops signed_ops = {
-    ss_read_begin, ss_read_end, ss_write_begin, ss_commit, ss_abort, ss_get,  ss_put,
-    ss_del,        ss_scan,     ss_count,       ss_grow,   ss_sync,  ss_map_size, ss_close,
+    ss_read_begin, ss_read_end, ss_write_begin, ss_commit, ss_abort,    ss_get,  ss_put, ss_put_new,
+    ss_del,        ss_scan,     ss_count,       ss_grow,   ss_sync,     ss_map_size, ss_close,
 };
 
 qv_status qv__store_signed_open(qv_store **out, qv_store *inner, const qv_signer *signer, const qv_store_config *cfg) {

@@ -225,6 +225,41 @@ static void rerun_replaces(void **state) {
     qv_value_free(r);
 }
 
+/* A rerun whose record holds, by reference, the same value as the record it
+ * replaces: the old record lets go of the value before the new one takes
+ * it, so the value stays, counted once. */
+static void rerun_keeps_a_value_both_records_hold(void **state) {
+    fixture *f = *state;
+    qv_value *args, *r;
+    for (int64_t result = 1; result <= 2; result++) {
+        QVT_OK(qv_value_new_list(&args));
+        QVT_OK(qv_value_list_append(args, bytes_value(4096, 7))); /* by reference: above the inline limit */
+        QVT_OK(qv_value_new_int(&r, result));
+        QVT_OK(qv_cache_store_value(f->cache, "t.rerun_ref", NULL, args, NULL, r, NULL));
+        qv_value_free(r);
+        if (result == 2) break;
+        qv_value_free(args);
+    }
+    assert_int_equal(stat_of(f->cache, QV_STAT_ENTRIES), 1);
+    assert_int_equal(stat_of(f->cache, QV_STAT_VALUES), 1);
+    qv_digest k;
+    QVT_OK(qv_call_digest(&k, "t.rerun_ref", NULL, args, NULL));
+    QVT_OK(qv_cache_get_value(f->cache, &k, &r));
+    int64_t i;
+    QVT_OK(qv_value_get_int(r, &i));
+    assert_int_equal(i, 2);
+    qv_value_free(r);
+    uint64_t bytes = stat_of(f->cache, QV_STAT_BYTES), freed, bad;
+    QVT_OK(qv_cache_verify(f->cache, 0, &bad));
+    assert_int_equal(bad, 0);
+    QVT_OK(qv_cache_gc(f->cache, &freed));
+    assert_int_equal(freed, 0);                                /* the value is held, */
+    assert_int_equal(stat_of(f->cache, QV_STAT_BYTES), bytes); /* and counted once */
+    QVT_OK(qv_cache_evict(f->cache, &k));
+    assert_int_equal(stat_of(f->cache, QV_STAT_VALUES), 0); /* its one reference went with the record */
+    qv_value_free(args);
+}
+
 static void query_by_name(void **state) {
     fixture *f = *state;
     for (int i = 0; i < 20; i++) store_int(f->cache, "t.even", 2 * i, i);
@@ -521,6 +556,7 @@ int main(void) {
         BOTH(record_holds_the_call),
         BOTH(large_values_stored_once_by_digest),
         BOTH(rerun_replaces),
+        BOTH(rerun_keeps_a_value_both_records_hold),
         BOTH(query_by_name),
         BOTH(size_limit_evicts_oldest),
         BOTH(gc_and_verify_agree_on_a_healthy_cache),
