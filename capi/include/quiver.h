@@ -518,6 +518,12 @@ QV_EXPORT qv_status qv_cache_gc_ext(qv_cache *cache, const qv_maintenance_option
 QV_EXPORT qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opts, uint64_t *bad);
 /* Write any buffered state and, for fast durability, sync to disk. */
 QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
+/* Write what this handle has counted and not written yet (hits and access
+ * times, totals, counts by function, a limitless cache's size counter) in one
+ * commit of the cache's durability, when there is any; no sync beyond it. A
+ * process about to end without closing calls it (Python's pool workers do);
+ * a stack flushes its local cache, a remote tier keeps no counts. */
+QV_EXPORT qv_status qv_cache_flush(qv_cache *cache);
 
 #define QV_STAT_HITS        0  /* lookups that found a result (this handle) */
 #define QV_STAT_MISSES      1  /* lookups that did not (this handle) */

@@ -49,6 +49,9 @@ void qv__cache_after_fork(qv_cache *c) {
          * be written twice */
         for (size_t s = 0; c->hit_rows && s < QV_SHARDS; s++)
             for (size_t i = 0; i < TOUCH_SLOTS; i++) atomic_store_explicit(&c->hit_rows[s][i].n, 0, memory_order_relaxed);
+        /* and the access times it noted */
+        for (size_t i = 0; i < TOUCH_SLOTS; i++) atomic_store_explicit(&c->touched[i].w[0], 0, memory_order_relaxed);
+        atomic_store(&c->touch_since, 0);
         /* and the totals of the counts it has not written yet */
         for (int i = 0; i < QV_TOTALS; i++) atomic_store(&c->totalled[i], qv__handle_count(c, qv__total_base[i]));
         atomic_store(&c->bytes_pending, 0); /* and the size it has not written */

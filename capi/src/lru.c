@@ -267,8 +267,8 @@ static int totals_pending(qv_cache *c) {
 }
 
 void qv__flush_pending_touches(qv_cache *c) {
+    qv__cache_after_fork(c); /* first: a forked child has nothing of its parent's to write */
     if (!c->count_hits || (!atomic_load_explicit(&c->touch_since, memory_order_relaxed) && !totals_pending(c))) return;
-    qv__cache_after_fork(c);
     wctx w = {.c = c};
     if (c->store->ops->write_begin(c->store, &w.txn)) return;
     if (qv__bytes_begin(&w, 0) == QV_OK && qv__flush_touches(&w, (uint64_t)qv__now_ns(), 1) == QV_OK) {

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "sign.h"
+#include "stack.h"
 #include "tier.h"
 
 /* ---------------------------------------------------------- maintenance */
@@ -286,6 +287,14 @@ qv_status qv_cache_verify_ext(qv_cache *cache, const qv_maintenance_options *opt
     if (bad) *bad = nbad;
     /* counts and sizes are recomputed after removing anything */
     if (repair && nbad) return qv_cache_gc_ext(cache, opts, NULL);
+    return QV_OK;
+}
+
+qv_status qv_cache_flush(qv_cache *cache) {
+    if (!cache) return qv__error(QV_EINVAL, "qv_cache_flush: cache is NULL");
+    qv_cache *local, *remote;
+    if (cache->tier) return qv__stack_tiers(cache, &local, &remote) && local ? qv_cache_flush(local) : QV_OK;
+    qv__flush_pending_touches(cache);
     return QV_OK;
 }
 

@@ -4,6 +4,7 @@ import contextvars
 import datetime
 import os
 import pwd
+import sys
 import stat as _stat
 import warnings
 import weakref
@@ -247,7 +248,7 @@ class Cache(_quiver.CacheHandle):
     def __init__(self):
         super().__init__()
         _handles.add(self)
-        _write_counts_at_exit()
+        _flush_at_exit()
 
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
@@ -756,33 +757,57 @@ def _filtered(source, predicate):
     return source.filter(predicate)
 
 
-# Every handle this process made. A handle writes its totals (and, without a
-# size limit, its change to the size counter) once per period and on close;
-# a pool worker ends in os._exit, which closes nothing, so a multiprocessing
-# finalizer writes them as the worker ends (docs/DECISIONS.md).
+# Every handle this process made. A handle writes its counts (totals, hits,
+# a limitless cache's size) once per period and on close; a process that
+# ends without closing writes them here: at exit, and in a multiprocessing
+# worker, which ends in os._exit, as its finalizers run (docs/DECISIONS.md).
 _handles = weakref.WeakSet()
-_exit_hook_pid = None
+_exit_hooks_set = False     # inherited by a forked child, as the hooks are
+_after_fork_set = False
+_finalizer_pid = None
 
 
-def _sync_handles():
+def _flush_handles():
     for c in list(_handles):
         try:
-            c.sync()
+            if not c._stack:  # a stack's caches are handles of their own
+                _quiver.qv_cache_flush(c)
         except Exception:
-            pass  # closed, read-only or unreachable: nothing of it to write
+            pass  # closed, or not a cache this process can write: nothing of it to write
 
 
-def _write_counts_at_exit():
-    """Once per process: multiprocessing runs its finalizers as a worker ends
-    (and at the exit of any other process); a forked worker forgets its
-    parent's, so they are made again after each fork multiprocessing makes."""
-    global _exit_hook_pid
-    if _exit_hook_pid == os.getpid():
+def _flush_at_exit():
+    """Once: at exit, and in a multiprocessing worker as it ends."""
+    global _exit_hooks_set
+    if _exit_hooks_set:
         return
-    _exit_hook_pid = os.getpid()
-    import multiprocessing.util
-    multiprocessing.util.Finalize(None, _sync_handles, exitpriority=10)
-    multiprocessing.util.register_after_fork(_sync_handles, lambda _: _write_counts_at_exit())
+    _exit_hooks_set = True
+    atexit.register(_flush_handles)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_flush_in_workers)
+    _flush_in_workers()
+
+
+def _flush_in_workers():
+    """A multiprocessing worker runs its finalizers as it ends, but a fork
+    worker's are cleared as it starts: they are made again after each fork
+    multiprocessing makes. Nothing is imported in a process that never
+    imported multiprocessing."""
+    global _finalizer_pid, _after_fork_set
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _finalizer_pid == os.getpid():
+        return
+    _finalizer_pid = os.getpid()
+    util.Finalize(None, _flush_handles, exitpriority=10)
+    if not _after_fork_set:
+        _after_fork_set = True
+        util.register_after_fork(_flush_handles, _refinalize)
+
+
+def _refinalize(_):
+    global _finalizer_pid
+    _finalizer_pid = None
+    _flush_in_workers()
 
 
 def _stand_in():

@@ -139,6 +139,39 @@ static void fork_adds_each_count_once(void **state) {
     free(dir);
 }
 
+/* A child that ends in _exit without closing writes its counts with
+ * qv_cache_flush, and none of its parent's; one that does not flush loses
+ * only its counts. */
+static void flush_before_exit_keeps_the_counts(void **state) {
+    char *dir = qvt_tempdir("totals-flush");
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    qv_digest d = qvt_store_int(c, "t.totals", 1);
+    qvt_hit(c, &d, 3);
+    for (int flush = 1; flush >= 0; flush--) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            qv_digest e = qvt_store_int(c, "t.totals", 2 + flush);
+            qvt_hit(c, &e, 4);
+            _exit(flush && qv_cache_flush(c) ? 1 : 0);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    assert_int_equal(stored_total(dir, QV_STAT_TOTAL_HITS), 4);  /* the flushing child's; the parent's are unwritten */
+    assert_int_equal(stored_total(dir, QV_STAT_TOTAL_STORES), 1);
+    QVT_OK(qv_cache_flush(c));
+    assert_int_equal(stored_total(dir, QV_STAT_TOTAL_HITS), 7);
+    assert_int_equal(stored_total(dir, QV_STAT_TOTAL_STORES), 2);
+    assert_int_equal(stored_total(dir, QV_STAT_ENTRIES), 3); /* the stores themselves were committed */
+    assert_int_equal(qv_cache_flush(NULL), QV_EINVAL);
+    qv_cache_close(c);
+    qvt_rmtree(dir);
+    free(dir);
+}
+
 typedef struct {
     qv_cache *c;
     qv_digest d;
@@ -177,6 +210,7 @@ int main(void) {
         cmocka_unit_test(read_only_adds_nothing),
         cmocka_unit_test(reset_zeroes),
         cmocka_unit_test(fork_adds_each_count_once),
+        cmocka_unit_test(flush_before_exit_keeps_the_counts),
         cmocka_unit_test(threads_add_exactly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
