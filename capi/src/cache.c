@@ -64,6 +64,49 @@ void qv__cache_after_fork(qv_cache *c) {
 
 /* ----------------------------------------------------------------- public */
 
+/* Every cache with a store of its own that is open in this process. exit()
+ * writes what each has counted and not written, as close would: a Lua
+ * script ending in os.exit, a C program that never closes, a Python process
+ * whose default cache outlives its interpreter. A process that ends in
+ * _exit flushes for itself (qv_cache_flush; Python's pool workers do). */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static qv_cache *open_caches;
+static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
+
+static void flush_open_caches(void) {
+    /* Bounded: a child of fork() may have inherited the lock held by a
+     * thread it does not have; its counts are then lost, never its exit. */
+    for (int tries = 0; pthread_mutex_trylock(&open_lock); tries++) {
+        if (tries == 1000) return;
+        sched_yield();
+    }
+    for (qv_cache *c = open_caches; c; c = c->open_next) qv__flush_pending_touches(c);
+    pthread_mutex_unlock(&open_lock);
+}
+
+static void install_exit_flush(void) {
+    atexit(flush_open_caches);
+}
+
+static void track_open(qv_cache *c) {
+    pthread_once(&exit_flush_once, install_exit_flush);
+    pthread_mutex_lock(&open_lock);
+    c->open_next = open_caches;
+    if (open_caches) open_caches->open_prev = c;
+    open_caches = c;
+    c->tracked = 1;
+    pthread_mutex_unlock(&open_lock);
+}
+
+static void untrack_open(qv_cache *c) {
+    if (!c->tracked) return;
+    pthread_mutex_lock(&open_lock);
+    if (c->open_prev) c->open_prev->open_next = c->open_next;
+    else open_caches = c->open_next;
+    if (c->open_next) c->open_next->open_prev = c->open_prev;
+    pthread_mutex_unlock(&open_lock);
+}
+
 /* Options structs grow by appending fields; a caller compiled against an
  * older version passes the smaller struct it knows. */
 static size_t options_size(uint32_t version) {
@@ -207,6 +250,7 @@ static qv_status cache_new(qv_cache **out, const char *path, const qv_cache_opti
         qv_cache_close(c);
         return st;
     }
+    track_open(c);
     *out = c;
     return QV_OK;
 }
@@ -276,6 +320,7 @@ qv_cache *qv__cache_retain(qv_cache *cache) {
  * host can finalize in any order. */
 void qv_cache_close(qv_cache *cache) {
     if (!cache || atomic_fetch_sub_explicit(&cache->refs, 1, memory_order_acq_rel) != 1) return;
+    untrack_open(cache); /* first: exit() must not flush it while it goes */
     if (cache->tier) cache->tier->close(cache);
     if (cache->store) {
         qv__flush_pending_touches(cache);

@@ -140,6 +140,9 @@ struct qv_cache {
      * in meta) since it was last written: a store leaves its change here,
      * and the writes that carry the totals carry it (commit.c). */
     _Atomic int64_t bytes_pending;
+    /* the caches open in this process, which exit() flushes (cache.c) */
+    qv_cache *open_prev, *open_next;
+    int tracked;
 };
 
 /* QV_STAT_TOTAL_HITS + i adds up qv__total_base[i] across handles: the

@@ -248,7 +248,7 @@ class Cache(_quiver.CacheHandle):
     def __init__(self):
         super().__init__()
         _handles.add(self)
-        _flush_at_exit()
+        _flush_in_workers_too()
 
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
@@ -758,9 +758,9 @@ def _filtered(source, predicate):
 
 
 # Every handle this process made. A handle writes its counts (totals, hits,
-# a limitless cache's size) once per period and on close; a process that
-# ends without closing writes them here: at exit, and in a multiprocessing
-# worker, which ends in os._exit, as its finalizers run (docs/DECISIONS.md).
+# a limitless cache's size) once per period and on close, and the core
+# writes those of every open cache at exit(); a multiprocessing worker ends
+# in os._exit instead, so its finalizers write them (docs/DECISIONS.md).
 _handles = weakref.WeakSet()
 _exit_hooks_set = False     # inherited by a forked child, as the hooks are
 _after_fork_set = False
@@ -776,13 +776,12 @@ def _flush_handles():
             pass  # closed, or not a cache this process can write: nothing of it to write
 
 
-def _flush_at_exit():
-    """Once: at exit, and in a multiprocessing worker as it ends."""
+def _flush_in_workers_too():
+    """Once per process tree: as each multiprocessing worker ends."""
     global _exit_hooks_set
     if _exit_hooks_set:
         return
     _exit_hooks_set = True
-    atexit.register(_flush_handles)
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=_flush_in_workers)
     _flush_in_workers()

@@ -46,6 +46,24 @@ describe("caches", function()
     c:close()
   end)
 
+  it("writes a process's counts when it ends in os.exit without closing", function()
+    -- os.exit closes nothing: the core's exit handler writes what the
+    -- handle counted (totals, the limitless cache's size), as close would
+    local dir = H.tmpdir("exit")
+    local out, ok = H.spawn(child_add:gsub("c:close%(%)", "os.exit(0)"), {DIR = dir, FROM = "1", TO = "30"})
+    assert.is_true(ok, out)
+    assert.are.equal("30", out)
+    local c = quiver.open(dir)
+    local s = c:stats()
+    assert.are.equal(30, s.total_stores)
+    assert.are.equal(30, s.total_misses)
+    local counted = s.bytes
+    assert.is_true(counted > 0)
+    c:gc()
+    assert.are.equal(counted, c:stats().bytes)
+    c:close()
+  end)
+
   it("keeps every result when processes write overlapping keys at once", function()
     local dir = H.tmpdir("concurrent")
     local kids = {}
