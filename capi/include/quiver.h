@@ -524,6 +524,9 @@ QV_EXPORT qv_status qv_cache_sync(qv_cache *cache);
  * process about to end without closing calls it (Python's pool workers do);
  * a stack flushes its local cache, a remote tier keeps no counts. */
 QV_EXPORT qv_status qv_cache_flush(qv_cache *cache);
+/* qv_cache_flush for every cache open in this process, as exit() does
+ * (atexit); for a process about to end in _exit, or be killed. */
+QV_EXPORT void qv_cache_flush_all(void);
 
 #define QV_STAT_HITS        0  /* lookups that found a result (this handle) */
 #define QV_STAT_MISSES      1  /* lookups that did not (this handle) */

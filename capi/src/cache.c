@@ -73,7 +73,7 @@ static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
 static qv_cache *open_caches;
 static pthread_once_t exit_flush_once = PTHREAD_ONCE_INIT;
 
-static void flush_open_caches(void) {
+void qv_cache_flush_all(void) {
     /* Bounded: a child of fork() may have inherited the lock held by a
      * thread it does not have; its counts are then lost, never its exit. */
     for (int tries = 0; pthread_mutex_trylock(&open_lock); tries++) {
@@ -85,7 +85,7 @@ static void flush_open_caches(void) {
 }
 
 static void install_exit_flush(void) {
-    atexit(flush_open_caches);
+    atexit(qv_cache_flush_all);
 }
 
 static void track_open(qv_cache *c) {

@@ -7,7 +7,6 @@ import pwd
 import sys
 import stat as _stat
 import warnings
-import weakref
 
 from . import _quiver
 from ._codec import QuiverWarning, _raw_tags, _untrusted, call_digest, encode
@@ -245,10 +244,6 @@ class Cache(_quiver.CacheHandle):
     # a miss into it warns that nothing is shared.
     _stand_in = False
 
-    def __init__(self):
-        super().__init__()
-        _handles.add(self)
-        _flush_in_workers_too()
 
     @classmethod
     def open(cls, path, durability="safe", max_bytes=0, readonly=False, trust_pickle=False, map_size=0,
@@ -757,34 +752,12 @@ def _filtered(source, predicate):
     return source.filter(predicate)
 
 
-# Every handle this process made. A handle writes its counts (totals, hits,
-# a limitless cache's size) once per period and on close, and the core
-# writes those of every open cache at exit(); a multiprocessing worker ends
-# in os._exit instead, so its finalizers write them (docs/DECISIONS.md).
-_handles = weakref.WeakSet()
-_exit_hooks_set = False     # inherited by a forked child, as the hooks are
-_after_fork_set = False
+# A handle writes its counts (totals, hits, a limitless cache's size) once
+# per period and on close, and the core writes those of every open cache at
+# exit(). A multiprocessing worker ends in os._exit instead, so one of its
+# finalizers asks the core for the same (docs/DECISIONS.md).
 _finalizer_pid = None
-
-
-def _flush_handles():
-    for c in list(_handles):
-        try:
-            if not c._stack:  # a stack's caches are handles of their own
-                _quiver.qv_cache_flush(c)
-        except Exception:
-            pass  # closed, or not a cache this process can write: nothing of it to write
-
-
-def _flush_in_workers_too():
-    """Once per process tree: as each multiprocessing worker ends."""
-    global _exit_hooks_set
-    if _exit_hooks_set:
-        return
-    _exit_hooks_set = True
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_flush_in_workers)
-    _flush_in_workers()
+_after_fork_set = False
 
 
 def _flush_in_workers():
@@ -797,16 +770,21 @@ def _flush_in_workers():
     if util is None or _finalizer_pid == os.getpid():
         return
     _finalizer_pid = os.getpid()
-    util.Finalize(None, _flush_handles, exitpriority=10)
+    util.Finalize(None, _quiver.qv_cache_flush_all, exitpriority=10)
     if not _after_fork_set:
         _after_fork_set = True
-        util.register_after_fork(_flush_handles, _refinalize)
+        util.register_after_fork(_flush_in_workers, _refinalize)
 
 
 def _refinalize(_):
     global _finalizer_pid
     _finalizer_pid = None
     _flush_in_workers()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_flush_in_workers)
+_flush_in_workers()
 
 
 def _stand_in():
