@@ -506,6 +506,23 @@ static int entry_cmp(const void *pa, const void *pb) {
     return key_order(a->key, a->key_len, b->key, b->key_len);
 }
 
+/* The head of a closed map (its count) or set (its tag and its count), in
+ * head; its length. */
+static size_t sorted_head(uint8_t head[18], uint8_t kind, size_t count) {
+    size_t n = 0, m;
+    if (kind == EF_SET) put_head(head, &n, MAJOR_TAG, QV_TAG_SET);
+    put_head(head + n, &m, kind == EF_SET ? MAJOR_LIST : MAJOR_MAP, count);
+    return n + m;
+}
+
+/* Pop the map or set frame f, its entries written behind their head. */
+static void close_frame(qv_encoder *enc, const eframe *f) {
+    enc->nmarks = f->marks_base;
+    enc->depth--;
+    enc->maps_open--;
+    item_end(enc); /* a set also closes the tag frame below it */
+}
+
 /* Close the map or set on top: its entries (a map's key and value, a set's
  * element) are rewritten in the bytewise order of their keys' encodings (a
  * set element is its own key). A map refuses a duplicate key; a set keeps
@@ -534,27 +551,18 @@ static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
         ents[i] = (entry){enc->buf + f->start + ks, ke - ks, ks, end};
         if (i && sorted && entry_cmp(&ents[i - 1], &ents[i]) >= 0) sorted = 0;
     }
+    uint8_t head[18];
+    size_t n;
     if (sorted) {
         /* Written in order (a record's keys always are), hence no duplicate:
          * the entries stay where they are, behind the head. */
         if (ents != stackbuf) free(ents);
-        uint8_t head[18];
-        size_t n = 0, m;
-        if (kind == EF_SET) {
-            put_head(head, &n, MAJOR_TAG, QV_TAG_SET);
-            put_head(head + n, &m, MAJOR_LIST, count);
-        } else {
-            put_head(head, &m, MAJOR_MAP, count);
-        }
-        n += m;
+        n = sorted_head(head, kind, count);
         if ((st = reserve(enc, n))) return st;
         memmove(enc->buf + f->start + n, enc->buf + f->start, region);
         memcpy(enc->buf + f->start, head, n);
         enc->len = f->start + n + region;
-        enc->nmarks = f->marks_base;
-        enc->depth--;
-        enc->maps_open--;
-        item_end(enc);
+        close_frame(enc, f);
         return QV_OK;
     }
     /* Sort entries by their keys' encodings within a copy of the region. */
@@ -581,18 +589,12 @@ static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
         }
     }
     enc->len = f->start;
-    if ((st = reserve(enc, 18 + region))) {
+    n = sorted_head(head, kind, unique); /* a map's are all unique: a duplicate was refused */
+    if ((st = reserve(enc, n + region))) {
         if (ents != stackbuf) free(ents);
         return st;
     }
-    size_t n;
-    if (kind == EF_MAP) {
-        put_head(enc->buf + enc->len, &n, MAJOR_MAP, count);
-    } else {
-        put_head(enc->buf + enc->len, &n, MAJOR_TAG, QV_TAG_SET);
-        enc->len += n;
-        put_head(enc->buf + enc->len, &n, MAJOR_LIST, unique);
-    }
+    memcpy(enc->buf + enc->len, head, n);
     enc->len += n;
     for (size_t i = 0; i < count; i++) {
         if (i && entry_cmp(&ents[i - 1], &ents[i]) == 0) continue;
@@ -600,10 +602,7 @@ static qv_status close_sorted(qv_encoder *enc, uint8_t kind) {
         enc->len += ents[i].end - ents[i].start;
     }
     if (ents != stackbuf) free(ents);
-    enc->nmarks = f->marks_base;
-    enc->depth--;
-    enc->maps_open--;
-    item_end(enc); /* a set also closes the tag frame below it */
+    close_frame(enc, f);
     return QV_OK;
 }
 
