@@ -45,6 +45,16 @@ static int call(qv_cache *c, const char *name, int64_t x, long sleep_ns) {
     return b.runs;
 }
 
+/* One call through a handle opened for it and closed after (so its counts
+ * are written); how many times the body ran. */
+static int call_in_a_new_handle(const char *dir, const char *name, int64_t x) {
+    qv_cache *c;
+    QVT_OK(qv_cache_open(&c, dir, NULL));
+    int runs = call(c, name, x, 0);
+    qv_cache_close(c);
+    return runs;
+}
+
 typedef struct {
     const char *name;
     qv_function_stats stats;
@@ -165,9 +175,7 @@ static void corrupt_by_function(void **state) {
     (void)state;
     char *dir = qvt_tempdir("fnstats-corrupt");
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, dir, NULL));
-    assert_int_equal(call(c, "t.fragile", 7, 0), 1);
-    qv_cache_close(c);
+    assert_int_equal(call_in_a_new_handle(dir, "t.fragile", 7), 1);
     qvt_call k = qvt_make_call("t.fragile", 7);
     damage(dir, &k.key);
     QVT_OK(qv_cache_open(&c, dir, NULL));
@@ -218,16 +226,11 @@ static void append_counter(uint8_t *row, size_t *len) {
 static void newer_counters_are_kept(void **state) {
     (void)state;
     char *dir = qvt_tempdir("fnstats-newer");
-    qv_cache *c;
-    QVT_OK(qv_cache_open(&c, dir, NULL));
-    call(c, "t.newer", 1, 0);
-    qv_cache_close(c);
+    call_in_a_new_handle(dir, "t.newer", 1);
     uint8_t row[256];
     size_t len;
     funcs_row(dir, row, &len, append_counter);
-    QVT_OK(qv_cache_open(&c, dir, NULL));
-    call(c, "t.newer", 2, 0);
-    qv_cache_close(c);
+    call_in_a_new_handle(dir, "t.newer", 2);
     funcs_row(dir, row, &len, NULL);
     assert_int_equal(row[0], 7);
     assert_int_equal(row[1 + 8 * 6 + 7], 99);
@@ -243,9 +246,7 @@ static void corrupt_counted_once(void **state) {
     (void)state;
     char *dir = qvt_tempdir("fnstats-once");
     qv_cache *c;
-    QVT_OK(qv_cache_open(&c, dir, NULL));
-    call(c, "t.once", 3, 0);
-    qv_cache_close(c);
+    call_in_a_new_handle(dir, "t.once", 3);
     qvt_call k = qvt_make_call("t.once", 3);
     damage(dir, &k.key);
     QVT_OK(qv_cache_open(&c, dir, NULL));
